@@ -36,6 +36,7 @@ __all__ = [
     "SearchSpace",
     "get_space",
     "list_spaces",
+    "resolve_arch",
 ]
 
 
@@ -585,3 +586,35 @@ def get_space(name: str) -> SearchSpace:
 
 def log10_num_subnets(space: SearchSpace) -> float:
     return math.log10(space.num_subnets(space.resolutions[0]))
+
+
+def resolve_arch(value: str, space: SearchSpace) -> ArchConfig:
+    """Turn a CLI ``--arch`` value into a canonical config of ``space``.
+
+    Accepts ``largest`` / ``smallest``, a path to an architecture JSON file (as written by ``hwnas search``;
+    a top-level ``"arch"`` key is followed), inline JSON, or the string form ``r28-d2.2...``.
+    """
+    import json
+    from pathlib import Path
+
+    text = value.strip()
+    if text in ("largest", "smallest"):
+        return space.largest() if text == "largest" else space.smallest()
+    if text.startswith("{"):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidArchError(f"--arch: inline JSON is not valid: {e}") from None
+        return space.canonical(ArchConfig.from_json(d.get("arch", d)))
+    p = Path(text)
+    if p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise InvalidArchError(f"--arch: file {text!r} does not exist")
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InvalidArchError(f"--arch: file {text!r} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise InvalidArchError(f"--arch: file {text!r} must hold a JSON object")
+        return space.canonical(ArchConfig.from_json(d.get("arch", d)))
+    return space.canonical(space.parse(text))

@@ -1,0 +1,71 @@
+"""Runtime device agents: pick a variant (sub-network x precision) or offload, per request, to meet a deadline.
+
+Public API (stable names; see each module for the contract):
+
+* values: `Variant`, `DeviceState`, `Decision`, `Trace`, `OffloadTarget`, `EnergyModel`, `BatteryBudget`
+* policies: `create_policy`, `list_policies`, `Policy` (``static*``, ``greedy``, ``greedy-frequency``,
+  ``kalman`` = the agent, ``oracle``)
+* state: `create_provider`, `list_providers`, `StateProvider`, `NetworkEstimator`
+* traces: `builtin_trace`, `list_scenarios`, `load_trace_csv`, `save_trace_csv`
+* evaluation: `simulate`, `compare_policies`, `SimulationResult`, `plot_timeline`
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .energy import BatteryBudget, EnergyModel
+from .network import NetworkEstimator, OffloadTarget
+from .policies import AGENT_POLICY, Decision, Policy, create_policy, list_policies
+from .providers import create_provider, list_providers
+from .scenarios import builtin_trace, describe_scenario, list_scenarios
+from .simulator import DeviceLatencyModel, SimulationResult, StepRecord, compare_policies, simulate
+from .state import DeviceState, StateProvider
+from .trace import Trace, TraceFormatError, load_trace_csv, save_trace_csv
+from .variants import InvalidVariantError, Variant, example_variants, load_variants, save_variants
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plot import plot_timeline
+
+__all__ = [
+    "AGENT_POLICY",
+    "BatteryBudget",
+    "Decision",
+    "DeviceLatencyModel",
+    "DeviceState",
+    "EnergyModel",
+    "InvalidVariantError",
+    "NetworkEstimator",
+    "OffloadTarget",
+    "Policy",
+    "SimulationResult",
+    "StateProvider",
+    "StepRecord",
+    "Trace",
+    "TraceFormatError",
+    "Variant",
+    "builtin_trace",
+    "compare_policies",
+    "create_policy",
+    "create_provider",
+    "describe_scenario",
+    "example_variants",
+    "list_policies",
+    "list_providers",
+    "list_scenarios",
+    "load_trace_csv",
+    "load_variants",
+    "plot_timeline",
+    "save_trace_csv",
+    "save_variants",
+    "simulate",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # matplotlib is heavy: import the plotting module only when asked for.
+    if name == "plot_timeline":
+        from .plot import plot_timeline
+
+        return plot_timeline
+    raise AttributeError(f"module 'device_agents' has no attribute {name!r}")

@@ -1,0 +1,265 @@
+"""``hwnas``: the command line. Thin by design: each command parses, builds a config value, calls one library
+function, and writes results (with the resolved config beside them). Sub-apps of the packages are mounted
+here (``hwnas lut ...``, ``hwnas agent ...``, ``hwnas nas ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="hwnas",
+    help=(
+        "Hardware-aware NAS: train a once-for-all supernet, measure a device's latency table, search the best "
+        "subnet for a latency target, and adapt at runtime. Start with 'hwnas demo'."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+console = Console()
+log = logging.getLogger("hwnas")
+
+
+def _mount_subapps() -> None:
+    from device_agents.cli import app as agent_app
+    from latency_tables.cli import app as lut_app
+
+    app.add_typer(lut_app, name="lut", help="Latency lookup tables: build, validate, inspect, predict.")
+    app.add_typer(agent_app, name="agent", help="Runtime device agents: simulate policies on traces.")
+    try:
+        from nas.cli import app as nas_app
+    except ImportError:  # pragma: no cover - nas without a CLI
+        return
+    app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+# --------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Report folder (created; a re-run resumes finished stages).")] = Path(
+        "hwnas-runs/demo"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller budget everywhere: about 2 minutes.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for data split, training, search and simulation.")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore results of an earlier run in --out.")] = False,
+) -> None:
+    """Run the whole pipeline once on the embedded MNIST subset and write a report.
+
+    Stages: train a small OFA supernet (with KD) -> evaluate smallest/largest subnets -> measure a per-layer
+    latency table on this CPU (onnxruntime, fp32, 1 thread) -> check predicted vs measured latency ->
+    search subnets for several latency targets (Optuna GP) -> export winners to ONNX -> replay a device
+    agent on built-in traces. Results: OUT/report.md, OUT/report.json and PNG plots.
+    """
+    from hwnas.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.preset(quick=quick, seed=seed)
+    report = run_demo(cfg, out_dir=out, console=console, fresh=fresh)
+    console.print(f"\n[bold green]done[/] in {report['wall_time_s']:.0f} s - report: {out / 'report.md'}")
+
+
+# --------------------------------------------------------------------------- space
+@space_app.command("info")
+def space_info(
+    space: Annotated[str, typer.Option(help="Named search space.")] = "ofa-mbv3",
+    resolutions: Annotated[
+        str | None, typer.Option(help="Override resolutions, comma separated (e.g. 160,192,224).")
+    ] = None,
+) -> None:
+    """Print a space's choices and its number of distinct subnets per resolution."""
+    from dataclasses import replace
+
+    from supernet.space import get_space, list_spaces
+
+    try:
+        sp = get_space(space)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+        raise
+    if resolutions:
+        try:
+            res = tuple(sorted({int(r) for r in resolutions.split(",")}))
+        except ValueError:
+            _fail(f"--resolutions {resolutions!r}: expected comma-separated integers")
+            raise
+        sp = replace(sp, resolutions=res)
+    console.print(f"[bold]{sp.describe()}[/]")
+    console.print(f"known spaces: {', '.join(list_spaces())}")
+    per_block = len(sp.kernel_choices) * len(sp.expand_choices)
+    per_stage = " + ".join(f"{per_block}^{d}" for d in sp.depth_choices)
+    t = Table(title=f"distinct subnets: ({per_stage})^{sp.n_stages} per resolution")
+    t.add_column("resolution", justify="right")
+    t.add_column("subnets", justify="right")
+    for r in sp.resolutions:
+        n = sp.num_subnets(r)
+        t.add_row(str(r), f"{n:.3e}  ({n})")
+    console.print(t)
+    total = sp.num_subnets()
+    console.print(f"total over {len(sp.resolutions)} resolutions: {total:.3e}; ordinal encoding: "
+                  f"{sp.n_decisions} decisions")
+
+
+# --------------------------------------------------------------------------- train / eval / export
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, supernet.pt, train_log.json.")] = Path(
+        "hwnas-runs/supernet"
+    ),
+    dataset: Annotated[str, typer.Option(help="mnist (embedded), digits, cifar10, cifar100, imagefolder.")] = "mnist",
+    data_root: Annotated[Path | None, typer.Option(help="Folder of a dataset on disk (CIFAR, ImageFolder).")] = None,
+    space: Annotated[str, typer.Option(help="Named search space.")] = "mnist",
+    schedule: Annotated[str, typer.Option(help="Training schedule: demo, progressive-shrinking.")] = "demo",
+    epochs: Annotated[int, typer.Option(min=1, help="Total epochs, split over the schedule's phases.")] = 6,
+    width_mult: Annotated[float, typer.Option(help="Channel width multiplier of the backbone.")] = 0.5,
+    batch_size: Annotated[int, typer.Option(min=2)] = 32,
+    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 1.0,
+    kd_ratio: Annotated[float, typer.Option(help="Distillation weight lambda (0 disables KD).")] = 1.0,
+    max_train_images: Annotated[int | None, typer.Option(help="Stratified subset of the train split.")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt.")] = True,
+) -> None:
+    """Train a once-for-all supernet (resumable: re-run the same command after an interruption)."""
+    from supernet.train import TrainConfig, train_supernet
+
+    try:
+        cfg = TrainConfig(
+            dataset=dataset, data_root=None if data_root is None else str(data_root), space=space,
+            width_mult=width_mult, schedule=schedule, epochs=epochs, batch_size=batch_size,
+            kd_temperature=kd_temperature, kd_ratio=kd_ratio, max_train_images=max_train_images, seed=seed,
+        )
+        if not resume and (out / "checkpoint.pt").exists():
+            (out / "checkpoint.pt").unlink()
+        result = train_supernet(cfg, out_dir=out)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    t = Table(title="phases")
+    for col in ("phase", "epochs", "steps", "img/s", "loss", "val top-1 largest", "val top-1 smallest"):
+        t.add_column(col)
+    for p in result.phases:
+        t.add_row(p.name, str(p.epochs), str(p.steps), f"{p.images_per_s:.0f}", f"{p.mean_loss:.3f}",
+                  f"{p.val_top1_largest:.4f}", f"{p.val_top1_smallest:.4f}")
+    console.print(t)
+    console.print(f"supernet: {result.supernet_path}")
+
+
+def _load_net_and_data(supernet_path: Path, dataset: str | None, data_root: Path | None, seed: int) -> Any:
+    import json as _json
+
+    import torch
+
+    from supernet.data import load_dataset
+    from supernet.train import load_supernet
+
+    net = load_supernet(supernet_path)
+    extra = _json.loads(torch.load(supernet_path, map_location="cpu", weights_only=True).get("extra", "{}"))
+    tc = extra.get("train_config", {})
+    ds = dataset or tc.get("dataset", "mnist")
+    root = data_root if data_root is not None else tc.get("data_root")
+    data = load_dataset(ds, root=root, seed=tc.get("seed", seed))
+    return net, data
+
+
+@app.command("eval")
+def eval_(
+    arch: Annotated[str, typer.Option(help="largest | smallest | arch JSON file | inline JSON | r28-d2... string")],
+    supernet: Annotated[Path, typer.Option(help="supernet.pt written by 'hwnas train'.")] = Path(
+        "hwnas-runs/supernet/supernet.pt"
+    ),
+    split: Annotated[str, typer.Option(help="train | val | test")] = "val",
+    bn_images: Annotated[int, typer.Option(help="Training images for BN recalibration.")] = 1000,
+    dataset: Annotated[str | None, typer.Option(help="Defaults to the dataset the supernet was trained on.")] = None,
+    data_root: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Top-1 of one subnet after BN recalibration."""
+    from supernet.evaluate import evaluate
+    from supernet.space import InvalidArchError, resolve_arch
+
+    try:
+        net, data = _load_net_and_data(supernet, dataset, data_root, 0)
+        cfg = resolve_arch(arch, net.space)
+        r = evaluate(net, cfg, data, split=split, bn_images=bn_images)
+    except (InvalidArchError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    console.print_json(json.dumps({"arch": r.arch, "split": r.split, "top1": r.top1, "bn_images": r.bn_images}))
+
+
+@app.command()
+def export(
+    arch: Annotated[str, typer.Option(help="largest | smallest | arch JSON file | inline JSON | r28-d2... string")],
+    format: Annotated[str, typer.Option("--format", help="onnx | tflite")] = "onnx",
+    supernet: Annotated[Path, typer.Option(help="supernet.pt written by 'hwnas train'.")] = Path(
+        "hwnas-runs/supernet/supernet.pt"
+    ),
+    out: Annotated[Path | None, typer.Option(help="Output file (default: <arch>.<format> beside the supernet).")] = None,
+    bn_images: Annotated[int, typer.Option(help="BN recalibration images before export (0 = keep).")] = 1000,
+) -> None:
+    """Extract a subnet as a static model, recalibrate its BN and export it; checks outputs against torch."""
+    import torch
+
+    from supernet.data import iterate_batches
+    from supernet.evaluate import recalibrate_bn
+    from supernet.export import check_export, export_onnx, export_tflite
+    from supernet.space import InvalidArchError, resolve_arch
+
+    if format not in ("onnx", "tflite"):
+        _fail(f"--format {format!r}: expected 'onnx' or 'tflite'")
+    try:
+        net, data = _load_net_and_data(supernet, None, None, 0)
+        cfg = resolve_arch(arch, net.space)
+    except (InvalidArchError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    sub = net.get_active_subnet(cfg)
+    if bn_images > 0:
+        n = min(bn_images, len(data.train))
+        from supernet.data import ImageDataset
+
+        calib = ImageDataset(images=data.train.images[:n], labels=data.train.labels[:n])
+        recalibrate_bn(sub, (x for x, _ in iterate_batches(calib, batch_size=256, mean=data.mean, std=data.std,
+                                                           resolution=cfg.resolution)))
+    sub.eval()
+    target = out or supernet.parent / f"{cfg}.{format}"
+    exporter = export_onnx if format == "onnx" else export_tflite
+    path = exporter(sub, target, input_shape=sub.input_shape)
+    x, _ = next(iterate_batches(data.test, batch_size=8, mean=data.mean, std=data.std, resolution=cfg.resolution))
+    check = check_export(sub, path, fmt=format, inputs=x.to(torch.float32))
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); max |torch - {format}| = "
+                  f"{check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement:.2f}")
+    if not check.ok:
+        _fail(f"exported model differs from torch by {check.max_abs_diff:.2e} (> tolerance)", code=1)
+
+
+def main() -> None:
+    _mount_subapps()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        console.print("[yellow]interrupted[/] - re-run the same command to resume")
+        sys.exit(130)
+
+
+

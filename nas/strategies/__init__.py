@@ -1,0 +1,70 @@
+"""Search strategies behind one interface, created by name from a lazy registry.
+
+    >>> from nas.strategies import create_strategy, list_strategies
+    >>> strat = create_strategy("gp")                       # imports nas.strategies.gp on first use
+    >>> result = strat.search(objective, budget=50, seed=0)
+
+Registry names map to ``"module:Class"`` import strings, so optuna and torch are imported only by the
+strategies that need them. Every registered strategy passes ``tests/nas/test_strategies_contract.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from nas.strategies.base import Callback, EvalLoop, SearchResult, SearchStrategy
+
+__all__ = ["Callback", "EvalLoop", "SearchResult", "SearchStrategy", "create_strategy", "get_strategy_class",
+           "list_strategies", "register_strategy"]
+
+_STRATEGIES: dict[str, str] = {
+    "random": "nas.strategies.random_search:RandomSearch",
+    "evolution": "nas.strategies.evolution:EvolutionSearch",
+    "gp": "nas.strategies.gp:GPBayesOpt",
+    "optuna-gp": "nas.strategies.optuna_search:OptunaGPSearch",
+    "optuna-tpe": "nas.strategies.optuna_search:OptunaTPESearch",
+    "nsga2": "nas.strategies.optuna_search:NSGA2Search",
+    "rl": "nas.strategies.rl:ReinforceSearch",
+}
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def register_strategy(name: str, target: str) -> None:
+    """Register ``"module:Class"`` under ``name`` (plugins); re-registering a name with another target fails."""
+    if ":" not in target:
+        raise ValueError(f"strategy target {target!r}: expected 'module:Class'")
+    if name in _STRATEGIES and _STRATEGIES[name] != target:
+        raise ValueError(f"strategy {name!r} is already registered as {_STRATEGIES[name]!r}")
+    _STRATEGIES[name] = target
+
+
+def get_strategy_class(name: str) -> type[SearchStrategy]:
+    try:
+        target = _STRATEGIES[name]
+    except KeyError:
+        raise KeyError(f"unknown search strategy {name!r}; known: {list_strategies()}") from None
+    module_name, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, SearchStrategy)):
+        raise TypeError(f"strategy {name!r} -> {target!r} is not a SearchStrategy subclass")
+    return cls
+
+
+def create_strategy(name: str, **kwargs: Any) -> SearchStrategy:
+    """Instantiate the strategy registered as ``name`` with keyword hyperparameters."""
+    return get_strategy_class(name)(**kwargs)
+
+
+_LAZY = {"search": "nas.search", "pareto_front": "nas.pareto", "plot_convergence": "nas.plots",
+         "plot_pareto": "nas.plots"}
+
+
+def __getattr__(name: str) -> Any:
+    """`search`, `pareto_front`, `plot_convergence` and `plot_pareto` are re-exported lazily (no import cycle)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nas.strategies' has no attribute {name!r}")

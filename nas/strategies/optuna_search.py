@@ -1,0 +1,212 @@
+"""Strategies driven by an Optuna sampler: GP (Optuna's GPSampler), TPE and NSGA-II.
+
+Each evaluated architecture is one trial (`nas.study`), so with a ``storage`` a killed search re-run with the same
+``study_name`` continues where it stopped, and several worker processes can share one study. The budget is the
+number of distinct architectures in the *study*: a worker stops once that many are completed or claimed by
+running trials of lower number, so two workers with budget N complete exactly N evaluations between them.
+Give workers different seeds, or their samplers propose the same architectures.
+
+Trials left RUNNING by a killed process are failed on the next start if older than ``stale_after_s``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from nas.objective import Evaluation, Objective
+from nas.strategies.base import Callback, SearchResult, SearchStrategy
+from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = ["NSGA2Search", "OptunaGPSearch", "OptunaSearch", "OptunaTPESearch"]
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSearch(SearchStrategy):
+    """Base of the Optuna-driven strategies (see module docstring for storage semantics).
+
+    Args:
+        storage: Optuna storage URL or path (`nas.study.open_storage`); None = in memory.
+        study_name: name of the study in ``storage``; default ``"hwnas-<strategy>"``.
+        stale_after_s: RUNNING trials older than this are failed at start (None: never).
+        max_duplicates: consecutive re-proposals of known architectures before a random unseen one is enqueued.
+        sampler_kwargs: extra keyword arguments for the Optuna sampler.
+    """
+
+    directions: ClassVar[list[str]] = ["maximize"]
+
+    def __init__(
+        self,
+        *,
+        storage: str | os.PathLike[str] | None = None,
+        study_name: str | None = None,
+        stale_after_s: float | None = 6 * 3600.0,
+        max_duplicates: int = 10,
+        **sampler_kwargs: Any,
+    ) -> None:
+        self.storage = None if storage is None else os.fspath(storage)
+        self.study_name = study_name
+        self.stale_after_s = stale_after_s
+        self.max_duplicates = max_duplicates
+        self.sampler_kwargs = sampler_kwargs
+
+    def make_sampler(self, *, seed: int, budget: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def trial_values(self, ev: Evaluation) -> float | list[float]:
+        return ev.reward
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+    ) -> SearchResult:
+        import optuna
+        from optuna.trial import TrialState
+
+        t0 = time.perf_counter()
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
+        space = objective.space
+        rng = np.random.default_rng(seed)
+        meta = {"strategy": self.name, "space": space.to_json(), "reward": _reward_json(objective),
+                "seed": seed, "budget": budget}
+        study = load_or_create_study(storage=self.storage, study_name=self.study_name or f"hwnas-{self.name}",
+                                     directions=list(self.directions),
+                                     sampler=self.make_sampler(seed=seed, budget=budget), meta=meta)
+        self._fail_stale(study)
+        prior = evaluations_from_study(study, space)
+        objective.remember(prior)
+        n_prior = len(prior)
+        if n_prior:
+            log.info("study %r: resuming with %d evaluations already stored", study.study_name, n_prior)
+        dists = param_distributions(space)
+        n_new, dup_run, n_dup = 0, 0, 0
+        guard = 20 * budget + 100
+        for _ in range(guard):
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            counted = [t for t in trials if not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
+            if len(counted) >= budget:
+                break
+            known = {t.user_attrs["arch"] for t in counted if "arch" in t.user_attrs}
+            if dup_run >= self.max_duplicates:
+                fresh = next((c for c in (space.sample(rng) for _ in range(1000)) if str(c) not in known), None)
+                if fresh is not None:
+                    study.enqueue_trial(space.to_params(fresh))
+                dup_run = 0
+            trial = study.ask(dists)
+            cfg = space.suggest(trial)
+            key = str(cfg)
+            if key in known:
+                cached = objective.lookup(cfg)
+                if cached is None:  # measured by another worker and not yet completed there: evaluate locally
+                    cached = next(iter(objective.evaluate([cfg])))
+                trial.set_user_attr("duplicate", True)
+                for k, v in evaluation_attrs(cached).items():
+                    trial.set_user_attr(k, v)
+                study.tell(trial, self.trial_values(cached))
+                dup_run += 1
+                n_dup += 1
+                continue
+            dup_run = 0
+            trial.set_user_attr("arch", key)
+            # claim check: trials of lower number (completed or running) own the budget before this one
+            lower = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                     if t.number < trial.number
+                     and not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
+            if len(lower) >= budget:
+                trial.set_user_attr("surplus", True)
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+            ev = objective.evaluate([cfg])[0]
+            for k, v in evaluation_attrs(ev).items():
+                trial.set_user_attr(k, v)
+            study.tell(trial, self.trial_values(ev))
+            n_new += 1
+            if callback is not None:
+                callback(ev, n_prior + n_new)
+        else:
+            log.warning("study %r: stopped after %d asks without reaching the budget", study.study_name, guard)
+        history = evaluations_from_study(study, space)
+        objective.remember(history)  # re-score stored rewards with this objective's reward
+        history = [objective.lookup(e.arch) or e for e in history]
+        return SearchResult.from_history(
+            history, strategy=self.name, seed=seed, wall_time_s=time.perf_counter() - t0,
+            info={"study_name": study.study_name, "storage": self.storage, "n_resumed": n_prior,
+                  "n_new": n_new, "n_duplicate_trials": n_dup},
+        )
+
+    def _fail_stale(self, study: optuna.Study) -> None:
+        from optuna.trial import TrialState
+
+        if self.stale_after_s is None:
+            return
+        now = dt.datetime.now()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.datetime_start is not None and (now - t.datetime_start).total_seconds() >= self.stale_after_s:
+                log.warning("study %r: trial %d has been RUNNING since %s; marking it FAIL", study.study_name,
+                            t.number, t.datetime_start)
+                # Optuna has no public "fail this trial" outside heartbeats; this is what fail_stale_trials does
+                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+
+
+def _reward_json(objective: Objective) -> Any:
+    to_json = getattr(objective.reward, "to_json", None)
+    return to_json() if to_json is not None else repr(objective.reward)
+
+
+class OptunaGPSearch(OptunaSearch):
+    """Optuna's `GPSampler` with its defaults on one ordered integer per decision (the baseline to beat)."""
+
+    name = "optuna-gp"
+
+    def make_sampler(self, *, seed: int, budget: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        kwargs = {"n_startup_trials": 10, **self.sampler_kwargs}
+        return optuna.samplers.GPSampler(seed=seed, **kwargs)
+
+
+class OptunaTPESearch(OptunaSearch):
+    """Optuna's `TPESampler` (multivariate) on one ordered integer per decision."""
+
+    name = "optuna-tpe"
+
+    def make_sampler(self, *, seed: int, budget: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        kwargs = {"multivariate": True, "n_startup_trials": 10, **self.sampler_kwargs}
+        return optuna.samplers.TPESampler(seed=seed, **kwargs)
+
+
+class NSGA2Search(OptunaSearch):
+    """NSGA-II on (accuracy up, latency down): a Pareto front in one run (`nas.pareto.pareto_front` of the
+    history); ``best`` is still the evaluation with the best scalar reward.
+
+    The population is ``min(population_size, max(8, budget // 4))`` so that small budgets still evolve.
+    """
+
+    name = "nsga2"
+    directions: ClassVar[list[str]] = ["maximize", "minimize"]
+
+    def __init__(self, *, population_size: int = 50, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.population_size = population_size
+
+    def make_sampler(self, *, seed: int, budget: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        pop = min(self.population_size, max(8, budget // 4))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop, **self.sampler_kwargs)
+
+    def trial_values(self, ev: Evaluation) -> list[float]:
+        return [ev.accuracy, ev.latency_ms]
+

@@ -1,0 +1,63 @@
+"""Helpers shared by the device_agents tests (unique module name: imported by file path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from device_agents import Variant
+from device_agents.state import DeviceState
+
+DATA = Path(__file__).parent / "data"
+
+
+def make_state(**overrides: object) -> DeviceState:
+    """A calm reading at full clock (2000 MHz), idle, 80 % battery, good network; override any field."""
+    base: dict[str, object] = dict(
+        time_s=0.0, battery_pct=80.0, charging=False, cpu_freq_mhz=2000.0, cpu_freq_max_mhz=2000.0,
+        temp_c=45.0, background_load=0.0, bandwidth_mbps=50.0, rtt_ms=20.0,
+    )
+    base.update(overrides)
+    return DeviceState(**base)  # type: ignore[arg-type]
+
+
+def small_bundle() -> tuple[Variant, ...]:
+    """Three variants with easy numbers: 10 ms/0.70, 20 ms/0.75, 40 ms/0.80."""
+    return (
+        Variant(name="s", arch="r128-d2", precision="int8", predicted_latency_ms=10.0, accuracy=0.70),
+        Variant(name="m", arch="r160-d3", precision="fp32", predicted_latency_ms=20.0, accuracy=0.75),
+        Variant(name="l", arch="r224-d4", precision="fp32", predicted_latency_ms=40.0, accuracy=0.80),
+    )
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def fake_sysfs(root: Path, *, battery: bool = True) -> tuple[Path, Path]:
+    """A sysfs + procfs tree of a 2-core laptop; returns (sysfs_root, procfs_root)."""
+    files = {
+        "sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq": "1200000\n",
+        "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq": "2400000\n",
+        "sys/devices/system/cpu/cpu1/cpufreq/scaling_cur_freq": "1800000\n",
+        "sys/devices/system/cpu/cpu1/cpufreq/cpuinfo_max_freq": "2400000\n",
+        "sys/devices/system/cpu/online": "0-1\n",
+        "sys/class/thermal/thermal_zone0/temp": "52000\n",
+        "sys/class/thermal/thermal_zone0/type": "acpitz\n",
+        "sys/class/thermal/thermal_zone1/temp": "67500\n",
+        "sys/class/thermal/thermal_zone1/type": "x86_pkg_temp\n",
+        "sys/class/power_supply/AC/type": "Mains\n",
+        "sys/class/power_supply/AC/online": "0\n",
+        "proc/loadavg": "0.50 0.40 0.30 1/123 4567\n",
+    }
+    if battery:
+        files.update({
+            "sys/class/power_supply/BAT0/type": "Battery\n",
+            "sys/class/power_supply/BAT0/capacity": "42\n",
+            "sys/class/power_supply/BAT0/status": "Discharging\n",
+        })
+    write_tree(root, files)
+    return root / "sys", root / "proc"

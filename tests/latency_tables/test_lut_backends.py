@@ -1,0 +1,96 @@
+"""One contract suite, run against every registered backend (the TFLite one is slow to convert: marked slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency_tables.backends import Backend, Prepared, UnknownBackendError, create_backend, list_backends
+from latency_tables.protocol import MeasureItem, Protocol, WorkerPool
+from supernet.layers import LayerSpec, build_layer
+
+SLOW = {"tflite": [pytest.mark.slow, pytest.mark.tflite]}
+BACKENDS = [pytest.param(name, marks=SLOW.get(name, [])) for name in list_backends()]
+SPEC = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48, se=True, act="hswish")
+SHAPE = (1, 16, 8, 8)
+
+
+def _needs(name: str) -> None:
+    if name == "tflite" and importlib.util.find_spec("litert_torch") is None:
+        pytest.skip("TFLite conversion needs the [tflite] extra (litert-torch)")
+
+
+def test_measuring_processes_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, latency_tables.backends, latency_tables.protocol; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": ":".join(p for p in sys.path if p)}).stdout
+    assert out.strip() == "False"
+
+
+def test_registry_lists_the_four_backends() -> None:
+    assert {"onnxruntime", "tflite", "pytorch", "fake"} <= set(list_backends())
+
+
+def test_unknown_backend_lists_known_ones() -> None:
+    with pytest.raises(UnknownBackendError, match=r"unknown backend 'tpu'.*onnxruntime"):
+        create_backend("tpu")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_contract(name: str, tmp_path: Path) -> None:
+    _needs(name)
+    be = create_backend(name, threads=1, precision="fp32")
+    assert isinstance(be, Backend)
+    assert be.name == name and isinstance(be.version, str) and be.version
+    assert be.precision == "fp32" and be.threads == 1
+    env = be.environment()
+    for key in ("backend", "backend_version", "precision", "threads"):
+        assert key in env
+    prepared = be.prepare(build_layer(SPEC), SHAPE, tmp_path)
+    assert isinstance(prepared, Prepared) and prepared.input_shape == SHAPE
+    times = be.time_runs(prepared, 4)
+    assert isinstance(times, np.ndarray) and times.shape == (4,)
+    assert np.all(np.isfinite(times)) and np.all(times > 0)
+    if be.artifact_suffix is not None:
+        path = be.export(build_layer(SPEC), SHAPE, tmp_path / f"again{be.artifact_suffix}")
+        assert path.exists()
+        again = be.load(path, SHAPE, key="k")
+        assert again.key == "k" and be.time_runs(again, 2).shape == (2,)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_rejects_bad_settings(name: str) -> None:
+    _needs(name)
+    with pytest.raises(ValueError, match="threads"):
+        create_backend(name, threads=0)
+
+
+@pytest.mark.parametrize("name", [n for n in list_backends() if n not in ("fake", "tflite")])
+def test_real_backends_refuse_unsupported_precision(name: str) -> None:
+    with pytest.raises(ValueError, match=r"precision 'int4' is not supported"):
+        create_backend(name, precision="int4")
+
+
+@pytest.mark.parametrize("name", [pytest.param("pytorch"), pytest.param("onnxruntime")])
+def test_backend_runs_in_spawned_measuring_processes(name: str, tmp_path: Path) -> None:
+    """The same protocol code drives real backends in separate OS processes (artifact or module factory)."""
+    import functools
+
+    be = create_backend(name)
+    ref_spec = LayerSpec("mbconv", 8, 16, 16, kernel=5, stride=1, expand=3, mid_ch=48)
+
+    def item(key: str, spec: LayerSpec) -> MeasureItem:
+        if be.artifact_suffix is None:
+            return MeasureItem(key, SHAPE, factory=functools.partial(build_layer, spec))
+        return MeasureItem(key, SHAPE, artifact=str(be.export(build_layer(spec), SHAPE, tmp_path / f"{key}{be.artifact_suffix}")))
+
+    pr = Protocol(rounds=2, runs_per_round=2, warmups=0, load_warmups=0, processes=2 if name == "onnxruntime" else 1)
+    with WorkerPool(name, {"threads": 1}, pr) as pool:
+        res = pool.measure_chunk([item("a", SPEC)], item("ref", ref_spec))
+    assert res.runs_s.shape == (pr.processes, 2, 1, 2) and np.all(res.runs_s > 0)

@@ -1,0 +1,105 @@
+"""build_table: resumable after a kill, refuses to mix settings, measures each layer once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from latency_tables.protocol import Protocol
+from latency_tables.table import ChunkDone, LatencyTable, LatencyTableError, build_table, enumerate_layers
+from supernet.layers import Backbone
+from supernet.space import SearchSpace
+
+from conftest import FAKE_PROTOCOL  # type: ignore[import-not-found]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_measures_only_missing_rows(tmp_path: Path, small_space: SearchSpace, mnist_backbone: Backbone) -> None:
+    out = tmp_path / "lut.csv"
+    first: list[str] = []
+
+    def kill_after_two_chunks(ev: ChunkDone) -> None:
+        first.extend(ev.keys)
+        if len(first) >= 2 * FAKE_PROTOCOL.chunk_size:
+            raise Killed
+
+    with pytest.raises(Killed):
+        build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False,
+                    on_chunk=kill_after_two_chunks)
+    assert not out.exists() and out.with_name("lut.csv.partial.jsonl").exists()
+
+    second: list[str] = []
+    table = build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False,
+                        on_chunk=lambda ev: second.extend(ev.keys))
+    all_keys = {s.key for s in enumerate_layers(small_space, mnist_backbone)}
+    assert set(first).isdisjoint(second)
+    assert set(first) | set(second) == all_keys == set(table.rows)
+    assert not out.with_name("lut.csv.partial.jsonl").exists()
+    assert set(LatencyTable.load(out).rows) == all_keys
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, small_space: SearchSpace, mnist_backbone: Backbone) -> None:
+    out = tmp_path / "lut.csv"
+
+    def kill(ev: ChunkDone) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False, on_chunk=kill)
+    other = Protocol(**{**FAKE_PROTOCOL.to_json(), "rounds": 4})
+    with pytest.raises(LatencyTableError, match=r"different settings.*protocol"):
+        build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False)
+    table = build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False, resume=False)
+    assert table.meta.rounds == 4
+
+
+def test_fake_table_recovers_the_fake_latency_model(fake_table: LatencyTable) -> None:
+    """The fake's drift (±30 %) and noise must not leak into the table: each row is close to its true latency."""
+    from latency_tables.backends.fake import FakeBackend, count_macs_of_module
+    from supernet.layers import build_layer
+
+    fb = FakeBackend()
+    ratios = []
+    for row in list(fake_table.rows.values())[:12]:
+        s = row.spec
+        macs, kernels = count_macs_of_module(build_layer(s), (1, s.in_ch, s.in_hw, s.in_hw))
+        ratios.append(row.ratio / fb.true_latency_s(macs, kernels))
+    # ratio = latency / probe latency: constant across rows up to noise if the drift was removed
+    spread = max(ratios) / min(ratios)
+    assert spread < 1.15
+
+
+def test_real_onnxruntime_build_of_a_tiny_space(tmp_path: Path) -> None:
+    """The real path end to end: spawned processes, ONNX export, onnxruntime timing, CSV + manifest on disk."""
+    space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3, 6))
+    bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
+    pr = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=8)
+    out = tmp_path / "ort.csv"
+    table = build_table(space, bb, out=out, backend="onnxruntime", threads=1, protocol=pr, progress=False)
+    loaded = LatencyTable.load(out)
+    assert set(loaded.rows) == {s.key for s in enumerate_layers(space, bb)}
+    assert all(r.latency_ms > 0 and r.runs == 2 * 2 * 3 for r in loaded.rows.values())
+    m = loaded.meta
+    assert m.backend == "onnxruntime" and m.backend_version and m.threads == 1 and m.processes == 2
+    assert m.environment["cpu_model"] and m.environment["cpu_cores_logical"] >= 1
+    assert table.sum_ms(space.smallest()) > 0
+    assert not (tmp_path / ".ort.csv.work").exists()
+
+
+def test_measure_models_over_several_chunks_keeps_order_and_aligns_chunks(small_space: SearchSpace, mnist_backbone: Backbone) -> None:
+    import numpy as np
+
+    from latency_tables.table import measure_models
+
+    rng = np.random.default_rng(5)
+    archs = list({small_space.sample(rng) for _ in range(9)})
+    pr = Protocol(rounds=2, runs_per_round=3, processes=2, spawn=False, chunk_size=4)
+    ms = measure_models(archs, mnist_backbone, backend="fake", protocol=pr, anchors=2)
+    assert [m.key for m in ms] == [str(a) for a in archs]
+    env = ms[0].environment
+    assert env["anchors"] == 2 and len(env["chunk_scale"]) == 4  # 7 non-anchors, 2 per chunk
+    assert all(m.latency_ms > 0 and len(m.per_process_ms) == 2 for m in ms)

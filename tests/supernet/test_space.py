@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+from supernet.space import ArchConfig, InvalidArchError, SearchSpace, get_space, list_spaces
+
+
+@pytest.fixture(params=list_spaces())
+def space(request: pytest.FixtureRequest) -> SearchSpace:
+    return get_space(request.param)
+
+
+def _samples(space: SearchSpace, n: int = 100, seed: int = 0) -> list[ArchConfig]:
+    rng = np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_ofa_space_size_matches_the_paper() -> None:
+    space = get_space("ofa-mbv3")
+    assert space.num_subnets(224) == (9**2 + 9**3 + 9**4) ** 5
+    assert f"{space.num_subnets(224):.2e}" == "2.18e+19"
+    assert space.n_decisions == 46
+    assert space.num_subnets() == space.num_subnets(224) * 25
+
+
+@pytest.mark.parametrize("kind", ["ordinal", "onehot"])
+def test_decode_encode_is_canonical(space: SearchSpace, kind: str) -> None:
+    for c in _samples(space):
+        assert space.decode(space.encode(c, kind), kind) == space.canonical(c)
+        assert space.encode(c, kind).shape == (space.encoding_size(kind),)
+
+
+def test_json_and_string_roundtrip(space: SearchSpace) -> None:
+    for c in _samples(space):
+        assert ArchConfig.from_json(json.loads(json.dumps(c.to_json()))) == c
+        assert space.parse(str(c)) == space.canonical(c)
+    assert SearchSpace.from_json(space.to_json()) == space
+
+
+def test_canonical_forgets_inactive_slots(space: SearchSpace) -> None:
+    c = space.smallest()
+    noisy = ArchConfig(
+        c.resolution, c.depths,
+        tuple(k or max(space.kernel_choices) for k in c.kernel_sizes),
+        tuple(e or max(space.expand_choices) for e in c.expand_ratios),
+    )
+    assert noisy != c
+    assert space.canonical(noisy) == c
+    assert str(noisy) == str(c)
+
+
+def test_sample_is_deterministic_and_valid(space: SearchSpace) -> None:
+    assert _samples(space, 20, seed=3) == _samples(space, 20, seed=3)
+    assert _samples(space, 20, seed=3) != _samples(space, 20, seed=4)
+    for c in _samples(space, 50):
+        assert space.canonical(c) == c
+
+
+def test_mutate_crossover_neighbors_stay_in_space(space: SearchSpace) -> None:
+    rng = np.random.default_rng(1)
+    a, b = _samples(space, 2)
+    for _ in range(50):
+        m = space.mutate(a, rng, prob=0.3)
+        assert space.canonical(m) == m
+        space.validate(space.crossover(a, b, rng))
+    nbrs = space.neighbors(a)
+    assert a not in nbrs and len(nbrs) == len(set(nbrs))
+    for n in nbrs:
+        diff = np.count_nonzero(space.encode(n) != space.encode(a))
+        assert diff >= 1
+    assert space.mutate(a, rng, prob=0.0) == a
+
+
+def test_optuna_suggest_roundtrip(space: SearchSpace) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for c in _samples(space, 10):
+        study.enqueue_trial(space.to_params(c))
+        trial = study.ask()
+        assert space.suggest(trial) == c
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "message"),
+    [
+        (dict(resolution=999), "resolution: 999 is not allowed"),
+        (dict(depths=(2, 3, 4, 4)), "depths: expected 5 entries"),
+        (dict(depths=(2, 3, 4, 4, 5)), "depths[4]: 5 is not allowed; allowed: [2, 3, 4]"),
+        (dict(kernel_sizes=(3,) * 19), "kernel_sizes has 19 entries but expand_ratios has 20"),
+        (dict(kernel_sizes=(4,) * 20), "kernel_sizes[0] (stage 0, block 0): 4 is not allowed; allowed: [3, 5, 7]"),
+        (dict(expand_ratios=(3,) * 19 + (5,)), "expand_ratios[19]"),
+    ],
+)
+def test_invalid_configs_name_the_field(mutation: dict, message: str) -> None:
+    space = get_space("ofa-mbv3")
+    base = space.largest().to_json()
+    base.update({k: list(v) if isinstance(v, tuple) else v for k, v in mutation.items()})
+    with pytest.raises(InvalidArchError) as e:
+        space.validate(ArchConfig.from_json(base))
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"resolution": 224}, "missing 'schema_version'"),
+        ({"schema_version": 99}, "schema_version 99 is not supported"),
+        ({"schema_version": 1, "resolution": 224}, "missing field(s)"),
+        ({"schema_version": 1, "resolution": "224", "depths": [2] * 5, "kernel_sizes": [3] * 20,
+          "expand_ratios": [3] * 20}, "resolution: expected an integer"),
+        ({"schema_version": 1, "resolution": 224, "depths": [2] * 5, "kernel_sizes": [3] * 20,
+          "expand_ratios": [3] * 20, "width": 1}, "unknown field(s) ['width']"),
+    ],
+)
+def test_bad_json_is_explained(payload: dict, message: str) -> None:
+    with pytest.raises(InvalidArchError) as e:
+        ArchConfig.from_json(payload)
+    assert message in str(e.value)
+
+
+def test_bad_string_is_explained() -> None:
+    space = get_space("mnist")
+    with pytest.raises(InvalidArchError, match="expected the form"):
+        space.parse("resnet50")
+    with pytest.raises(InvalidArchError, match="stage 0 has depth 2 but 1 blocks"):
+        space.parse("r28-d2.2.2.2.2-k3e3_k3e3.k3e3_k3e3.k3e3_k3e3.k3e3_k3e3.k3e3")
