@@ -221,7 +221,7 @@ def export(
     import torch
 
     from supernet.data import iterate_batches
-    from supernet.evaluate import recalibrate_bn
+    from supernet.evaluate import recalibrated_subnet
     from supernet.export import check_export, export_onnx, export_tflite
     from supernet.space import InvalidArchError, resolve_arch
 
@@ -233,14 +233,7 @@ def export(
     except (InvalidArchError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
         raise
-    sub = net.get_active_subnet(cfg)
-    if bn_images > 0:
-        n = min(bn_images, len(data.train))
-        from supernet.data import ImageDataset
-
-        calib = ImageDataset(images=data.train.images[:n], labels=data.train.labels[:n])
-        recalibrate_bn(sub, (x for x, _ in iterate_batches(calib, batch_size=256, mean=data.mean, std=data.std,
-                                                           resolution=cfg.resolution)))
+    sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images) if bn_images > 0 else net.get_active_subnet(cfg)
     sub.eval()
     target = out or supernet.parent / f"{cfg}.{format}"
     exporter = export_onnx if format == "onnx" else export_tflite

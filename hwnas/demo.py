@@ -49,7 +49,8 @@ class DemoConfig:
     latency_fit: int = 16  # subnets measured end to end to fit the LUT correction
     latency_check: int = 16  # held-out subnets measured end to end to check it
     target_fractions: tuple[float, ...] = (0.15, 0.4, 0.7)  # targets between smallest and largest latency
-    search_strategy: str = "optuna-gp"
+    # the first strategy's winners go on; the others run on the same objective for comparison
+    search_strategies: tuple[str, ...] = ("gp", "optuna-gp")
     search_budget: int = 24
     bn_images: int = 500
     agent_duration_s: float = 300.0
@@ -254,37 +255,50 @@ def _stage_search(config: DemoConfig, out: Path, net: Any, data: Any, s_lat: dic
             evaluate(net, c, data, split="val", bn_images=config.bn_images, seed=config.seed).top1 for c in cfgs
         ])
 
-    results, all_evals = {}, []
+    results: dict[str, dict[str, Any]] = {}
+    all_evals: list[Any] = []
     storage = f"sqlite:///{(out / 'search' / 'studies.db').resolve()}"
     with Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
         for target in targets:
-            task = bar.add_task(f"T={target:.3f} ms", total=config.search_budget, info="")
-            objective = Objective(space=space, accuracy_fn=cache.wrap(accuracy_fn), latency_fn=latency_fn,
-                                  reward=Reward.hard(target))
+            results[f"{target:.4f}"] = {}
+            for strategy in config.search_strategies:
+                task = bar.add_task(f"{strategy:<9} T={target:.3f} ms", total=config.search_budget, info="")
+                objective = Objective(space=space, accuracy_fn=cache.wrap(accuracy_fn), latency_fn=latency_fn,
+                                      reward=Reward.hard(target))
 
-            def cb(ev: Any, *_: Any, _task: Any = task) -> None:
-                bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
+                def cb(ev: Any, *_: Any, _task: Any = task) -> None:
+                    bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
 
-            res = search(space, objective, strategy=config.search_strategy, budget=config.search_budget,
-                         seed=config.seed, storage=storage, study_name=f"demo-T{target:.4f}", callback=cb)
-            results[f"{target:.4f}"] = res
-            all_evals += res.history
-            b = res.best
-            bar.update(task, info=f"best acc {b.accuracy:.4f} at {b.latency_ms:.3f} ms")
+                res = search(space, objective, strategy=strategy, budget=config.search_budget,
+                             seed=config.seed, storage=storage, study_name=f"demo-{strategy}-T{target:.4f}",
+                             callback=cb)
+                results[f"{target:.4f}"][strategy] = res
+                all_evals += res.history
+                b = res.best
+                bar.update(task, completed=config.search_budget,
+                           info=f"best acc {b.accuracy:.4f} at {b.latency_ms:.3f} ms")
     cache.close()
     front = pareto_front(all_evals)
     plot_pareto(all_evals, out / "pareto.png", front=front, title="search: val accuracy vs predicted latency")
-    plot_convergence({f"T={k} ms": v for k, v in results.items()}, out / "search_convergence.png")
+    plot_convergence({f"{st} T={k} ms": r for k, per in results.items() for st, r in per.items()},
+                     out / "search_convergence.png")
+    main = config.search_strategies[0]
     return {
-        "strategy": config.search_strategy, "budget": config.search_budget,
+        "strategies": list(config.search_strategies), "winner_strategy": main, "budget": config.search_budget,
         "latency_range_ms": [lo, hi], "targets_ms": targets, "storage": storage,
         "winners": [
             {"target_ms": float(k), "arch": str(r.best.arch), "arch_json": r.best.arch.to_json(),
              "val_top1": r.best.accuracy, "predicted_latency_ms": r.best.latency_ms,
              "meets_target_predicted": r.best.latency_ms <= float(k), "reward": r.best.reward,
              "evaluations": len(r.history), "wall_time_s": r.wall_time_s}
-            for k, r in results.items()
+            for k, per in results.items() for r in [per[main]]
+        ],
+        "comparison": [
+            {"target_ms": float(k), "strategy": st, "best_reward": r.best.reward, "best_val_top1": r.best.accuracy,
+             "best_predicted_latency_ms": r.best.latency_ms, "evaluations": len(r.history),
+             "wall_time_s": r.wall_time_s}
+            for k, per in results.items() for st, r in per.items()
         ],
         "pareto": [e.to_json() for e in front],
         "plots": ["pareto.png", "search_convergence.png"],
@@ -296,8 +310,8 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
     import torch
 
     from latency_tables import Protocol, measure_models
-    from supernet.data import ImageDataset, iterate_batches
-    from supernet.evaluate import accuracy, recalibrate_bn
+    from supernet.data import iterate_batches
+    from supernet.evaluate import accuracy, recalibrated_subnet
     from supernet.export import check_export, export_onnx
 
     space = net.space
@@ -306,12 +320,8 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
     protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2)
     measured = measure_models(archs, net.backbone, backend="onnxruntime", threads=1, precision="fp32",
                               protocol=protocol, space=space, progress=True)
-    n = min(config.bn_images, len(data.train))
-    calib = ImageDataset(images=data.train.images[:n], labels=data.train.labels[:n])
     for w, cfg, m in zip(s_search["winners"], archs, measured, strict=True):
-        sub = net.get_active_subnet(cfg)
-        recalibrate_bn(sub, (x for x, _ in iterate_batches(calib, batch_size=256, mean=data.mean, std=data.std,
-                                                           resolution=cfg.resolution)))
+        sub = recalibrated_subnet(net, cfg, data, bn_images=config.bn_images, seed=config.seed)
         path = export_onnx(sub, out / "models" / f"T{w['target_ms']:.4f}.onnx", input_shape=sub.input_shape)
         x, _ = next(iterate_batches(data.test, batch_size=16, mean=data.mean, std=data.std, resolution=cfg.resolution))
         check = check_export(sub, path, fmt="onnx", inputs=x.to(torch.float32))
@@ -372,7 +382,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# hwnas demo report",
         "",
-        f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_count', '?')} cores), "
+        f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_cores_logical', '?')} cores), "
         f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}.",
         "",
         "## 1. Supernet training",
@@ -409,15 +419,23 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += ["", f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
               "A shared 2-core VM drifts by tens of percent; the protocol's test-retest agreement "
               "bounds how well any predictor can be checked:", ""]
-    for k, v in (r["latency"].get("test_retest") or {}).items():
-        if v:
-            lines.append(f"- test-retest ({k}): within ±5 % {v['within_5pct']:.1%}, within ±10 % "
-                         f"{v['within_10pct']:.1%}")
+    retest = {k: v for k, v in (r["latency"].get("test_retest") or {}).items() if v}
+    for k, v in retest.items():
+        lines.append(f"- test-retest ({k}): within ±5 % {v['within_5pct']:.1%}, within ±10 % "
+                     f"{v['within_10pct']:.1%}")
+    if not retest:
+        lines.append("- test-retest: not available (measured with a single process in this run)")
     lines += ["", "![predicted vs measured](latency_predicted_vs_measured.png)", "",
               "## 3. Search per latency target", "",
-              f"Strategy `{r['search']['strategy']}`, {r['search']['budget']} accuracy evaluations per target, "
-              "MnasNet hard-constraint reward (alpha = 0, beta = -1); accuracy = val top-1 after BN recalibration; "
-              "latency = corrected LUT prediction.", "",
+              f"Strategies {', '.join(f'`{x}`' for x in r['search']['strategies'])} on the same objective, "
+              f"{r['search']['budget']} accuracy evaluations each per target; MnasNet hard-constraint reward "
+              "(alpha = 0, beta = -1); accuracy = val top-1 after BN recalibration; latency = corrected LUT "
+              "prediction. Best reward per strategy:", "",
+              "| target ms | strategy | best reward | val top-1 | predicted ms | seconds |", "|---|---|---|---|---|---|"]
+    for c in r["search"]["comparison"]:
+        lines.append(f"| {c['target_ms']:.3f} | {c['strategy']} | {c['best_reward']:.4f} | {c['best_val_top1']:.4f} | "
+                     f"{c['best_predicted_latency_ms']:.3f} | {c['wall_time_s']:.1f} |")
+    lines += ["", f"Winners (from `{r['search']['winner_strategy']}`), exported to ONNX:", "",
               "| target ms | arch | val top-1 | test top-1 | ONNX size KB | max abs diff vs torch |",
               "|---|---|---|---|---|---|"]
     for w in r["export"]["winners"]:

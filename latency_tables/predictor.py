@@ -289,8 +289,9 @@ def metrics(predicted_ms: np.ndarray, measured_ms: np.ndarray) -> Metrics:
 class ValidationReport:
     """Plain LUT sum vs corrected predictor on held-out subnets measured end to end, side by side.
 
-    ``rows``: one dict per held-out subnet with separate columns ``arch``, ``measured_ms``, ``predicted_sum_ms``,
-    ``predicted_corrected_ms`` (predicted and measured never share a column).
+    ``rows``: one dict per held-out subnet with separate columns ``arch``, ``measured_ms`` (the protocol's
+    estimate), ``measured_p50_ms`` / ``measured_iqr_ms`` (median and spread of its raw round medians),
+    ``predicted_sum_ms``, ``predicted_corrected_ms`` (predicted and measured never share a column).
     """
 
     table: str | None
@@ -338,6 +339,7 @@ def validate(
     plot_out: str | os.PathLike[str] | None = None,
     progress: bool = False,
     backend_kwargs: Mapping[str, Any] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> ValidationReport:
     """Measure ``n_fit + n_test`` random subnets of the table's space end to end (same backend, threads and
     precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
@@ -346,6 +348,8 @@ def validate(
     ``scale="own"`` (default) uses each subnet's own estimate in ms; ``"table"`` expresses measurements with the
     table's reference-probe latency (drift between the two sessions removed, the probe's noise added). ``retest=True`` measures the held-out
     subnets a second, independent time (other shuffles, fresh processes) and reports the agreement of the two.
+    ``workdir`` keeps the exported subnet models, so a validation killed and started again re-exports nothing
+    (TFLite conversion is the slow part); default: a temporary directory.
     """
     import time
 
@@ -370,7 +374,8 @@ def validate(
     fit_archs, test_archs = archs[:n_fit], archs[n_fit:]
     ref_ms = tab.meta.reference.get("latency_ms") if scale == "table" else None
     common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
-                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=backend_kwargs)
+                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=backend_kwargs,
+                  workdir=workdir)
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
     measured = np.asarray([m.latency_ms for m in ms])
     y_fit, y_test = measured[:n_fit], measured[n_fit:]
@@ -390,8 +395,9 @@ def validate(
         tr["two full protocol runs"] = agreement(y_test, [m.latency_ms for m in ms2], source="two protocol runs").to_json()
     env = dict(ms[0].environment) if ms else {}
     rows = [
-        {"arch": str(a), "measured_ms": float(y), "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c)}
-        for a, y, s, c in zip(test_archs, y_test, p_sum, p_cor, strict=True)
+        {"arch": str(a), "measured_ms": float(y), "measured_p50_ms": m.p50_ms, "measured_iqr_ms": m.iqr_ms,
+         "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c)}
+        for a, y, m, s, c in zip(test_archs, y_test, ms[n_fit:], p_sum, p_cor, strict=True)
     ]
     report = ValidationReport(
         table=str(tab.path) if tab.path else None, n_fit=len(fit_archs), n_test=len(test_archs),

@@ -229,6 +229,7 @@ def load_dataset(
         )
         train_idx = _limit_train(train_idx, labels, max_train=max_train, seed=seed, what=key)
         return _assemble(
+            seed=seed,
             name=key,
             train=(images[train_idx], labels[train_idx]),
             val=(images[val_idx], labels[val_idx]),
@@ -246,6 +247,7 @@ def load_dataset(
         )
         train_idx = _limit_train(train_idx, y_train, max_train=max_train, seed=seed, what=key)
         return _assemble(
+            seed=seed,
             name=key,
             train=(x_train[train_idx], y_train[train_idx]),
             val=(x_train[val_idx], y_train[val_idx]),
@@ -261,6 +263,7 @@ def load_dataset(
     )
     train_idx = _limit_train(train_idx, labels, max_train=max_train, seed=seed, what=f"imagefolder {root}")
     return _assemble(
+        seed=seed,
         name=key,
         train=(images[train_idx], labels[train_idx]),
         val=(images[val_idx], labels[val_idx]),
@@ -483,15 +486,20 @@ def _assemble(
     test: tuple[np.ndarray, np.ndarray],
     class_names: tuple[str, ...],
     hflip: bool,
+    seed: int,
 ) -> DataSplits:
-    def to_ds(pair: tuple[np.ndarray, np.ndarray]) -> ImageDataset:
+    # Source files are often sorted by class (the MNIST subset is); store every split in a seeded random
+    # order so that any prefix of a split (a calibration subset, a quick look) is class-balanced in expectation.
+    def to_ds(pair: tuple[np.ndarray, np.ndarray], split: int) -> ImageDataset:
         images, labels = pair
+        order = np.random.default_rng([seed, 0x5EED, split]).permutation(len(labels))
+        images, labels = np.asarray(images)[order], np.asarray(labels)[order]
         return ImageDataset(
             images=torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)),
             labels=torch.from_numpy(np.array(labels, dtype=np.int64, copy=True)),
         )
 
-    train_ds, val_ds, test_ds = to_ds(train), to_ds(val), to_ds(test)
+    train_ds, val_ds, test_ds = to_ds(train, 0), to_ds(val, 1), to_ds(test, 2)
     mean, std = _channel_stats(train_ds.images)
     _, channels, side, _ = train_ds.images.shape
     return DataSplits(

@@ -9,17 +9,18 @@ measures top-1 on the requested split. The supernet is never modified.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from supernet.data import DataSplits, ImageDataset, iterate_batches
+from supernet.layers import StaticSubnet
 from supernet.model import OFASupernet
 from supernet.space import ArchConfig
 
-__all__ = ["EvalResult", "accuracy", "evaluate", "recalibrate_bn"]
+__all__ = ["EvalResult", "accuracy", "calibration_batches", "evaluate", "recalibrate_bn", "recalibrated_subnet"]
 
 
 @torch.no_grad()
@@ -62,6 +63,28 @@ def accuracy(
     return correct / max(1, len(ds))
 
 
+def calibration_batches(
+    data: DataSplits, *, n_images: int, resolution: int, seed: int = 0, batch_size: int = 256
+) -> Iterator[torch.Tensor]:
+    """Un-augmented batches of a seeded random subset of ``n_images`` training images at ``resolution``."""
+    if n_images < 1:
+        raise ValueError(f"calibration: n_images must be >= 1, got {n_images}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train), generator=g)[: min(n_images, len(data.train))]
+    calib = ImageDataset(images=data.train.images[idx], labels=data.train.labels[idx])
+    for x, _ in iterate_batches(calib, batch_size=batch_size, mean=data.mean, std=data.std, resolution=resolution):
+        yield x
+
+
+def recalibrated_subnet(
+    supernet: OFASupernet, cfg: ArchConfig, data: DataSplits, *, bn_images: int, seed: int = 0
+) -> StaticSubnet:
+    """The static subnet of ``cfg`` with BN statistics re-estimated on ``bn_images`` training images (eval mode)."""
+    subnet = supernet.get_active_subnet(cfg)
+    recalibrate_bn(subnet, calibration_batches(data, n_images=bn_images, resolution=cfg.resolution, seed=seed))
+    return subnet
+
+
 @dataclass(frozen=True)
 class EvalResult:
     arch: str
@@ -84,14 +107,9 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
     subnet = supernet.get_active_subnet(cfg)
-    g = torch.Generator().manual_seed(seed)
-    n = min(bn_images, len(data.train))
-    idx = torch.randperm(len(data.train), generator=g)[:n]
-    calib = ImageDataset(images=data.train.images[idx], labels=data.train.labels[idx])
     seen = recalibrate_bn(
         subnet,
-        (x for x, _ in iterate_batches(calib, batch_size=batch_size, mean=data.mean, std=data.std,
-                                      resolution=cfg.resolution)),
+        calibration_batches(data, n_images=bn_images, resolution=cfg.resolution, seed=seed, batch_size=batch_size),
     )
     top1 = accuracy(subnet, getattr(data, split), mean=data.mean, std=data.std, resolution=cfg.resolution,
                     batch_size=batch_size)

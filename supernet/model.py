@@ -17,7 +17,7 @@ standalone `StaticSubnet` with weights copied (kernel transforms applied) and le
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -183,15 +183,25 @@ class DynamicMBConv(nn.Module):
         return block
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, *, keep_expands: Sequence[int] = ()) -> None:
         """Reorder expanded channels by importance (L1 norm of the projection weights), most important first.
 
         The permutation is applied consistently to every tensor indexed by the expanded channel, so the full
         block computes the same function before and after; narrower expand ratios then keep the strongest
         channels (OFA's ``re_organize_middle_weights``).
+
+        ``keep_expands``: expand ratios that were already trained; the first ``width(e)`` channels of each
+        stay within that prefix (sorting happens only inside the bands between those widths), so subnets
+        trained in an earlier phase keep their channels. OFA does this with ``expand_ratio_stage > 0`` before
+        its second elastic-expand phase.
         """
         importance = self.pl_conv.weight.abs().sum(dim=(0, 2, 3))
-        order = torch.argsort(importance, descending=True)
+        bounds = sorted({make_divisible(round(self.in_ch * e)) for e in keep_expands} - {self.max_mid})
+        band = torch.zeros_like(importance)
+        for b in bounds:
+            band[b:] += 1.0
+        # sort by band first (stable), then by importance inside a band
+        order = torch.argsort(importance - band * (importance.max() + 1.0) * 2.0, descending=True, stable=True)
         self.pl_conv.weight.copy_(self.pl_conv.weight[:, order])
         if self.se is not None:
             self.se.expand.weight.copy_(self.se.expand.weight[order])
@@ -313,9 +323,26 @@ class OFASupernet(nn.Module):
         return list(zip(specs, modules, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for spec, module in self._path(self._active):
+        return self.forward_features(x, ())[0]
+
+    def forward_features(
+        self, x: torch.Tensor, stages: Collection[int]
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Logits of the active subnet plus the output of each elastic stage in ``stages`` (0-based).
+
+        A stage's output is that of its last active block, (B, stage width, h, h); its shape does not depend
+        on the subnet's depth/kernel/expand, so teacher and student maps can be compared directly (feature
+        distillation). Stateless: nothing is stored on the module.
+        """
+        feats: dict[int, torch.Tensor] = {}
+        cfg = self._active
+        last_slot = {s * cfg.max_depth + d - 1: s for s, d in enumerate(cfg.depths) if s in stages}
+        slots = [None, None] + [slot for _, _, slot in cfg.active_slots()] + [None, None]
+        for (spec, module), slot in zip(self._path(cfg), slots, strict=True):
             x = module(x, spec) if isinstance(module, DynamicMBConv) else module(x)
-        return x
+            if slot in last_slot:
+                feats[last_slot[slot]] = x
+        return x, feats
 
     @torch.no_grad()
     def get_active_subnet(self, cfg: ArchConfig | None = None) -> StaticSubnet:
@@ -333,11 +360,15 @@ class OFASupernet(nn.Module):
         return subnet.train(self.training)
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
-        """Importance-sort the expanded channels of every block (before an elastic-expand phase)."""
+    def sort_channels(self, *, keep_expands: Sequence[int] = ()) -> None:
+        """Importance-sort the expanded channels of every block (before an elastic-expand phase).
+
+        ``keep_expands``: expand ratios trained in earlier phases, whose channel sets must not change (see
+        `DynamicMBConv.sort_channels`).
+        """
         for block in self.blocks:
             assert isinstance(block, DynamicMBConv)
-            block.sort_channels()
+            block.sort_channels(keep_expands=keep_expands)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

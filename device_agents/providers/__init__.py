@@ -20,6 +20,7 @@ _PROVIDERS: Mapping[str, str] = {
     "trace": "device_agents.providers.replay:TraceProvider",
     "network": "device_agents.network:NetworkEstimator",
     "combined": "device_agents.providers.combined:CombinedProvider",
+    "throttled": "device_agents.providers.throttled:ThrottledProvider",
 }
 
 

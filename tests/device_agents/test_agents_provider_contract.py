@@ -63,6 +63,12 @@ FACTORIES: dict[str, list[Callable[[Path], StateProvider]]] = {
             "combined", providers=[create_provider("sysfs", sysfs_root=tmp / "none", procfs_root=None), _network(tmp)]
         )
     ],
+    "throttled": [
+        lambda tmp: create_provider("throttled", provider=create_provider("psutil"), min_interval_s=0.05),
+        lambda tmp: create_provider("throttled", provider=create_provider("trace", trace="steady"), min_interval_s=0.0),
+        lambda tmp: create_provider("throttled", provider=create_provider("sysfs", sysfs_root=fake_sysfs(tmp)[0],
+                                                                          procfs_root=None), clock=_Clock()),
+    ],
 }
 CASES = [(name, i) for name in list_providers() for i in range(len(FACTORIES.get(name, [None])))]
 

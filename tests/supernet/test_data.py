@@ -406,10 +406,12 @@ def test_fake_cifar10_loads(tmp_path: Path, protocol: int | str) -> None:
     assert splits.hflip is True
     assert splits.class_names[0] == "airplane" and splits.class_names[-1] == "truck"
     assert np.bincount(_labels(splits.val), minlength=10).tolist() == [1] * 10
-    # The official test batch is the test split, in file order, rows reshaped as 3 planes of 32x32.
+    # The official test batch is the test split (stored in a seeded order), rows reshaped as 3 planes of 32x32.
     raw = _cifar_batch(10, offset=0, label_key="labels", num_classes=10)
-    assert torch.equal(splits.test.images, torch.from_numpy(raw[b"data"].reshape(10, 3, 32, 32)))
-    assert splits.test.labels.tolist() == raw[b"labels"]
+    raw_images = torch.from_numpy(raw[b"data"].reshape(10, 3, 32, 32))
+    expected = {raw_images[i].numpy().tobytes(): lab for i, lab in enumerate(raw[b"labels"])}
+    got = {img.numpy().tobytes(): int(lab) for img, lab in zip(splits.test.images, splits.test.labels)}
+    assert got == expected
     # root may also be the batches folder itself.
     direct = load_dataset("cifar10", root=folder, val_fraction=0.2, seed=0)
     assert torch.equal(direct.train.images, splits.train.images)
@@ -662,3 +664,9 @@ def test_image_dataset_validates() -> None:
     with pytest.raises(ValueError, match="one label per image"):
         ImageDataset(images=images, labels=torch.zeros(3, dtype=torch.int64))
     assert len(_synthetic(5)) == 5
+
+
+def test_split_prefixes_are_class_mixed(digits: DataSplits) -> None:
+    """Source data sorted by class must not leak into split order: a 100-image prefix holds most classes."""
+    for ds in (digits.train, digits.val, digits.test):
+        assert len(np.unique(_labels(ds)[:100])) >= 8

@@ -1,0 +1,421 @@
+"""Latency-table benchmark on this machine: LUT build time, test-retest agreement, predictor validation, HTTP query
+latency. Writes ``benchmarks/results/latency.json`` (everything) and ``latency.md`` (short tables).
+
+    python benchmarks/latency.py            # full: mnist space (24/28/32), Backbone(1, 10, width 0.35) = the demo's
+    python benchmarks/latency.py --quick    # minutes: one resolution, quick protocol, few subnets -> latency.quick.*
+
+Resumable: every finished step is stored in ``<work>/state.json`` and skipped on a rerun with the same settings;
+a killed table build continues from its checkpoint (`build_table`'s resume), a killed validation re-uses its
+exported models (``validate(workdir=...)``) and measures again. The machine is shared, so the 1-minute load average is
+sampled through the run and stored with every step. All logic is in `latency_tables`; this script only sequences it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latency_tables.environment import machine_environment  # noqa: E402
+from latency_tables.predictor import LatencyPredictor, validate  # noqa: E402
+from latency_tables.protocol import Protocol  # noqa: E402
+from latency_tables.table import LatencyTable, build_table, meta_path_for  # noqa: E402
+from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from supernet.layers import Backbone  # noqa: E402
+from supernet.space import SearchSpace, get_space  # noqa: E402
+
+log = logging.getLogger("bench.latency")
+
+TARGETS = {
+    "test_retest_within_10pct_1thread": 0.95,
+    "corrected_within_10pct_1thread": 0.95,
+    "corrected_not_worse_than_sum_2threads": True,
+}
+NAIVE_REFERENCE = {
+    "protocol": "50 runs, median, 3 processes (measured earlier on this machine)",
+    "plain_sum_within_10pct": 0.29, "plain_sum_mean_ratio": 0.87, "linear_correction_k50_within_10pct": 0.84,
+}
+
+
+# --------------------------------------------------------------------------- machine load
+class LoadSampler:
+    """Samples ``os.getloadavg()`` every ``period_s`` in a daemon thread (the machine is shared)."""
+
+    def __init__(self, period_s: float = 10.0) -> None:
+        self.period_s = period_s
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), *os.getloadavg()))
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> LoadSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join(timeout=5)
+
+    def between(self, t0: float, t1: float) -> dict[str, Any]:
+        one = [s[1] for s in self.samples if t0 <= s[0] <= t1] or [os.getloadavg()[0]]
+        return {"load1_min": min(one), "load1_median": statistics.median(one), "load1_max": max(one),
+                "samples": len(one), "cpus": os.cpu_count()}
+
+
+# --------------------------------------------------------------------------- resumable steps
+class State:
+    """Finished steps by name, in ``state.json``; a step whose settings changed is run again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.steps: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, settings: dict[str, Any], fn: Callable[[], dict[str, Any]], load: LoadSampler) -> dict[str, Any]:
+        done = self.steps.get(name)
+        if done is not None and done.get("settings") == settings:
+            log.info("step %s: already done, skipped", name)
+            return done
+        log.info("step %s: running", name)
+        t0 = time.time()
+        result = fn()
+        t1 = time.time()
+        self.steps[name] = {"settings": settings, "result": result, "wall_s": round(t1 - t0, 1),
+                            "load": load.between(t0, t1), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_json(self.path, self.steps)
+        return self.steps[name]
+
+
+# --------------------------------------------------------------------------- steps
+def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, threads: int, pr: Protocol,
+               device: str) -> dict[str, Any]:
+    resumed = out.with_name(out.name + ".partial.jsonl").exists()
+    if out.exists() and meta_path_for(out).exists():
+        table = LatencyTable.load(out)
+        resumed = None  # finished in an earlier run; build_seconds is from the manifest
+    else:
+        table = build_table(space, bb, out=out, backend=backend, threads=threads, protocol=pr, resume=True,
+                            progress=sys.stderr.isatty(), device=device)
+    m = table.meta
+    rows = np.asarray([r.latency_ms for r in table.rows.values()])
+    return {"table": str(out), "rows": m.n_rows, "build_seconds": m.build_seconds, "resumed_from_checkpoint": resumed,
+            "backend": m.backend, "backend_version": m.backend_version, "precision": m.precision, "threads": m.threads,
+            "protocol": m.protocol, "reference_ms": m.reference["latency_ms"], "test_retest_layers": m.test_retest,
+            "row_latency_ms": {"median": float(np.median(rows)), "min": float(rows.min()), "max": float(rows.max())},
+            "device": m.device, "cpu_model": m.cpu_model}
+
+
+def step_validate(table: Path, n_fit: int, n_test: int, pr: Protocol, retest: bool, work: Path, tag: str,
+                  plot: Path) -> dict[str, Any]:
+    rep = validate(table, n_fit=n_fit, n_test=n_test, seed=0, protocol=pr, retest=retest,
+                   predictor_out=work / f"predictor-{tag}.json", report_out=work / f"validate-{tag}.json",
+                   plot_out=plot, progress=sys.stderr.isatty(), workdir=work / f"models-{tag}")
+    y = np.asarray([r["measured_ms"] for r in rep.rows])
+    iqr_rel = np.asarray([r["measured_iqr_ms"] / r["measured_p50_ms"] for r in rep.rows])
+    ratio_sum = np.asarray([r["predicted_sum_ms"] / r["measured_ms"] for r in rep.rows])
+    env = rep.measurement["environment"]
+    return {
+        "n_fit": rep.n_fit, "n_test": rep.n_test, "plain_sum": rep.plain_sum.to_json(),
+        "corrected": rep.corrected.to_json(), "test_retest": rep.test_retest,
+        "measured_ms": {"median": float(np.median(y)), "min": float(y.min()), "max": float(y.max())},
+        "measured_rel_iqr_of_round_medians": {"median": float(np.median(iqr_rel)), "p90": float(np.percentile(iqr_rel, 90))},
+        "plain_sum_mean_ratio": float(ratio_sum.mean()), "predictor": rep.predictor,
+        "backend": env.get("backend"), "backend_version": env.get("backend_version"), "threads": env.get("threads"),
+        "precision": env.get("precision"), "protocol": rep.measurement["protocol"], "seconds": rep.seconds,
+        "report": str(work / f"validate-{tag}.json"), "plot": str(plot),
+    }
+
+
+@contextmanager
+def _server(table: Path, predictor: Path | None) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "latency_tables.cli", "serve", "--table", str(table), "--port", str(port)]
+    if predictor is not None:
+        cmd += ["--predictor", str(predictor)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the latency service did not start within 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def step_http(table: Path, predictor: Path | None, n_single: int, n_batch: int, batch_size: int) -> dict[str, Any]:
+    import httpx
+
+    tab = LatencyTable.load(table)
+    rng = np.random.default_rng(0)
+    archs = [str(tab.space.sample(rng)) for _ in range(max(n_single, batch_size))]
+    out: dict[str, Any] = {"predictor": "corrected" if predictor else "plain_sum", "client": "httpx, one connection",
+                           "server": "uvicorn, 1 worker, subprocess", "warmup_requests": 5}
+
+    def pct(xs: list[float]) -> dict[str, float]:
+        a = np.asarray(xs) * 1e3
+        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+                "min_ms": float(a.min()), "max_ms": float(a.max()), "requests": int(a.size)}
+
+    with _server(table, predictor) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for a in archs[:5]:
+            client.post("/predict", json={"arch": a}).raise_for_status()
+        single = []
+        for a in archs[:n_single]:
+            t0 = time.perf_counter()
+            client.post("/predict", json={"arch": a}).raise_for_status()
+            single.append(time.perf_counter() - t0)
+        batch = []
+        body = {"archs": archs[:batch_size]}
+        client.post("/predict/batch", json=body).raise_for_status()
+        for _ in range(n_batch):
+            t0 = time.perf_counter()
+            r = client.post("/predict/batch", json=body)
+            r.raise_for_status()
+            batch.append(time.perf_counter() - t0)
+        assert len(r.json()["predictions"]) == batch_size
+    out["single"] = pct(single)
+    out[f"batch_{batch_size}"] = {**pct(batch), "archs_per_request": batch_size}
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def _fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    c = res["conditions"]
+    env = c["machine"]
+    lines = [
+        f"# Latency tables: benchmark ({'quick' if c['quick'] else 'full'} mode)",
+        "",
+        f"Device `{env['device']}`, CPU `{env['cpu_model']}`, {env['cpu_affinity']} usable cores, "
+        f"**shared with other engineers**: 1-min load average over the run {c['load']['load1_min']:.1f}–"
+        f"{c['load']['load1_max']:.1f} (median {c['load']['load1_median']:.1f}) on {c['load']['cpus']} CPUs. "
+        f"Space `{c['space']['name']}` (resolutions {c['space']['resolutions']}), backbone width "
+        f"{c['backbone']['width_mult']}, in_channels {c['backbone']['in_channels']}, {c['backbone']['num_classes']} "
+        "classes (the demo's). Batch 1, fp32. Timings are wall time of one inference.",
+        "",
+        f"Protocol: {c['protocol_text']}. Latency = p{c['protocol']['estimator_pct']:g} of all round-effect-corrected "
+        "timed runs; spread = median over models of the IQR of the raw round medians, relative to their median.",
+        "",
+        "## LUT build and test-retest",
+        "",
+        "| backend | threads | rows | build s | layer ms (median, min–max) | layers: process-pair ±10 % | subnets: two protocol runs ±10 % | subnets: median abs diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, b in res["configs"].items():
+        bu = b.get("build")
+        if bu is None:
+            lines.append(f"| {k} | | not run | | | | | |")
+            continue
+        v = b.get("validate") or {}
+        tr = (v.get("test_retest") or {}).get("two full protocol runs") or {}
+        rl = bu["row_latency_ms"]
+        layers = _fmt_pct((bu["test_retest_layers"] or {}).get("within_10pct"))
+        subnets = f"{tr['within_10pct']:.1%} | {tr['median_abs_diff_pct']:.1f} %" if tr else "not measured | -"
+        resumed = " (resumed)" if bu.get("resumed_from_checkpoint") else ""
+        lines.append(
+            f"| {bu['backend']} {bu['backend_version']} | {bu['threads']} | {bu['rows']} | {bu['build_seconds']:.0f}"
+            f"{resumed} | {rl['median']:.4f} ({rl['min']:.4f}–{rl['max']:.4f}) | {layers} | {subnets} |"
+        )
+    lines += [
+        "",
+        "## Predicted vs measured on held-out subnets",
+        "",
+        "Measured = whole subnet end to end under the same protocol. Predicted columns are separate.",
+        "",
+        "| backend | threads | fit K | held-out | measured ms median (min–max) | measured spread (rel. IQR, median) | plain sum ±10 % | plain sum mean pred/meas | corrected ±10 % | corrected MAPE | plain sum MAPE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, b in res["configs"].items():
+        v = b.get("validate")
+        if v is None:
+            lines.append(f"| {k} | | | not run | | | | | | | |")
+            continue
+        mm = v["measured_ms"]
+        lines.append(
+            f"| {v['backend']} {v['backend_version']} | {v['threads']} | {v['n_fit']} | {v['n_test']} | "
+            f"{mm['median']:.4f} ({mm['min']:.4f}–{mm['max']:.4f}) | {v['measured_rel_iqr_of_round_medians']['median']:.1%} | "
+            f"{v['plain_sum']['within_10pct']:.1%} | {v['plain_sum_mean_ratio']:.3f} | {v['corrected']['within_10pct']:.1%} | "
+            f"{v['corrected']['mape_pct']:.1f} % | {v['plain_sum']['mape_pct']:.1f} % |"
+        )
+    nr = NAIVE_REFERENCE
+    lines += ["", f"Reference (naive protocol: {nr['protocol']}): plain sum {nr['plain_sum_within_10pct']:.0%} within ±10 % "
+              f"(mean ratio {nr['plain_sum_mean_ratio']}), linear correction K=50 {nr['linear_correction_k50_within_10pct']:.0%}.",
+              "", "## Targets", ""]
+    for t in res["targets"]:
+        lines.append(f"- {'met' if t['met'] else '**MISSED**' if t['met'] is False else 'not measured'}: {t['text']}")
+    h = res.get("http")
+    if h:
+        s, bkey = h["single"], next(k for k in h if k.startswith("batch_"))
+        b = h[bkey]
+        lines += ["", "## HTTP query latency", "",
+                  f"`hwnas lut serve` ({h['server']}; client {h['client']}, {h['warmup_requests']} warm-up requests; "
+                  f"predictor: {h['predictor']}; same shared machine).", "",
+                  "| request | requests | p50 ms | p99 ms | min–max ms |", "|---|---|---|---|---|",
+                  f"| single architecture | {s['requests']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['min_ms']:.2f}–{s['max_ms']:.2f} |",
+                  f"| batch of {b['archs_per_request']} | {b['requests']} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {b['min_ms']:.1f}–{b['max_ms']:.1f} |"]
+    if res.get("missing"):
+        lines += ["", "## Not run", ""] + [f"- {m}" for m in res["missing"]]
+    return "\n".join(lines) + "\n"
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for k, b in res["configs"].items():
+        v = b.get("validate")
+        if v is None:
+            continue
+        thr = v["threads"]
+        tr = (v.get("test_retest") or {}).get("two full protocol runs")
+        if thr == 1 and tr:
+            x = tr["within_10pct"]
+            out.append({"met": x >= TARGETS["test_retest_within_10pct_1thread"],
+                        "text": f"{k}: protocol test-retest {x:.1%} within ±10 % (target ≥ 95 %)"})
+        c, s = v["corrected"]["within_10pct"], v["plain_sum"]["within_10pct"]
+        if thr == 1:
+            out.append({"met": c >= TARGETS["corrected_within_10pct_1thread"],
+                        "text": f"{k}: corrected predictor {c:.1%} within ±10 % on {v['n_test']} held-out (target ≥ 95 %)"})
+        else:
+            out.append({"met": c >= s, "text": f"{k}: corrected {c:.1%} vs plain sum {s:.1%} within ±10 % "
+                        "(target: corrected never worse)"})
+    return out
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="minutes, not an hour: small space, quick protocol")
+    ap.add_argument("--configs", default=None,
+                    help="backend:threads list, default onnxruntime:1,onnxruntime:2,tflite:1 (quick: onnxruntime:1)")
+    ap.add_argument("--n-fit", type=int, default=None, help="subnets to fit the correction (full: 50)")
+    ap.add_argument("--n-test", type=int, default=None, help="held-out subnets (full: 200)")
+    ap.add_argument("--n-test-tflite", type=int, default=None,
+                    help="held-out subnets for tflite (default: --n-test; each subnet's conversion takes ~10 s here)")
+    ap.add_argument("--preset", default=None, help="protocol preset (full: default, quick: quick)")
+    ap.add_argument("--retest", default="1", help="thread counts whose validation is measured twice (default 1)")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--work", type=Path, default=None, help="tables, reports, models (default results/.latency-work[-quick])")
+    ap.add_argument("--device", default=None, help="device name for the manifests (default: host name)")
+    ap.add_argument("--skip-http", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    quick = a.quick
+    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in
+               (a.configs or ("onnxruntime:1" if quick else "onnxruntime:1,onnxruntime:2,tflite:1")).split(",")]
+    n_fit = a.n_fit if a.n_fit is not None else (12 if quick else 50)
+    n_test = a.n_test if a.n_test is not None else (24 if quick else 200)
+    preset = a.preset or ("quick" if quick else "default")
+    pr = Protocol.preset(preset)
+    space = get_space("mnist")
+    if quick:
+        space = SearchSpace(name="mnist-r28", resolutions=(28,), depth_choices=space.depth_choices,
+                            kernel_choices=space.kernel_choices, expand_choices=space.expand_choices)
+    bb = Backbone(in_channels=1, num_classes=10, width_mult=0.35)
+    work = a.work or a.results / (".latency-work-quick" if quick else ".latency-work")
+    work.mkdir(parents=True, exist_ok=True)
+    stem = "latency.quick" if quick else "latency"
+    retest_threads = {int(x) for x in a.retest.split(",") if x}
+    env = machine_environment(device=a.device)
+    device = env["device"]
+    state = State(work / "state.json")
+    res: dict[str, Any] = {"configs": {}, "missing": []}
+    t_start = time.time()
+
+    def write(load: LoadSampler) -> None:
+        steps_load = [s["load"] for s in state.steps.values()]
+        now = [s[1] for s in load.samples]
+        res["conditions"] = {
+            "quick": quick, "machine": env, "space": space.to_json(), "backbone": bb.to_json(), "protocol": pr.to_json(),
+            "protocol_text": (f"preset {preset}: {pr.processes} processes x {pr.rounds} interleaved rounds x "
+                              f"{pr.runs_per_round} timed runs per model (warm-ups {pr.warmups} per round, "
+                              f"{pr.load_warmups} on load), reference probe, round-effect correction"),
+            "precision": "fp32", "batch_size": 1, "torch_threads_for_export": 1,
+            "load": {
+                "load1_min": min([x["load1_min"] for x in steps_load] + now),
+                "load1_max": max([x["load1_max"] for x in steps_load] + now),
+                "load1_median": statistics.median([x["load1_median"] for x in steps_load] + now),
+                "cpus": os.cpu_count(),
+                "note": "shared machine: other engineers' jobs ran during the benchmark; per-step load is in each step",
+            },
+            "this_run_wall_s": round(time.time() - t_start, 1),
+        }
+        res["targets"] = targets(res)
+        res["naive_reference"] = NAIVE_REFERENCE
+        missing = [m for m in res["missing"] if ": validation not run" not in m]
+        for backend, threads in configs:
+            tag = f"{backend}-t{threads}"
+            if "validate" not in res["configs"].get(tag, {}) and not any(m.startswith(tag) for m in missing):
+                missing.append(f"{tag}: validation not run")
+        res["missing"] = missing
+        atomic_write_json(a.results / f"{stem}.json", res)
+        atomic_write_text(a.results / f"{stem}.md", markdown(res))
+
+    with LoadSampler() as load:
+        for ci, (backend, threads) in enumerate(configs):
+            tag = f"{backend}-t{threads}"
+            table = work / f"lut-{tag}.csv"
+            common = {"space": space.to_json(), "backbone": bb.to_json(), "backend": backend, "threads": threads,
+                      "protocol": pr.to_json()}
+            nt = a.n_test_tflite if backend == "tflite" and a.n_test_tflite is not None else n_test
+            entry: dict[str, Any] = {}
+            res["configs"][tag] = entry
+            try:
+                b = state.run(f"build:{tag}", common,
+                              lambda: step_build(space, bb, table, backend, threads, pr, device), load)
+                entry["build"] = {**b["result"], "wall_s": b["wall_s"], "load": b["load"]}
+                write(load)
+                retest = threads in retest_threads
+                v = state.run(f"validate:{tag}", {**common, "n_fit": n_fit, "n_test": nt, "retest": retest},
+                              lambda: step_validate(table, n_fit, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png"), load)
+                entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
+            except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' results
+                log.exception("%s failed", tag)
+                res["missing"].append(f"{tag}: {type(e).__name__}: {e}")
+            write(load)
+            if ci == 0 and not a.skip_http and "validate" in entry:
+                pred = work / f"predictor-{tag}.json"
+                h = state.run("http", {"table": tag, "n_single": 200, "n_batch": 20, "batch": 1000},
+                              lambda: step_http(table, pred if pred.exists() else None, 200, 20, 1000), load)
+                res["http"] = {**h["result"], "load": h["load"]}
+                write(load)
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""`hwnas demo --quick` end to end: the report exists and every stage's numbers are real and consistent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hwnas.cli import _mount_subapps, app
+from supernet.space import get_space
+
+_mount_subapps()
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_report_files_exist(report_dir: Path) -> None:
+    for name in ("report.md", "report.json", "demo_config.json", "variants.json", "pareto.png",
+                 "latency_predicted_vs_measured.png", "search_convergence.png"):
+        p = report_dir / name
+        assert p.is_file() and p.stat().st_size > 0, name
+    for png in report_dir.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((report_dir / "models").glob("*.onnx"))
+    assert (report_dir / "lut" / "onnxruntime-fp32-t1.csv").is_file()
+    assert (report_dir / "lut" / "onnxruntime-fp32-t1.csv.meta.json").is_file()
+
+
+def test_report_numbers_are_real_and_consistent(report_dir: Path) -> None:
+    r = json.loads((report_dir / "report.json").read_text())
+    space = get_space(r["config"]["train"]["space"])
+    # training learned: well above chance (0.1) on 10 classes
+    assert r["accuracy"]["largest"]["val_top1"] > 0.3
+    assert r["accuracy"]["smallest"]["arch"] == str(space.smallest())
+    # the LUT has the layers of the space, measured with the stated backend
+    assert r["lut"]["rows"] > 50
+    assert r["lut"]["meta"]["backend"] == "onnxruntime" and r["lut"]["meta"]["threads"] == 1
+    # predicted vs measured: both present, positive, in separate columns
+    rows = r["latency"]["rows"]
+    assert rows and all(row["measured_ms"] > 0 and row["predicted_sum_ms"] > 0 for row in rows)
+    # search: one winner per target, each a valid architecture, budget respected
+    targets = r["search"]["targets_ms"]
+    assert len(r["search"]["winners"]) == len(targets)
+    for w in r["search"]["winners"]:
+        assert space.parse(w["arch"])
+        assert 0 < w["evaluations"] <= r["search"]["budget"]
+    # export: ONNX matches torch and was measured end to end
+    for w in r["export"]["winners"]:
+        assert w["onnx_ok"] and w["onnx_max_abs_diff"] < 1e-3
+        assert w["measured_latency_ms"] > 0 and w["predicted_latency_ms"] > 0
+    # agent: every scenario compares the agent with statics and the oracle; the oracle (knows each request's
+    # real latency) is an upper bound on accuracy delivered within the deadline
+    for scen, pols in r["agent"]["scenarios"].items():
+        assert {"kalman", "oracle", "static-largest"} <= set(pols), scen
+        best = max(p["effective_accuracy"] for p in pols.values())
+        assert pols["oracle"]["effective_accuracy"] >= best - 1e-9, scen
+
+
+def test_markdown_report_reads_well(report_dir: Path) -> None:
+    md = (report_dir / "report.md").read_text()
+    for heading in ("## 1. Supernet training", "## 2. Latency table", "## 3. Search per latency target",
+                    "## 4. Device agent"):
+        assert heading in md
+    assert "Predicted:" in md and "Measured:" in md
+
+
+def test_rerun_resumes_finished_stages(report_dir: Path) -> None:
+    before = json.loads((report_dir / "report.json").read_text())
+    res = CliRunner().invoke(app, ["demo", "--quick", "--out", str(report_dir)])
+    assert res.exit_code == 0, res.output
+    assert "done in an earlier run" in res.output
+    after = json.loads((report_dir / "report.json").read_text())
+    assert after["search"]["winners"] == before["search"]["winners"]
