@@ -19,7 +19,7 @@ from .simulator import DEFAULT_COMPARISON, SimulationResult, compare_policies, s
 from .trace import Trace, TraceFormatError, load_trace_csv
 from .variants import InvalidVariantError, example_variants, load_variants, save_variants
 
-__all__ = ["app", "resolve_trace"]
+__all__ = ["app", "bundle_cmd", "live_cmd", "resolve_trace", "serve_model_cmd"]
 
 app = typer.Typer(help="Runtime device agents: choose a variant per request to meet a deadline.", no_args_is_help=True)
 logger = logging.getLogger(__name__)
@@ -127,3 +127,114 @@ def example_variants_cmd(
     """Write a synthetic example bundle (not measured; for trying the agent before a search has run)."""
     save_variants(example_variants(), out)
     _console.print(f"wrote {out}")
+
+
+@app.command("bundle")
+def bundle_cmd(
+    variants: Annotated[Path, typer.Option("--variants", help="variants JSON (e.g. the demo's OUT/variants.json)")],
+    out: Annotated[Path, typer.Option("--out", help="bundle folder to create")],
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", help="NAME=PATH of a latency table CSV to predict each variant with (repeatable)"),
+    ] = None,
+    default_table: Annotated[str | None, typer.Option("--default-table", help="latency column agents use")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bundle in --out")] = False,
+) -> None:
+    """Pack the variants' model files and a versioned manifest.json (hashes, latency per table, energy) into --out.
+
+    Relative model paths in the variants file are resolved against the file's folder."""
+    from .bundle import BundleError, build_bundle
+
+    tables: dict[str, str] = {}
+    for spec in table or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"--table {spec!r}: expected NAME=PATH")
+        tables[name] = path
+    try:
+        vs = load_variants(variants)
+        b = build_bundle(vs, out, tables=tables, base_dir=variants.parent, default_table=default_table,
+                         overwrite=overwrite)
+    except (InvalidVariantError, BundleError, FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
+    t = Table(title=f"bundle {out}")
+    for col in ("variant", "precision", "accuracy", "size (kB)", *(f"{k} ms" for k in b.tables), "energy mJ"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for e in b.entries:
+        t.add_row(e.name, e.precision, f"{e.accuracy:.4f}", f"{e.size_bytes / 1e3:.0f}",
+                  *(f"{e.predicted_latency_ms[k]:.3f}" for k in b.tables),
+                  f"{e.energy_estimate_mj[b.default_table]:.1f}")
+    _console.print(t)
+    _console.print(f"wrote {out / 'manifest.json'}")
+
+
+@app.command("serve-model")
+def serve_model_cmd(
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="serve a variant of this bundle")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="variant name (default: most accurate)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="or serve this .onnx / .tflite file")] = None,
+    accuracy: Annotated[float | None, typer.Option("--accuracy", help="accuracy to report (with --model)")] = None,
+    host: Annotated[str, typer.Option("--host", help="bind address; loopback unless you mean otherwise")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8770,
+    max_payload_bytes: Annotated[int, typer.Option("--max-payload-bytes")] = 4 * 1024 * 1024,
+) -> None:
+    """Serve one model over HTTP for offloading (POST /v1/infer, GET /health) until Ctrl-C."""
+    from .bundle import BundleError, load_bundle
+    from .server import serve_model
+
+    if (bundle is None) == (model is None):
+        raise typer.BadParameter("give exactly one of --bundle or --model")
+    if bundle is not None:
+        try:
+            b = load_bundle(bundle)
+            entry = b.entry(variant) if variant else max(b.entries, key=lambda e: e.accuracy)
+        except (BundleError, KeyError) as e:
+            raise typer.BadParameter(str(e)) from None
+        path, name, acc = b.path_of(entry.file("onnx")), entry.name, entry.accuracy
+    else:
+        assert model is not None
+        if not model.is_file():
+            raise typer.BadParameter(f"--model {str(model)!r} does not exist")
+        path, name, acc = model, model.name, accuracy
+    _console.print(f"serving {name} on http://{host}:{port} (POST /v1/infer, GET /health)")
+    serve_model(path, host=host, port=port, name=name, accuracy=acc, max_payload_bytes=max_payload_bytes)
+
+
+@app.command("live")
+def live_cmd(
+    bundle: Annotated[Path, typer.Option("--bundle", help="bundle folder (hwnas bundle)")],
+    out: Annotated[Path, typer.Option("--out", help="output directory for live.json and live.md")],
+    schedule: Annotated[str, typer.Option("--schedule", help="busy processes per phase, comma separated")]
+    = "0,2,0,4,1,3,0",
+    phase_s: Annotated[float, typer.Option("--phase-s", help="seconds per phase")] = 10.0,
+    deadline_ms: Annotated[float | None, typer.Option("--deadline-ms", help="default: 1.5 x largest median")]
+    = None,
+    request_interval_s: Annotated[float, typer.Option("--request-interval-s")] = 0.02,
+    max_procs: Annotated[int | None, typer.Option("--max-procs", help="cap on busy processes")] = None,
+) -> None:
+    """Run the agent and static-largest side by side on this machine under injected busy processes.
+
+    The busy processes are stopped on exit, Ctrl-C or error, and end by themselves if this process dies."""
+    from .bundle import BundleError, load_bundle
+    from .live import format_live, run_live
+
+    try:
+        counts = tuple(int(c) for c in schedule.split(","))
+        b = load_bundle(bundle)
+    except ValueError as e:  # BundleError is a ValueError
+        raise typer.BadParameter(str(e) if isinstance(e, BundleError) else f"--schedule {schedule!r}: {e}") from None
+    try:
+        res = run_live(b, schedule=counts, phase_s=phase_s, deadline_ms=deadline_ms,
+                       request_interval_s=request_interval_s, max_procs=max_procs, progress=_console.print)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "live.json", {"bundle": str(bundle), **res.to_json()})
+    text = format_live(res)
+    from supernet.io import atomic_write_text
+
+    atomic_write_text(out / "live.md", text + "\n")
+    _console.print(text)
+    _console.print(f"state: {res.conditions['frequency_note']}; missing {res.conditions['missing_state_fields']}")
+    _console.print(f"wrote {out / 'live.json'}")

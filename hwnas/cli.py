@@ -45,7 +45,7 @@ def _mount_subapps() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # keep paths unbroken (copyable)
     raise typer.Exit(code)
 
 
@@ -166,20 +166,9 @@ def train(
 
 
 def _load_net_and_data(supernet_path: Path, dataset: str | None, data_root: Path | None, seed: int) -> Any:
-    import json as _json
+    from hwnas.pipeline import load_supernet_and_data
 
-    import torch
-
-    from supernet.data import load_dataset
-    from supernet.train import load_supernet
-
-    net = load_supernet(supernet_path)
-    extra = _json.loads(torch.load(supernet_path, map_location="cpu", weights_only=True).get("extra", "{}"))
-    tc = extra.get("train_config", {})
-    ds = dataset or tc.get("dataset", "mnist")
-    root = data_root if data_root is not None else tc.get("data_root")
-    data = load_dataset(ds, root=root, seed=tc.get("seed", seed))
-    return net, data
+    return load_supernet_and_data(supernet_path, dataset=dataset, data_root=data_root)
 
 
 @app.command("eval")
@@ -244,6 +233,98 @@ def export(
                   f"{check.max_abs_diff:.2e}, top-1 agreement {check.top1_agreement:.2f}")
     if not check.ok:
         _fail(f"exported model differs from torch by {check.max_abs_diff:.2e} (> tolerance)", code=1)
+
+
+def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float, ...]:
+    if (latency_ms is None) == (targets is None):
+        _fail("give exactly one of --latency-ms (one target) or --targets (comma-separated family)")
+    if latency_ms is not None:
+        return (latency_ms,)
+    try:
+        vals = tuple(float(t) for t in str(targets).split(",") if t.strip())
+    except ValueError:
+        _fail(f"--targets {targets!r}: expected comma-separated numbers of milliseconds, e.g. 10,15,20")
+        raise
+    if not vals:
+        _fail("--targets: no targets given")
+    return vals
+
+
+@app.command()
+def search(
+    table: Annotated[Path, typer.Option(help="Latency table CSV of the target device ('hwnas lut build').")],
+    latency_ms: Annotated[float | None, typer.Option(help="Latency target T in ms.")] = None,
+    targets: Annotated[str | None, typer.Option(help="Several targets, e.g. 10,15,20,30 (a family for the agent).")] = None,
+    supernet: Annotated[Path, typer.Option(help="supernet.pt from 'hwnas train'.")] = Path(
+        "hwnas-runs/supernet/supernet.pt"
+    ),
+    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'); default: plain LUT sum.")] = None,
+    strategy: Annotated[str, typer.Option(help="gp, optuna-gp, optuna-tpe, evolution, random, rl, nsga2.")] = "gp",
+    compare: Annotated[str | None, typer.Option(help="Also run these strategies on the same objective, e.g. evolution,random.")] = None,
+    budget: Annotated[int, typer.Option(min=1, help="Accuracy evaluations per target (and strategy).")] = 50,
+    reward: Annotated[str, typer.Option(help="hard (alpha=0, beta=-1) or soft (alpha=beta=-0.07) MnasNet reward.")] = "hard",
+    bn_images: Annotated[int, typer.Option(help="BN recalibration images per evaluated subnet.")] = 500,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (sqlite:///..., journal file path, postgresql://...). Default: OUT/studies.db.")] = None,
+    study_name: Annotated[str, typer.Option(help="Study name prefix; re-run with the same name to resume.")] = "search",
+    out: Annotated[Path, typer.Option(help="Result folder.")] = Path("hwnas-runs/search"),
+    seed: Annotated[int, typer.Option()] = 0,
+    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Measure winners end to end when the table is from this machine.")] = True,
+) -> None:
+    """Find the most accurate subnet meeting a latency target on a device (resumable Optuna study)."""
+    from hwnas.pipeline import SearchJob, search_device
+
+    tgts = _parse_targets(latency_ms, targets)
+    strategies = [strategy] + [s for s in (compare or "").split(",") if s.strip() and s != strategy]
+    try:
+        job = SearchJob(supernet_path=str(supernet), table_path=str(table),
+                        predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
+                        strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
+                        storage=storage, study_prefix=study_name, measure_winners=measure)
+        summary = search_device(job, out_dir=out, console=console, strategies=strategies)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+        raise
+    t = Table(title=f"winners ({strategy}); predicted and measured latency in separate columns")
+    for col in ("target ms", "arch file", "val top-1", "predicted ms", "measured ms", "meets target (measured)"):
+        t.add_column(col)
+    for w in summary["winners"]:
+        t.add_row(f"{w['target_ms']:g}", w["arch_file"], f"{w['val_top1']:.4f}", f"{w['predicted_latency_ms']:.3f}",
+                  f"{w['measured_latency_ms']:.3f}" if "measured_latency_ms" in w else "-",
+                  str(w.get("meets_target_measured", "-")))
+    console.print(t)
+    if not summary["winner_measurement"]["performed"]:
+        console.print(f"[dim]winners not measured: {summary['winner_measurement'].get('reason', 'disabled')}[/]")
+    console.print(f"results: {out / 'search_results.json'}; plots: {out / 'pareto.png'}, {out / 'search_convergence.png'}")
+
+
+@app.command()
+def pareto(
+    results: Annotated[Path, typer.Option(help="Folder written by 'hwnas search' (reads evaluations.json).")] = Path(
+        "hwnas-runs/search"
+    ),
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: RESULTS/pareto.png).")] = None,
+) -> None:
+    """Draw the accuracy-vs-latency Pareto front of every architecture a search evaluated."""
+    from nas.objective import Evaluation
+    from nas.pareto import pareto_front
+    from nas.plots import plot_pareto
+    from supernet.io import read_json
+
+    try:
+        evals = [Evaluation.from_json(e) for e in read_json(results / "evaluations.json", what="search evaluations")]
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    front = pareto_front(evals)
+    path = out or results / "pareto.png"
+    plot_pareto(evals, path, front=front, title="val accuracy vs predicted latency")
+    t = Table(title=f"Pareto front ({len(front)} of {len(evals)} architectures)")
+    for col in ("predicted ms", "val top-1", "arch"):
+        t.add_column(col)
+    for e in sorted(front, key=lambda e: e.latency_ms):
+        t.add_row(f"{e.latency_ms:.3f}", f"{e.accuracy:.4f}", str(e.arch))
+    console.print(t)
+    console.print(f"plot: {path}")
 
 
 def main() -> None:

@@ -20,12 +20,11 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from supernet.io import atomic_write_json, atomic_write_text, read_json
@@ -140,7 +139,7 @@ def run_demo(config: DemoConfig, *, out_dir: str | Path, console: Console | None
     s_lut = stages.run("lut", "4/8 latency table on this CPU", lambda: _stage_lut(config, out, space, backbone))
     s_lat = stages.run("latency", "5/8 predicted vs measured latency", lambda: _stage_latency(config, out, s_lut))
     s_search = stages.run("search", "6/8 search per latency target",
-                          lambda: _stage_search(config, out, net, data, s_lat, console))
+                          lambda: _stage_search(config, out, net, data, s_lat, s_lut, console))
     s_export = stages.run("export", "7/8 export winners", lambda: _stage_export(config, out, net, data, s_search, s_lut))
     s_agent = stages.run("agent", "8/8 device agent on traces", lambda: _stage_agent(config, out, s_export, console))
 
@@ -215,94 +214,25 @@ def _stage_latency(config: DemoConfig, out: Path, s_lut: dict[str, Any]) -> dict
     }
 
 
-def _latency_fn(predictor_path: str) -> Callable[[Sequence[ArchConfig]], np.ndarray]:
-    from latency_tables.predictor import LatencyPredictor
-
-    predictor = LatencyPredictor.load(predictor_path)
-    return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
-
-
-def _stage_search(config: DemoConfig, out: Path, net: Any, data: Any, s_lat: dict[str, Any],
+def _stage_search(config: DemoConfig, out: Path, net: Any, data: Any, s_lat: dict[str, Any], s_lut: dict[str, Any],
                   console: Console) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from hwnas.pipeline import SearchJob, latency_evaluator, search_device, targets_between
 
-    from nas.cache import AccuracyCache
-    from nas.objective import Objective
-    from nas.pareto import pareto_front
-    from nas.plots import plot_convergence, plot_pareto
-    from nas.reward import Reward
-    from nas.search import search
-    from supernet.evaluate import evaluate
-    from supernet.io import sha256_file
-
-    space = net.space
-    latency_fn = _latency_fn(s_lat["predictor_path"])
-    # the predicted range over the space (a sample plus both extremes): with a fitted correction the
-    # smallest network is not necessarily the fastest one
-    rng = np.random.default_rng(config.seed)
-    probe = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(256)]
-    probe_ms = latency_fn(probe)
-    lo, hi = float(np.min(probe_ms)), float(np.max(probe_ms))
-    targets = [round(lo + f * (hi - lo), 4) for f in config.target_fractions]
+    latency_fn = latency_evaluator(s_lut["path"], s_lat["predictor_path"])
+    targets, lo, hi = targets_between(net.space, latency_fn, config.target_fractions, seed=config.seed)
     console.print(f"predicted latency range of the space: {lo:.3f} .. {hi:.3f} ms; targets {targets} ms")
-
-    supernet_path = out / "supernet" / "supernet.pt"
-    cache = AccuracyCache(out / "search" / "accuracy.sqlite", space=space,
-                          context=f"val-top1:bn{config.bn_images}:{sha256_file(supernet_path)[:16]}")
-
-    def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
-        return np.asarray([
-            evaluate(net, c, data, split="val", bn_images=config.bn_images, seed=config.seed).top1 for c in cfgs
-        ])
-
-    results: dict[str, dict[str, Any]] = {}
-    all_evals: list[Any] = []
-    storage = f"sqlite:///{(out / 'search' / 'studies.db').resolve()}"
-    with Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
-        for target in targets:
-            results[f"{target:.4f}"] = {}
-            for strategy in config.search_strategies:
-                task = bar.add_task(f"{strategy:<9} T={target:.3f} ms", total=config.search_budget, info="")
-                objective = Objective(space=space, accuracy_fn=cache.wrap(accuracy_fn), latency_fn=latency_fn,
-                                      reward=Reward.hard(target))
-
-                def cb(ev: Any, *_: Any, _task: Any = task) -> None:
-                    bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
-
-                res = search(space, objective, strategy=strategy, budget=config.search_budget,
-                             seed=config.seed, storage=storage, study_name=f"demo-{strategy}-T{target:.4f}",
-                             callback=cb)
-                results[f"{target:.4f}"][strategy] = res
-                all_evals += res.history
-                b = res.best
-                bar.update(task, completed=config.search_budget,
-                           info=f"best acc {b.accuracy:.4f} at {b.latency_ms:.3f} ms")
-    cache.close()
-    front = pareto_front(all_evals)
-    plot_pareto(all_evals, out / "pareto.png", front=front, title="search: val accuracy vs predicted latency")
-    plot_convergence({f"{st} T={k} ms": r for k, per in results.items() for st, r in per.items()},
-                     out / "search_convergence.png")
-    main = config.search_strategies[0]
-    return {
-        "strategies": list(config.search_strategies), "winner_strategy": main, "budget": config.search_budget,
-        "latency_range_ms": [lo, hi], "targets_ms": targets, "storage": storage,
-        "winners": [
-            {"target_ms": float(k), "arch": str(r.best.arch), "arch_json": r.best.arch.to_json(),
-             "val_top1": r.best.accuracy, "predicted_latency_ms": r.best.latency_ms,
-             "meets_target_predicted": r.best.latency_ms <= float(k), "reward": r.best.reward,
-             "evaluations": len(r.history), "wall_time_s": r.wall_time_s}
-            for k, per in results.items() for r in [per[main]]
-        ],
-        "comparison": [
-            {"target_ms": float(k), "strategy": st, "best_reward": r.best.reward, "best_val_top1": r.best.accuracy,
-             "best_predicted_latency_ms": r.best.latency_ms, "evaluations": len(r.history),
-             "wall_time_s": r.wall_time_s}
-            for k, per in results.items() for st, r in per.items()
-        ],
-        "pareto": [e.to_json() for e in front],
-        "plots": ["pareto.png", "search_convergence.png"],
-    }
+    job = SearchJob(
+        supernet_path=str(out / "supernet" / "supernet.pt"), table_path=s_lut["path"],
+        predictor_path=s_lat["predictor_path"], targets_ms=tuple(targets), strategy=config.search_strategies[0],
+        budget=config.search_budget, reward="hard", seed=config.seed, bn_images=config.bn_images,
+        study_prefix="demo", measure_winners=False,  # the export stage measures the winners
+    )
+    summary = search_device(job, out_dir=out / "search", console=console, net=net, data=data,
+                            strategies=config.search_strategies)
+    for name in ("pareto.png", "search_convergence.png"):
+        shutil.copyfile(out / "search" / name, out / name)
+    summary["latency_range_ms"] = [lo, hi]
+    return summary
 
 
 def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: dict[str, Any],

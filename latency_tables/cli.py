@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predict, inspect.", no_args_is_help=True)
+app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predict, inspect, phone kits, serve.", no_args_is_help=True)
 
 
 def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int | None) -> Any:
@@ -75,12 +75,32 @@ def validate(
     runs: int | None = typer.Option(None, min=1),
     processes: int | None = typer.Option(None, min=1),
     retest: bool = typer.Option(False, help="measure the held-out subnets twice and report agreement"),
+    measured: Path | None = typer.Option(
+        None, help="CSV of (arch, latency_ms) measured elsewhere (e.g. a phone): fit on the first --n-fit rows and "
+        "score the rest, instead of measuring here"),
+    predictor: Path | None = typer.Option(None, help="with --measured: check this fitted predictor on all rows"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
+    from latency_tables.predictor import read_measured_archs, validate_measured
     from latency_tables.predictor import validate as run_validate
+    from latency_tables.table import LatencyTable
 
-    pr = _protocol(preset, rounds, runs, processes)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if predictor is not None and measured is None:
+        raise typer.BadParameter("--predictor needs --measured (a CSV of architectures measured elsewhere)")
+    if measured is not None:
+        tab = LatencyTable.load(table)
+        archs, ys = read_measured_archs(measured, table=tab)
+        report = validate_measured(
+            tab, archs, ys, n_fit=n_fit, predictor=predictor, source=str(measured),
+            predictor_out=out_dir / "predictor.json" if predictor is None else None,
+            report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
+        )
+        typer.echo(report.summary())
+        wrote = [out_dir / "report.json", out_dir / "plot.png"] + ([out_dir / "predictor.json"] if predictor is None else [])
+        typer.echo("wrote " + ", ".join(str(w) for w in wrote))
+        return
+    pr = _protocol(preset, rounds, runs, processes)
     report = run_validate(
         table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
         predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
@@ -116,6 +136,62 @@ def predict(
             typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "predictor": kind}))
         else:
             typer.echo(f"{p:10.4f} ms  {name}")
+
+
+@app.command()
+def kit(
+    out: Path = typer.Option(..., "--out", help="kit directory (models/, kit.json, run_benchmark.sh, logs/)"),
+    space: str = typer.Option("mnist", help="search space name (supernet.space.list_spaces())"),
+    in_channels: int = typer.Option(1, help="backbone input channels"),
+    num_classes: int = typer.Option(10, help="backbone classes"),
+    width_mult: float = typer.Option(0.35, help="backbone width multiplier (the demo's: 0.35)"),
+    formats: str = typer.Option("tflite,onnx", help="comma-separated model formats: tflite, onnx"),
+    threads: int = typer.Option(1, min=1, help="benchmark_model --num_threads"),
+    num_runs: int = typer.Option(50, min=1, help="benchmark_model --num_runs"),
+    warmup_runs: int = typer.Option(10, min=0, help="benchmark_model --warmup_runs"),
+    rounds: int = typer.Option(3, min=1, help="interleaved rounds over all models"),
+) -> None:
+    """Write a phone measurement kit: one-layer models, kit.json and run_benchmark.sh (resumable). See docs/phones.md."""
+    from latency_tables.kit import write_kit
+    from supernet.layers import Backbone
+    from supernet.space import get_space
+
+    try:
+        sp = get_space(space)
+    except KeyError as e:
+        raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
+    bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    try:
+        m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()], threads=threads,
+                      num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds, progress=True)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"wrote kit {out}: {len(m.layers)} models x {list(m.formats)}, kit sha256 {m.kit_sha256[:12]}...")
+    typer.echo(f"next: sh {out / 'run_benchmark.sh'}  then  hwnas lut import {out} --out table.csv")
+
+
+@app.command("import")
+def import_(
+    kit_dir: Path = typer.Argument(..., help="kit directory written by `kit` (with logs/ filled by run_benchmark.sh)"),
+    out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
+    csv_file: Path | None = typer.Option(None, "--csv", help="per-layer CSV (key or file, latency_ms) instead of logs"),
+    device: str | None = typer.Option(None, help="phone name for the manifest (e.g. 'Pixel 7')"),
+    cpu_model: str | None = typer.Option(None, help="SoC / CPU for the manifest (e.g. 'Tensor G2, Cortex-X1')"),
+    backend_version: str | None = typer.Option(None, help="benchmark_model / TFLite version used"),
+    allow_missing: bool = typer.Option(False, help="write a partial table when some layers have no measurement"),
+) -> None:
+    """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit."""
+    from latency_tables.kit import import_kit_csv, import_kit_logs
+
+    kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
+    table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
+    m = table.meta
+    missing = m.environment.get("missing_keys") or []
+    typer.echo(f"wrote {out} ({m.n_rows} layers, source {m.source}) and {out}.meta.json"
+               + (f"; {len(missing)} layers missing" if missing else ""))
+    if m.environment.get("n_failed_runs"):
+        typer.echo(f"skipped {m.environment['n_failed_runs']} failed benchmark_model run(s), e.g. "
+                   f"{m.environment['failed_runs'][0]}")
 
 
 @app.command()

@@ -41,7 +41,9 @@ __all__ = [
     "metrics",
     "plot_predicted_vs_measured",
     "predict_latency",
+    "read_measured_archs",
     "validate",
+    "validate_measured",
 ]
 
 PREDICTOR_SCHEMA_VERSION = 1
@@ -404,6 +406,114 @@ def validate(
         plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest=tr,
         measurement={"scale": scale, "environment": env, "protocol": pr.to_json(), "seed": seed},
         predictor=pred.to_json(), rows=rows, seconds=round(time.perf_counter() - t0, 1),
+    )
+    if report_out is not None:
+        atomic_write_json(report_out, report.to_json())
+    if plot_out is not None:
+        plot_predicted_vs_measured(report, plot_out)
+    return report
+
+
+class MeasuredArchsError(ValueError):
+    """A CSV of measured architectures cannot be read; the message names the file and line."""
+
+
+def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | None = None) -> tuple[list[ArchConfig], np.ndarray]:
+    """Architectures and their latencies measured elsewhere, from a CSV with columns ``arch`` and ``latency_ms``.
+
+    ``arch`` is ``str(ArchConfig)`` (e.g. ``r28-d2.2.2.2.2-k3e3...``) or the architecture's JSON object (quoted as a
+    CSV field). With ``table``, each architecture is checked to belong to the table's space. Errors name the line.
+    """
+    import csv
+    import io
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"measured-architectures CSV {str(p)!r} does not exist or is not a file")
+    reader = csv.DictReader(io.StringIO(p.read_text(encoding="utf-8-sig")))
+    header = reader.fieldnames or []
+    if "arch" not in header or "latency_ms" not in header:
+        raise MeasuredArchsError(f"{p}, line 1: expected columns 'arch' and 'latency_ms', got {header}")
+    archs: list[ArchConfig] = []
+    ys: list[float] = []
+    for lineno, rec in enumerate(reader, start=2):
+        where = f"{p}, line {lineno}"
+        text = (rec.get("arch") or "").strip()
+        if not text:
+            raise MeasuredArchsError(f"{where}: empty 'arch'")
+        try:
+            if text.startswith("{"):
+                a = ArchConfig.from_json(json.loads(text))
+            else:
+                if table is None:
+                    raise MeasuredArchsError(f"{where}: an architecture string needs the table (its space's max depth)")
+                a = ArchConfig.parse(text, max_depth=table.space.max_depth)
+            if table is not None:
+                table.specs(a)  # raises ArchOutsideTableError (a ValueError) naming the space
+                a = table.space.canonical(a)
+        except (json.JSONDecodeError, InvalidArchError, ValueError) as e:
+            raise MeasuredArchsError(f"{where}: bad architecture {text[:60]!r}: {e}") from None
+        try:
+            y = float(rec.get("latency_ms") or "")
+        except ValueError:
+            raise MeasuredArchsError(f"{where}: latency_ms {rec.get('latency_ms')!r} is not a number") from None
+        if not (np.isfinite(y) and y > 0):
+            raise MeasuredArchsError(f"{where}: latency_ms must be positive, got {y}")
+        archs.append(a)
+        ys.append(y)
+    if not archs:
+        raise MeasuredArchsError(f"{p}: no rows")
+    return archs, np.asarray(ys)
+
+
+def validate_measured(
+    table: LatencyTable | str | os.PathLike[str],
+    archs: Sequence[ArchLike],
+    measured_ms: Sequence[float] | np.ndarray,
+    *,
+    n_fit: int = 50,
+    predictor: LatencyPredictor | str | os.PathLike[str] | None = None,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    alpha: float = 1e-2,
+    source: str = "imported",
+    predictor_out: str | os.PathLike[str] | None = None,
+    report_out: str | os.PathLike[str] | None = None,
+    plot_out: str | os.PathLike[str] | None = None,
+) -> ValidationReport:
+    """`validate` for latencies measured elsewhere (e.g. on a phone, `read_measured_archs`).
+
+    Without ``predictor``: fit the correction on the first ``n_fit`` architectures and score plain sum and
+    corrected on the rest. With ``predictor`` (fitted earlier): check it, and the plain sum, on all of them.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    tab = _resolve_table(table)
+    y = np.asarray(measured_ms, dtype=np.float64)
+    cfgs = [_as_arch(a, tab) for a in archs]
+    if len(cfgs) != len(y):
+        raise ValueError(f"validate_measured: {len(cfgs)} architectures but {len(y)} latencies")
+    base = LatencyPredictor.from_table(tab, features=features)
+    if predictor is not None:
+        pred = predictor if isinstance(predictor, LatencyPredictor) else LatencyPredictor.load(predictor, table=tab)
+        fit_archs, test_archs, y_test = [], cfgs, y
+    else:
+        if len(cfgs) <= n_fit:
+            raise ValueError(f"validate_measured: {len(cfgs)} architectures leave none held out after fitting on {n_fit}")
+        fit_archs, test_archs, y_test = cfgs[:n_fit], cfgs[n_fit:], y[n_fit:]
+        pred = base.fit(fit_archs, y[:n_fit], alpha=alpha) if n_fit > 0 else base
+        if predictor_out is not None and pred.fitted:
+            pred.save(predictor_out)
+    p_sum = base.predict_sum(test_archs)
+    p_cor = pred.predict(test_archs)
+    rows = [{"arch": str(a), "measured_ms": float(m), "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c)}
+            for a, m, s, c in zip(test_archs, y_test, p_sum, p_cor, strict=True)]
+    report = ValidationReport(
+        table=str(tab.path) if tab.path else None, n_fit=len(fit_archs) if predictor is None else int(pred.info.get("n_fit", 0)),
+        n_test=len(test_archs), plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest={},
+        measurement={"scale": "as imported", "source": source}, predictor=pred.to_json(), rows=rows,
+        seconds=round(time.perf_counter() - t0, 1),
     )
     if report_out is not None:
         atomic_write_json(report_out, report.to_json())

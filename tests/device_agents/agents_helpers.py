@@ -61,3 +61,22 @@ def fake_sysfs(root: Path, *, battery: bool = True) -> tuple[Path, Path]:
         })
     write_tree(root, files)
     return root / "sys", root / "proc"
+
+
+def tiny_onnx_variants(folder: Path) -> tuple[Variant, ...]:
+    """Three real ONNX models (tiny conv nets, 1 input channel, 10 classes) at 8, 12 and 16 px, as variants with
+    made-up latencies 1/2/4 ms and accuracies 0.6/0.7/0.8. Each exports in well under a second."""
+    import torch
+    from torch import nn
+
+    from supernet.export import export_onnx
+
+    out = []
+    for i, (width, side) in enumerate(((4, 8), (8, 12), (16, 16))):
+        torch.manual_seed(i)
+        net = nn.Sequential(nn.Conv2d(1, width, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(width, 10))
+        path = export_onnx(net, folder / f"tiny{i}.onnx", input_shape=(1, 1, side, side))
+        out.append(Variant(name=f"tiny{i}@fp32", arch=f"tiny-w{width}-r{side}", precision="fp32",
+                           predicted_latency_ms=float(2**i), accuracy=0.6 + 0.1 * i, model_path=str(path)))
+    return tuple(out)

@@ -1,0 +1,252 @@
+"""Cross-package pipelines: the one place that composes supernet + latency tables + search.
+
+`search_device` is what ``hwnas search`` and the demo's search stage run: for each latency target it builds an
+`nas.objective.Objective` whose accuracy is the supernet subnet's BN-recalibrated validation top-1 (cached in
+sqlite, so nothing is measured twice) and whose latency is the device's LUT predictor, runs a registered
+strategy on resumable Optuna storage, and writes the winner's architecture JSON. When the table was measured on
+this machine it also measures the winners end to end with the same backend and protocol, so predicted and
+measured latency can be compared (in separate columns).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supernet.io import atomic_write_json
+from supernet.space import ArchConfig
+
+__all__ = [
+    "SearchJob",
+    "accuracy_evaluator",
+    "latency_evaluator",
+    "load_supernet_and_data",
+    "search_device",
+    "targets_between",
+]
+
+log = logging.getLogger(__name__)
+ArchFn = Callable[[Sequence[ArchConfig]], np.ndarray]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchJob:
+    """One per-device search: inputs, targets and budget (written as ``search_config.json``)."""
+
+    supernet_path: str
+    table_path: str
+    predictor_path: str | None = None  # fitted LUT correction; None = plain LUT sum
+    targets_ms: tuple[float, ...]
+    strategy: str = "gp"
+    budget: int = 50
+    reward: str = "hard"  # "hard" (alpha=0, beta=-1) or "soft" (alpha=beta=-0.07)
+    seed: int = 0
+    bn_images: int = 500
+    storage: str | None = None  # Optuna storage URL; default: sqlite file in the output folder
+    study_prefix: str = "search"
+    measure_winners: bool = True
+    dataset: str | None = None  # default: the dataset the supernet was trained on
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
+            raise ValueError(f"targets_ms: expected positive latency targets in ms, got {list(self.targets_ms)}")
+        if self.budget < 1:
+            raise ValueError(f"budget: expected >= 1 evaluations, got {self.budget}")
+        if self.reward not in ("hard", "soft"):
+            raise ValueError(f"reward {self.reward!r}: expected 'hard' or 'soft'")
+
+
+def load_supernet_and_data(
+    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
+) -> tuple[Any, Any]:
+    """A saved supernet and the dataset splits it was trained on (same seed and subset, so val is held out)."""
+    import json
+
+    import torch
+
+    from supernet.data import load_dataset
+    from supernet.train import load_supernet
+
+    net = load_supernet(supernet_path)
+    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
+    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
+    root = data_root if data_root is not None else tc.get("data_root")
+    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
+                        max_train=tc.get("max_train_images"))
+    return net, data
+
+
+def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_path: Path,
+                       context: str) -> tuple[ArchFn, Any]:
+    """Validation top-1 after BN recalibration, cached per (context, architecture) in sqlite."""
+    from nas.cache import AccuracyCache
+    from supernet.evaluate import evaluate
+
+    cache = AccuracyCache(cache_path, space=net.space, context=context)
+
+    def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
+        return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
+
+    return cache.wrap(accuracy_fn), cache
+
+
+def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None) -> ArchFn:
+    """Predicted latency in ms from a LUT (plus its fitted correction when given)."""
+    from latency_tables.predictor import LatencyPredictor
+    from latency_tables.table import LatencyTable
+
+    if predictor_path is not None:
+        predictor = LatencyPredictor.load(predictor_path, table=table_path)
+    else:
+        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path))
+    return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
+
+
+def targets_between(space: Any, latency_fn: ArchFn, fractions: Sequence[float], *, seed: int,
+                    n_probe: int = 256) -> tuple[list[float], float, float]:
+    """Targets at ``fractions`` of the predicted latency range of the space (a sample plus both extremes).
+
+    With a fitted correction the smallest network is not necessarily the fastest, hence the sample.
+    """
+    rng = np.random.default_rng(seed)
+    probe = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(n_probe)]
+    ms = latency_fn(probe)
+    lo, hi = float(np.min(ms)), float(np.max(ms))
+    return [round(lo + f * (hi - lo), 4) for f in fractions], lo, hi
+
+
+def _table_is_this_machine(meta: Any) -> bool:
+    from latency_tables.environment import machine_environment
+
+    env = machine_environment()
+    same_cpu = getattr(meta, "cpu_model", None) == env.get("cpu_model")
+    same_host = getattr(meta, "device", None) in (env.get("device"), socket.gethostname())
+    return bool(same_cpu and same_host)
+
+
+def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, net: Any = None,
+                  data: Any = None, strategies: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run ``job`` (one search per target and strategy) and write results under ``out_dir``.
+
+    Writes ``arch_T<target>.json`` (winner of the first strategy), ``search_results.json``,
+    ``evaluations.json`` (every evaluated architecture), ``pareto.png`` and ``search_convergence.png``.
+    Re-running with the same storage and study names continues the studies.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from latency_tables.table import LatencyTable
+    from nas.objective import Objective
+    from nas.pareto import pareto_front
+    from nas.plots import plot_convergence, plot_pareto
+    from nas.reward import Reward
+    from nas.search import search
+    from supernet.io import sha256_file
+
+    console = console or Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "search_config.json", asdict(job))
+    strategies = list(strategies or [job.strategy])
+    if net is None or data is None:
+        net, data = load_supernet_and_data(job.supernet_path, dataset=job.dataset, data_root=job.data_root)
+    table = LatencyTable.load(job.table_path)
+    if table.space != net.space:
+        raise ValueError(
+            f"latency table {job.table_path!r} is for space {table.space.name!r} but the supernet's space is "
+            f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
+        )
+    latency_fn = latency_evaluator(job.table_path, job.predictor_path)
+    context = f"val-top1:bn{job.bn_images}:seed{job.seed}:{sha256_file(job.supernet_path)[:16]}"
+    accuracy_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
+                                            cache_path=out / "accuracy.sqlite", context=context)
+    storage = job.storage or f"sqlite:///{(out / 'studies.db').resolve()}"
+    results: dict[str, dict[str, Any]] = {}
+    all_evals: list[Any] = []
+    try:
+        with Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console) as bar:
+            for target in job.targets_ms:
+                key = f"{target:.4f}"
+                results[key] = {}
+                reward = Reward.hard(target) if job.reward == "hard" else Reward.soft(target)
+                for strategy in strategies:
+                    task = bar.add_task(f"{strategy:<9} T={target:.3f} ms", total=job.budget, info="")
+                    objective = Objective(space=net.space, accuracy_fn=accuracy_fn, latency_fn=latency_fn,
+                                          reward=reward)
+
+                    def cb(ev: Any, *_: Any, _task: Any = task) -> None:
+                        bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
+
+                    res = search(net.space, objective, strategy=strategy, budget=job.budget, seed=job.seed,
+                                 storage=storage, study_name=f"{job.study_prefix}-{strategy}-T{key}", callback=cb)
+                    results[key][strategy] = res
+                    all_evals += res.history
+                    bar.update(task, completed=job.budget,
+                               info=f"best acc {res.best.accuracy:.4f} at {res.best.latency_ms:.3f} ms")
+    finally:
+        cache.close()
+
+    main = strategies[0]
+    winners = []
+    for key, per in results.items():
+        best = per[main].best
+        path = out / f"arch_T{key}.json"
+        atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
+                                 "val_top1": best.accuracy, "predicted_latency_ms": best.latency_ms,
+                                 "strategy": main})
+        winners.append({
+            "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
+            "arch_file": path.name, "val_top1": best.accuracy, "predicted_latency_ms": best.latency_ms,
+            "meets_target_predicted": best.latency_ms <= float(key), "reward": best.reward,
+            "evaluations": len(per[main].history), "wall_time_s": per[main].wall_time_s,
+        })
+
+    measured: dict[str, Any] = {"performed": False}
+    if job.measure_winners and winners:
+        if _table_is_this_machine(table.meta):
+            from latency_tables import Protocol, measure_models
+
+            archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
+            proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            ms = measure_models(archs, net.backbone, backend=table.meta.backend, threads=table.meta.threads,
+                                precision=table.meta.precision, protocol=proto, space=net.space, progress=True)
+            for w, m in zip(winners, ms, strict=True):
+                w["measured_latency_ms"] = m.latency_ms
+                w["measured_p50_ms"] = m.p50_ms
+                w["measured_iqr_ms"] = m.iqr_ms
+                w["measured_runs"] = m.runs
+                w["meets_target_measured"] = m.latency_ms <= w["target_ms"]
+            measured = {"performed": True, "environment": dict(ms[0].environment) if ms else {},
+                        "protocol": proto.to_json() if proto is not None else None}
+        else:
+            measured = {"performed": False,
+                        "reason": f"table measured on {table.meta.device!r} ({table.meta.cpu_model}), not this machine"}
+
+    front = pareto_front(all_evals)
+    plot_pareto(all_evals, out / "pareto.png", front=front, title="val accuracy vs predicted latency")
+    plot_convergence({f"{st} T={k} ms": r for k, per in results.items() for st, r in per.items()},
+                     out / "search_convergence.png")
+    atomic_write_json(out / "evaluations.json", [e.to_json() for e in all_evals])
+    summary = {
+        "strategies": strategies, "winner_strategy": main, "budget": job.budget, "reward": job.reward,
+        "targets_ms": list(job.targets_ms), "storage": storage, "table": job.table_path,
+        "predictor": job.predictor_path, "winners": winners, "winner_measurement": measured,
+        "comparison": [
+            {"target_ms": float(k), "strategy": st, "best_reward": r.best.reward, "best_val_top1": r.best.accuracy,
+             "best_predicted_latency_ms": r.best.latency_ms, "evaluations": len(r.history),
+             "wall_time_s": r.wall_time_s}
+            for k, per in results.items() for st, r in per.items()
+        ],
+        "pareto": [e.to_json() for e in front],
+        "plots": ["pareto.png", "search_convergence.png"],
+    }
+    atomic_write_json(out / "search_results.json", summary)
+    return summary

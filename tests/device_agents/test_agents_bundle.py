@@ -1,0 +1,170 @@
+"""Bundle: build, manifest contents, verified loading with clear errors, the checked-in v1 fixture, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from agents_helpers import DATA
+from typer.testing import CliRunner
+
+from device_agents import Variant, save_variants
+from device_agents.bundle import (
+    BUNDLE_SCHEMA_VERSION,
+    VARIANTS_FILE_TABLE,
+    BundleError,
+    BundleHashError,
+    BundleSchemaError,
+    build_bundle,
+    load_bundle,
+)
+from device_agents.cli import app
+
+FIXTURE_TABLE = Path(__file__).parents[2] / "latency_tables" / "fixtures" / "schema-v1-fake.csv"
+
+
+def test_build_and_load_round_trip(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    b = build_bundle(tiny_variants, tmp_path / "b", tables={"double": lambda arch: 2.0})
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["schema_version"] == BUNDLE_SCHEMA_VERSION and m["created_at"]
+    assert set(m["tables"]) == {VARIANTS_FILE_TABLE, "double"}
+    power = m["power_model"]["static_power_w"] + m["power_model"]["dynamic_power_w"]
+    for v, e in zip(tiny_variants, m["variants"], strict=True):
+        assert e["precision"] == "fp32" and e["accuracy"] == v.accuracy
+        assert e["predicted_latency_ms"] == {VARIANTS_FILE_TABLE: v.predicted_latency_ms, "double": 2.0}
+        assert e["energy_estimate_mj"][VARIANTS_FILE_TABLE] == pytest.approx(power * v.predicted_latency_ms)
+        (f,) = e["files"]
+        assert f["format"] == "onnx" and len(f["sha256"]) == 64 and f["path"].startswith("models/")
+        assert f["size_bytes"] == e["size_bytes"] == Path(v.model_path or "").stat().st_size
+        assert f["input_shape"][:2] == [1, 1]
+    loaded = load_bundle(tmp_path / "b")
+    assert loaded.to_json()["variants"] == m["variants"] == b.to_json()["variants"]
+    vs = loaded.variants(table="double")
+    assert [v.predicted_latency_ms for v in vs] == [2.0, 2.0, 2.0]
+    assert all(Path(v.model_path or "").is_file() and Path(v.model_path or "").parent.name == "models" for v in vs)
+    assert [v.predicted_latency_ms for v in loaded.variants()] == [v.predicted_latency_ms for v in tiny_variants]
+
+
+def test_latency_table_column_is_the_lut_sum(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    from latency_tables import LatencyTable
+
+    table = LatencyTable.load(FIXTURE_TABLE)
+    arch = str(table.space.smallest())
+    v = Variant(name="s", arch=arch, precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"fake-lut": FIXTURE_TABLE}, default_table="fake-lut")
+    assert b.entries[0].predicted_latency_ms["fake-lut"] == pytest.approx(table.sum_ms(table.space.smallest()))
+    assert b.tables["fake-lut"]["csv_sha256"] == table.meta.csv_sha256
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(table.sum_ms(
+        table.space.smallest()))
+    bad = Variant(name="x", arch="r999-d1", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                  model_path=tiny_variants[0].model_path)
+    with pytest.raises(BundleError, match="variant 'x': latency table 'fake-lut' cannot predict"):
+        build_bundle([bad], tmp_path / "c", tables={"fake-lut": FIXTURE_TABLE})
+
+
+def test_build_errors(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    no_file = Variant(name="n", arch="a", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5)
+    with pytest.raises(BundleError, match="no model_path"):
+        build_bundle([no_file], tmp_path / "a")
+    gone = Variant(name="g", arch="a", precision="int8", predicted_latency_ms=1.0, accuracy=0.5,
+                   model_path=str(tmp_path / "gone.onnx"))
+    with pytest.raises(BundleError, match="does not exist"):
+        build_bundle([gone], tmp_path / "a")
+    with pytest.raises(BundleError, match="one file per format"):
+        build_bundle(tiny_variants[:1], tmp_path / "a", extra_files={tiny_variants[0].name: [tiny_variants[1].model_path]})
+    with pytest.raises(BundleError, match="not in the bundle"):
+        build_bundle(tiny_variants[:1], tmp_path / "a", extra_files={"ghost": []})
+    build_bundle(tiny_variants[:1], tmp_path / "b")
+    with pytest.raises(BundleError, match="already holds"):
+        build_bundle(tiny_variants[:1], tmp_path / "b")
+    build_bundle(tiny_variants[1:], tmp_path / "b", overwrite=True)
+    assert [e.name for e in load_bundle(tmp_path / "b").entries] == [v.name for v in tiny_variants[1:]]
+
+
+def test_relative_model_paths_resolve_against_base_dir(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    src = Path(tiny_variants[0].model_path or "")
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    shutil.copy(src, tmp_path / "run" / "models" / "m.onnx")
+    v = Variant(name="v", arch="a", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5, model_path="models/m.onnx")
+    b = build_bundle([v], tmp_path / "b", base_dir=tmp_path / "run")
+    assert b.entries[0].files[0].size_bytes == src.stat().st_size
+
+
+@pytest.fixture
+def built(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> Path:
+    build_bundle(tiny_variants, tmp_path / "b")
+    return tmp_path / "b"
+
+
+def _edit_manifest(root: Path, fn: object) -> None:
+    m = json.loads((root / "manifest.json").read_text())
+    fn(m)  # type: ignore[operator]
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def test_tampered_and_missing_files_are_refused(built: Path) -> None:
+    model = next((built / "models").iterdir())
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleHashError, match=r"sha256 of models/.*the manifest records"):
+        load_bundle(built)
+    load_bundle(built, check_hashes=False)  # same size: only the hash tells
+    model.write_bytes(bytes(data[:-1]))
+    with pytest.raises(BundleHashError, match="bytes, the manifest records"):
+        load_bundle(built, check_hashes=False)
+    model.unlink()
+    with pytest.raises(BundleHashError, match="is missing"):
+        load_bundle(built)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda m: m.update(kind="other"), "kind 'other'"),
+        (lambda m: m.pop("variants"), "missing field 'variants'"),
+        (lambda m: m["variants"][0].update(precision="int4"), "precision 'int4'"),
+        (lambda m: m["variants"][0]["files"][0].update(path="../escape.onnx"), "must be relative and inside"),
+        (lambda m: m["variants"][0]["predicted_latency_ms"].pop("variants-file"), r"predicted_latency_ms\['variants-file'\]"),
+        (lambda m: m["variants"][1].update(name=m["variants"][0]["name"]), "more than once"),
+        (lambda m: m["variants"][0].update(accuracy=80.0), "fraction in"),
+        (lambda m: m.update(default_table="nope"), "default_table 'nope'"),
+    ],
+)
+def test_schema_errors_name_the_field(built: Path, edit: object, message: str) -> None:
+    _edit_manifest(built, edit)
+    with pytest.raises(BundleSchemaError, match=message):
+        load_bundle(built)
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleSchemaError, match="no manifest.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleSchemaError, match="not valid JSON"):
+        load_bundle(tmp_path)
+
+
+def test_checked_in_v1_fixture_still_loads() -> None:
+    b = load_bundle(DATA / "bundle_v1")
+    assert b.schema_version == 1 and [e.name for e in b.entries] == ["tiny@fp32"]
+    assert b.entries[0].files[0].input_shape == (1, 1, 8, 8)
+    (v,) = b.variants()
+    assert v.precision == "fp32" and Path(v.model_path or "").is_file()
+
+
+def test_cli_bundle(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    save_variants(tiny_variants, tmp_path / "variants.json")
+    runner = CliRunner()
+    res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert len(load_bundle(tmp_path / "b").entries) == 3
+    res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "b")])
+    assert res.exit_code != 0 and "already holds" in res.output
+    res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "c"),
+                              "--table", "nonsense"])
+    assert res.exit_code != 0 and "NAME=PATH" in res.output

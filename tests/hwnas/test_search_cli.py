@@ -1,0 +1,89 @@
+"""`hwnas search` / `hwnas pareto` on a tiny untrained supernet and a fake-backend table (fast, offline)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hwnas.cli import _mount_subapps, app
+from latency_tables.protocol import Protocol
+from latency_tables.table import build_table
+from supernet.layers import Backbone
+from supernet.model import OFASupernet
+from supernet.space import ArchConfig, SearchSpace
+from supernet.train import save_supernet
+
+_mount_subapps()
+runner = CliRunner()
+SPACE = SearchSpace(name="cli-test", resolutions=(24, 28), depth_choices=(1, 2), kernel_choices=(3, 5),
+                    expand_choices=(3, 6))
+BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.25)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\n", "")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("search-cli")
+    torch.manual_seed(0)
+    net = OFASupernet(space=SPACE, backbone=BACKBONE)
+    sn = save_supernet(net, root / "supernet.pt", extra={"train_config": {"dataset": "digits", "seed": 0}})
+    table = build_table(SPACE, BACKBONE, out=root / "lut.csv", backend="fake", progress=False, device="fake-phone",
+                        protocol=Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1,
+                                          chunk_size=32, spawn=False))
+    assert table.path is not None
+    return {"root": root, "supernet": sn, "table": table.path}
+
+
+def test_search_family_writes_winners_and_plots(setup: dict[str, Path]) -> None:
+    out = setup["root"] / "out"
+    res = runner.invoke(app, ["search", "--table", str(setup["table"]), "--supernet", str(setup["supernet"]),
+                              "--targets", "1000,2000", "--strategy", "random", "--compare", "evolution",
+                              "--budget", "4", "--bn-images", "64", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "search_results.json").read_text())
+    assert summary["targets_ms"] == [1000.0, 2000.0]
+    assert {c["strategy"] for c in summary["comparison"]} == {"random", "evolution"}
+    assert len(summary["winners"]) == 2
+    for w in summary["winners"]:
+        arch = json.loads((out / w["arch_file"]).read_text())
+        assert SPACE.canonical(ArchConfig.from_json(arch["arch"])) == ArchConfig.from_json(arch["arch"])
+        assert 0.0 <= w["val_top1"] <= 1.0 and w["evaluations"] == 4
+    # a table from another device is not measured here, and the report says why
+    assert summary["winner_measurement"]["performed"] is False
+    assert "fake-phone" in summary["winner_measurement"]["reason"]
+    for png in ("pareto.png", "search_convergence.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # re-running the same study resumes it: nothing new is measured
+    again = runner.invoke(app, ["search", "--table", str(setup["table"]), "--supernet", str(setup["supernet"]),
+                                "--targets", "1000,2000", "--strategy", "random", "--budget", "4",
+                                "--bn-images", "64", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    strip = lambda ws: [{k: v for k, v in w.items() if k != "wall_time_s"} for w in ws]  # noqa: E731
+    assert strip(json.loads((out / "search_results.json").read_text())["winners"]) == strip(summary["winners"])
+    pareto = runner.invoke(app, ["pareto", "--results", str(out), "--out", str(out / "front.png")])
+    assert pareto.exit_code == 0, pareto.output
+    assert (out / "front.png").is_file()
+
+
+def test_search_bad_input_is_explained(setup: dict[str, Path], tmp_path: Path) -> None:
+    base = ["search", "--table", str(setup["table"]), "--supernet", str(setup["supernet"]), "--out", str(tmp_path)]
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "exactly one of --latency-ms" in _plain(res.output)
+    res = runner.invoke(app, [*base, "--targets", "10,abc"])
+    assert res.exit_code == 2 and "comma-separated numbers" in _plain(res.output)
+    res = runner.invoke(app, [*base, "--latency-ms", "5", "--strategy", "simulated-annealing", "--budget", "2"])
+    assert res.exit_code == 2 and "simulated-annealing" in _plain(res.output)
+    missing = tmp_path / "missing.csv"
+    res = runner.invoke(app, ["search", "--table", str(missing), "--supernet", str(setup["supernet"]),
+                              "--latency-ms", "5", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "missing.csv" in _plain(res.output)
+    res = runner.invoke(app, ["pareto", "--results", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "evaluations.json" in _plain(res.output)
