@@ -11,7 +11,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from supernet.io import atomic_write_json, atomic_write_text
+# Run as a script, this folder is sys.path[0], and benchmarks/supernet.py would shadow the supernet package:
+# put the repository root first.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latency_tables.environment import machine_environment  # noqa: E402
-from latency_tables.predictor import LatencyPredictor, validate  # noqa: E402
+from latency_tables.predictor import validate  # noqa: E402
 from latency_tables.protocol import Protocol  # noqa: E402
 from latency_tables.table import LatencyTable, build_table, meta_path_for  # noqa: E402
 from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402

@@ -10,9 +10,12 @@ On the embedded MNIST subset, with one epoch budget and seeds for every method:
 All subnets are evaluated on the test split after BN recalibration. Training throughput is images/s of the
 data loader (one image counts once however many subnets a step trains) on this machine, one torch thread.
 
-Usage: ``python benchmarks/supernet.py --quick`` (about 20 min on a loaded 2-core VM) or without ``--quick``
-(full size; see the ``SIZES`` table). Runs are resumable: re-running continues the training runs under
-``--work`` and re-evaluates. Writes ``benchmarks/results/supernet.json`` and ``supernet.md``.
+Usage: ``python benchmarks/supernet.py --quick`` (13 min measured on a loaded 2-core VM, 1 thread), ``--size
+quick12`` (twice the epochs), or without options for the full size (3,500 images, 30 epochs, width 0.5,
+3 seeds: roughly 100x the quick compute, i.e. most of a day on such a VM; see ``SIZES``). ``--size smoke``
+checks the script in 2 min. Runs are resumable: re-running continues the training runs under ``--work`` and
+re-evaluates. Writes ``supernet.json`` and ``supernet.md`` to ``--out`` (default ``benchmarks/results``);
+``--render-only`` rewrites the Markdown from the JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Size:
 SIZES = {
     "smoke": Size(max_train_images=64, epochs=6, width_mult=0.25, seeds=(0,), bn_images=64),  # checks the script
     "quick": Size(max_train_images=1000, epochs=6, width_mult=0.25, seeds=(0,), bn_images=500),
+    "quick12": Size(max_train_images=1000, epochs=12, width_mult=0.25, seeds=(0,), bn_images=500),  # 2x budget
     "full": Size(max_train_images=None, epochs=30, width_mult=0.5, seeds=(0, 1, 2), bn_images=2000),
 }
 METHODS = ("ps", "ps-nokd", "one-stage", "bignas")
@@ -93,6 +97,15 @@ def machine_state() -> dict[str, Any]:
         pass
     return {"cpu_model": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "loadavg_1_5_15": os.getloadavg()}
+
+
+def rerender(out: Path) -> None:
+    """Rewrite ``supernet.md`` from ``supernet.json`` (after changing the report, without retraining)."""
+    results = json.loads((out / "supernet.json").read_text())
+    names = list(results["subnets"])
+    results["summary"] = summarise(results, names)
+    atomic_write_json(out / "supernet.json", results)
+    atomic_write_text(out / "supernet.md", render_markdown(results, names))
 
 
 def run(size_name: str, work: Path, out: Path) -> dict[str, Any]:
@@ -199,6 +212,16 @@ def render_markdown(results: dict[str, Any], names: list[str]) -> str:
         f"- better recipe (mean over the 5 subnets, PS vs BigNAS/alpha-divergence): "
         f"**{s['better_recipe_mean_over_5']}**",
         "",
+        "Notes:",
+        "",
+        f"- The KD teacher of `ps` and `scratch` is the PS network after its first (full-network) phase: "
+        f"val top-1 {_mean([r['phases'][0]['val_top1_largest'] for r in results['runs']['ps'].values()]):.3f}. "
+        "A weak teacher makes KD a handicap (compare `ps` with `ps-nokd`); OFA distils from a fully trained one.",
+        "- Equal *epochs* is not equal compute: PS and BigNAS train 1-4 subnets per step, `scratch` one. "
+        "Per-run wall times are in the JSON (`wall_s_this_call`).",
+        "- Throughput counts images read per second of training (evaluation excluded) on a shared VM whose load "
+        "changed during the run; compare methods within one run only.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -209,7 +232,11 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(SIZES), help="any size by name (overrides --quick)")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".runs", help="training run folders")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--render-only", action="store_true", help="rewrite supernet.md from supernet.json")
     args = ap.parse_args()
+    if args.render_only:
+        rerender(args.out)
+        return
     run(args.size or ("quick" if args.quick else "full"), args.work, args.out)
 
 

@@ -8,16 +8,22 @@ Public API (stable names; see each module for the contract):
 * state: `create_provider`, `list_providers`, `StateProvider`, `NetworkEstimator`
 * traces: `builtin_trace`, `list_scenarios`, `load_trace_csv`, `save_trace_csv`
 * evaluation: `simulate`, `compare_policies`, `SimulationResult`, `plot_timeline`
+* deployment: `build_bundle`, `load_bundle`, `Bundle` (model files + versioned manifest); `AdaptiveModel` (real
+  inference with per-request variant choice, offload with local fallback, decision log); the offload server is
+  `device_agents.server` (FastAPI, imported on demand), its client `device_agents.client.OffloadClient`; the live
+  run under injected contention is `device_agents.live.run_live`
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .bundle import Bundle, BundleError, BundleHashError, BundleSchemaError, build_bundle, load_bundle
 from .energy import BatteryBudget, EnergyModel
 from .network import NetworkEstimator, OffloadTarget
 from .policies import AGENT_POLICY, Decision, Policy, create_policy, list_policies
 from .providers import create_provider, list_providers
+from .runtime import AdaptiveModel, DecisionRecord, Prediction
 from .scenarios import builtin_trace, describe_scenario, list_scenarios
 from .simulator import DeviceLatencyModel, SimulationResult, StepRecord, compare_policies, simulate
 from .state import DeviceState, StateProvider
@@ -29,6 +35,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AGENT_POLICY",
+    "AdaptiveModel",
+    "Bundle",
+    "BundleError",
+    "BundleHashError",
+    "BundleSchemaError",
+    "DecisionRecord",
+    "Prediction",
+    "build_bundle",
+    "load_bundle",
     "BatteryBudget",
     "Decision",
     "DeviceLatencyModel",

@@ -374,14 +374,16 @@ def _need(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], where:
     return v
 
 
-def _ms_map(d: Any, key: str, where: str, tables: Mapping[str, Any]) -> dict[str, float]:
+def _ms_map(d: Any, key: str, where: str, tables: Mapping[str, Any], *, allow_zero: bool = False) -> dict[str, float]:
     if not isinstance(d, Mapping):
         raise BundleSchemaError(f"{where}: {key} should be an object table -> number")
     out: dict[str, float] = {}
     for t in tables:
         v = d.get(t)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise BundleSchemaError(f"{where}: {key}[{t!r}] should be a finite number > 0, got {v!r}")
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not (ok and (v > 0 or (allow_zero and v == 0))):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise BundleSchemaError(f"{where}: {key}[{t!r}] should be a finite number {bound}, got {v!r}")
         out[t] = float(v)
     extra = sorted(set(d) - set(tables))
     if extra:
@@ -478,7 +480,8 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_hashes: bool = True
                 accuracy=float(_need(item, "accuracy", (int, float), w)),
                 size_bytes=_need(item, "size_bytes", int, w), files=tuple(files),
                 predicted_latency_ms=_ms_map(item.get("predicted_latency_ms"), "predicted_latency_ms", w, tables),
-                energy_estimate_mj=_ms_map(item.get("energy_estimate_mj"), "energy_estimate_mj", w, tables),
+                energy_estimate_mj=_ms_map(item.get("energy_estimate_mj"), "energy_estimate_mj", w, tables,
+                                           allow_zero=True),
             )
             # The agents' own checks (accuracy range, ...) through the Variant constructor.
             Variant(name=entry.name, arch=entry.arch, precision=entry.precision,

@@ -11,7 +11,8 @@ Protocol (`run_live`):
 1. calibrate: each variant runs ``calibration_runs`` times with no injected load, round robin with the live
    loop's pause between rounds (`calibrate`); its median becomes its ``predicted_latency_ms`` for the run
    (latency tables come from another protocol or machine; the agent only needs a reference it then corrects);
-2. the deadline is ``deadline_ms`` or ``deadline_factor`` x the largest variant's calibrated median;
+2. the deadline is ``deadline_ms`` or ``deadline_factor`` x the calibrated median of the largest variant (the
+   most accurate one, which is also the static baseline);
 3. the schedule (busy-process count per phase of ``phase_s`` seconds) is replayed; in every request slot both
    models answer one request (the agent and static-largest, alternating who goes first), so both meet the same
    injected contention and the same outside load at the same time;
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
-from .policies import AGENT_POLICY
+from .policies import AGENT_POLICY, create_policy
 from .providers.combined import CombinedProvider
 from .runtime import AdaptiveModel
 from .sessions import open_session, resize_nchw
@@ -229,7 +230,8 @@ def run_live(
     say("calibrating variants (no injected load)")
     cal = calibrate(vs, x, runs=calibration_runs, interval_s=request_interval_s)
     calibrated = validate_bundle([replace(v, predicted_latency_ms=max(cal[v.name], 1e-3)) for v in vs])
-    largest = max(calibrated, key=lambda v: v.predicted_latency_ms)
+    # "largest" = the most accurate variant (the biggest network), not the slowest by calibration noise
+    largest = max(calibrated, key=lambda v: (v.accuracy, v.predicted_latency_ms))
     deadline = float(deadline_ms) if deadline_ms is not None else round(deadline_factor * cal[largest.name], 4)
 
     probe = provider_factory()
@@ -247,7 +249,8 @@ def run_live(
     }
     models = {
         "agent": AdaptiveModel(calibrated, deadline_ms=deadline, policy=AGENT_POLICY, provider=provider_factory()),
-        "static-largest": AdaptiveModel(calibrated, deadline_ms=deadline, policy="static-largest",
+        "static-largest": AdaptiveModel(calibrated, deadline_ms=deadline,
+                                        policy=create_policy("static", calibrated, which=largest.name),
                                         provider=provider_factory()),
     }
     records: dict[str, list[Any]] = {k: [] for k in models}

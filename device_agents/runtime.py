@@ -3,11 +3,13 @@ local fallback, and a log of every decision with its inputs.
 
 Per request (`AdaptiveModel.predict`):
 
-1. read the device state (a `StateProvider`, merged with the `NetworkEstimator` of the offload link);
+1. read the device state (a `StateProvider`; with a server, its link fields come from the `NetworkEstimator`
+   that measures the real offload requests, the other fields from the provider);
 2. ask the policy for a decision under ``deadline_ms``;
 3. run it: a cached session of the chosen variant, or an HTTP request to the server (`OffloadClient`);
 4. if the offload fails (refused, reset, timeout, HTTP error) the link is marked down, the policy decides again
-   (now without the server) and the request runs locally: it is answered, and the record says ``fallback``;
+   (now without the server) and the request runs locally (the fastest variant should the policy still want the
+   server): it is answered, and the record says ``fallback``;
    if a local session raises, the fastest other variant answers;
 5. the policy observes the latency of what ran; the `DecisionRecord` goes to ``records`` (bounded) and, when
    ``log_path`` is set, to a JSON-lines file.
@@ -43,7 +45,7 @@ from .bundle import Bundle
 from .network import NetworkEstimator, OffloadTarget
 from .policies import AGENT_POLICY, Decision, Policy, create_policy
 from .providers.combined import CombinedProvider
-from .server import OffloadClient, OffloadError
+from .client import OffloadClient, OffloadError
 from .sessions import ModelSession, open_session, resize_nchw
 from .state import DeviceState, StateProvider
 from .variants import Variant, validate_bundle
@@ -163,7 +165,7 @@ class AdaptiveModel:
                 payload_bytes=reply.n_bytes if reply else int(np.prod(self._probe_shape)) * 4,
             )
         self._state_provider: StateProvider = (
-            CombinedProvider([self._device, self.network]) if offload is not None else self._device
+            CombinedProvider([self.network, self._device]) if offload is not None else self._device
         )
         if isinstance(policy, str):
             self.policy = create_policy(policy, vs, offload=self._target, **dict(policy_kwargs or {}))

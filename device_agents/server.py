@@ -11,12 +11,12 @@ Validation: 415 for another content type; 413 when the body exceeds ``max_payloa
 Content-Length and again while reading, so a lying client cannot exceed it); 422 when the shape header is
 malformed, N is not in 1..``max_batch``, C differs from the model's, H or W is outside 1..``max_side``, the body
 length is not N*C*H*W*4 bytes, or a value is not finite. The input is resized to the model's resolution.
-The server binds to 127.0.0.1 unless told otherwise.
+The server binds to 127.0.0.1 unless told otherwise. The client is `device_agents.client.OffloadClient`
+(kept apart so the runtime does not import FastAPI).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -24,19 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from fastapi import FastAPI, HTTPException, Request
+
+from .client import SHAPE_HEADER
 from .sessions import ModelSession, open_session, resize_nchw
 
-__all__ = [
-    "DEFAULT_MAX_PAYLOAD_BYTES",
-    "OffloadClient",
-    "OffloadError",
-    "OffloadReply",
-    "create_model_app",
-    "serve_model",
-]
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "create_model_app", "serve_model"]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-SHAPE_HEADER = "X-Input-Shape"
 
 
 def create_model_app(
@@ -50,8 +45,6 @@ def create_model_app(
     threads: int = 1,
 ) -> Any:
     """A FastAPI app serving ``model_path`` (ONNX or TFLite) on ``/v1/infer``; see the module docstring."""
-    from fastapi import FastAPI, HTTPException, Request
-
     if max_payload_bytes <= 0 or max_batch <= 0 or max_side <= 0:
         raise ValueError("create_model_app: max_payload_bytes, max_batch and max_side must be > 0")
     session: ModelSession = open_session(model_path, threads=threads)
@@ -124,76 +117,3 @@ def serve_model(
     app = create_model_app(model_path, name=name, accuracy=accuracy, max_payload_bytes=max_payload_bytes,
                            threads=threads)
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-# --------------------------------------------------------------------------- client
-class OffloadError(RuntimeError):
-    """An offload request failed (connection refused/reset, timeout, HTTP error, malformed reply)."""
-
-
-@dataclass(frozen=True)
-class OffloadReply:
-    """A served inference. ``wall_ms``: end to end at the client; ``server_ms``: compute on the server;
-    ``n_bytes``: request + response body bytes."""
-
-    output: np.ndarray
-    wall_ms: float
-    server_ms: float
-    n_bytes: int
-
-
-class OffloadClient:
-    """Talks to a `create_model_app` server at ``base_url`` with bounded timeouts (seconds).
-
-    ``timeout_s`` bounds each phase (connect, read, write, pool) of a request; a request that is due within a
-    deadline should use a timeout near that deadline so a hung server costs at most that before the local fallback.
-    Thread-safe (one pooled httpx client).
-    """
-
-    def __init__(self, base_url: str, *, timeout_s: float = 0.5, accuracy: float | None = None) -> None:
-        import httpx
-
-        if not timeout_s > 0:
-            raise ValueError(f"OffloadClient.timeout_s must be > 0, got {timeout_s}")
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = float(timeout_s)
-        self.accuracy = accuracy
-        self._httpx = httpx
-        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout_s))
-
-    def health(self) -> dict[str, Any]:
-        try:
-            r = self._client.get("/health")
-            r.raise_for_status()
-            out = r.json()
-        except (self._httpx.HTTPError, ValueError) as e:
-            raise OffloadError(f"server {self.base_url}: health check failed: {type(e).__name__}: {e}") from None
-        if not isinstance(out, dict):
-            raise OffloadError(f"server {self.base_url}: /health did not return an object")
-        return out
-
-    def infer(self, x: np.ndarray) -> OffloadReply:
-        """Send one input (N, C, H, W); `OffloadError` on any failure."""
-        arr = np.ascontiguousarray(x, dtype="<f4")
-        body = arr.tobytes()
-        headers = {"Content-Type": "application/octet-stream", SHAPE_HEADER: ",".join(str(s) for s in arr.shape)}
-        t0 = time.perf_counter()
-        try:
-            r = self._client.post("/v1/infer", content=body, headers=headers)
-            wall_ms = (time.perf_counter() - t0) * 1e3
-            if r.status_code != 200:
-                detail = r.text[:300]
-                raise OffloadError(f"server {self.base_url}: HTTP {r.status_code}: {detail}")
-            d = r.json()
-            out = np.asarray(d["output"], dtype=np.float32).reshape(d["output_shape"])
-            server_ms = float(d["server_ms"])
-        except self._httpx.HTTPError as e:
-            raise OffloadError(f"server {self.base_url}: {type(e).__name__}: {e}") from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise OffloadError(f"server {self.base_url}: malformed reply: {e}") from None
-        if not math.isfinite(server_ms):
-            raise OffloadError(f"server {self.base_url}: malformed reply: server_ms {server_ms}")
-        return OffloadReply(output=out, wall_ms=wall_ms, server_ms=server_ms, n_bytes=len(body) + len(r.content))
-
-    def close(self) -> None:
-        self._client.close()

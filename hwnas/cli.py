@@ -31,12 +31,26 @@ console = Console()
 log = logging.getLogger("hwnas")
 
 
-def _mount_subapps() -> None:
-    from device_agents.cli import app as agent_app
-    from latency_tables.cli import app as lut_app
+_MOUNTED = False
 
-    app.add_typer(lut_app, name="lut", help="Latency lookup tables: build, validate, inspect, predict.")
-    app.add_typer(agent_app, name="agent", help="Runtime device agents: simulate policies on traces.")
+
+def _mount_subapps() -> None:
+    """Attach the packages' own CLIs (idempotent). Top-level shortcuts reuse the same command functions."""
+    global _MOUNTED
+    if _MOUNTED:
+        return
+    _MOUNTED = True
+    from device_agents import cli as agents_cli
+    from latency_tables import cli as lut_cli
+
+    app.add_typer(lut_cli.app, name="lut", help="Latency lookup tables: build, validate, kit/import, predict, serve.")
+    app.add_typer(lut_cli.app, name="latency", help="Alias of 'lut' (e.g. 'hwnas latency predict').")
+    app.command("serve", help="HTTP latency-prediction service (localhost by default).")(lut_cli.serve)
+    app.add_typer(agents_cli.app, name="agent", help="Runtime device agents: simulate, live run, bundles.")
+    app.command("bundle", help="Pack searched variants into a versioned, hash-checked bundle.")(agents_cli.bundle_cmd)
+    app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
+        agents_cli.serve_model_cmd
+    )
     try:
         from nas.cli import app as nas_app
     except ImportError:  # pragma: no cover - nas without a CLI
@@ -127,35 +141,60 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint.pt, supernet.pt, train_log.json.")] = Path(
         "hwnas-runs/supernet"
     ),
-    dataset: Annotated[str, typer.Option(help="mnist (embedded), digits, cifar10, cifar100, imagefolder.")] = "mnist",
+    config: Annotated[
+        Path | None, typer.Option(help="TOML run file (keys and [[phases]] in docs/training.md); options override it.")
+    ] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="progressive-shrinking (default) | bignas | one-stage | demo: schedule + KD loss.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist (embedded), digits, cifar10, cifar100, imagefolder.")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Folder of a dataset on disk (CIFAR, ImageFolder).")] = None,
-    space: Annotated[str, typer.Option(help="Named search space.")] = "mnist",
-    schedule: Annotated[str, typer.Option(help="Training schedule: demo, progressive-shrinking.")] = "demo",
-    epochs: Annotated[int, typer.Option(min=1, help="Total epochs, split over the schedule's phases.")] = 6,
-    width_mult: Annotated[float, typer.Option(help="Channel width multiplier of the backbone.")] = 0.5,
-    batch_size: Annotated[int, typer.Option(min=2)] = 32,
-    kd_temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 1.0,
-    kd_ratio: Annotated[float, typer.Option(help="Distillation weight lambda (0 disables KD).")] = 1.0,
+    space: Annotated[str | None, typer.Option(help="Named search space (default mnist).")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Schedule only: demo, progressive-shrinking, one-stage, bignas.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Total epochs, split over the schedule's phases.")] = None,
+    width_mult: Annotated[float | None, typer.Option(help="Channel width multiplier of the backbone.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="Global batch (split over DDP ranks).")] = None,
+    kd_loss: Annotated[str | None, typer.Option(help="Distillation loss: kl | alpha-divergence.")] = None,
+    kd_temperature: Annotated[float | None, typer.Option(help="Distillation temperature T.")] = None,
+    kd_ratio: Annotated[float | None, typer.Option(help="Distillation weight lambda (0 disables KD).")] = None,
     max_train_images: Annotated[int | None, typer.Option(help="Stratified subset of the train split.")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default 1; more can be slower on a shared VM).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt.")] = True,
 ) -> None:
-    """Train a once-for-all supernet (resumable: re-run the same command after an interruption)."""
-    from supernet.train import TrainConfig, train_supernet
+    """Train a once-for-all supernet (resumable: re-run the same command after an interruption).
 
+    Under torchrun (WORLD_SIZE > 1) the same command trains data-parallel; see docs/training.md.
+    """
+    from dataclasses import replace
+
+    from supernet.config_file import load_train_config
+    from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
+
+    given = {
+        "dataset": dataset, "data_root": None if data_root is None else str(data_root), "space": space,
+        "schedule": schedule, "epochs": epochs, "width_mult": width_mult, "batch_size": batch_size,
+        "kd_loss": kd_loss, "kd_temperature": kd_temperature, "kd_ratio": kd_ratio,
+        "max_train_images": max_train_images, "threads": threads, "seed": seed,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
     try:
-        cfg = TrainConfig(
-            dataset=dataset, data_root=None if data_root is None else str(data_root), space=space,
-            width_mult=width_mult, schedule=schedule, epochs=epochs, batch_size=batch_size,
-            kd_temperature=kd_temperature, kd_ratio=kd_ratio, max_train_images=max_train_images, seed=seed,
-        )
+        if config is not None:
+            cfg = load_train_config(config)
+        else:
+            cfg = TrainConfig().with_recipe(DEFAULT_RECIPE if schedule is None else "demo")
+        if recipe is not None:
+            cfg = cfg.with_recipe(recipe)
+        cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
         result = train_supernet(cfg, out_dir=out)
     except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e))
+        _fail(str(e.args[0]) if e.args else str(e))
         raise
-    t = Table(title="phases")
+    if not result.supernet_path or not result.phases:
+        return  # not rank 0 of a distributed run
+    t = Table(title=f"phases ({cfg.schedule if cfg.phases is None else 'from ' + str(config)}, kd {cfg.kd_loss})")
     for col in ("phase", "epochs", "steps", "img/s", "loss", "val top-1 largest", "val top-1 smallest"):
         t.add_column(col)
     for p in result.phases:

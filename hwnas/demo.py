@@ -270,6 +270,7 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
 
 def _stage_agent(config: DemoConfig, out: Path, s_export: dict[str, Any], console: Console) -> dict[str, Any]:
     from device_agents import Variant, builtin_trace, compare_policies, plot_timeline, save_variants
+    from device_agents.bundle import build_bundle
     from device_agents.policies import AGENT_POLICY
 
     variants, seen = [], set()
@@ -281,6 +282,7 @@ def _stage_agent(config: DemoConfig, out: Path, s_export: dict[str, Any], consol
                                 predicted_latency_ms=w["predicted_latency_ms"], accuracy=w["val_top1"],
                                 size_bytes=w["size_bytes"], model_path=w["onnx"]))
     save_variants(variants, out / "variants.json")
+    bundle = build_bundle(variants, out / "bundle", base_dir=out, overwrite=True)
     lat = sorted(v.predicted_latency_ms for v in variants)
     # deadline: the middle variant fits at full speed with 30 % headroom, so throttling forces switches
     deadline_ms = round(lat[len(lat) // 2] * 1.3, 4)
@@ -291,6 +293,7 @@ def _stage_agent(config: DemoConfig, out: Path, s_export: dict[str, Any], consol
         scenarios[name] = {pol: dict(r.metrics) for pol, r in res.items()}
         plot_timeline(res[AGENT_POLICY], out / f"agent_{name}.png", title=f"{AGENT_POLICY} agent on {name}")
     return {"deadline_ms": deadline_ms, "variants": [v.to_json() for v in variants], "scenarios": scenarios,
+            "bundle": str((out / "bundle").relative_to(out)), "bundle_variants": len(bundle.entries),
             "plots": [f"agent_{n}.png" for n in config.scenarios]}
 
 

@@ -4,7 +4,10 @@ Public API (see each module for the contract):
     backends:   create_backend, list_backends, Backend, Measurement
     protocol:   Protocol (measurement budget and estimators)
     table:      LatencyTable, build_table, enumerate_layers, measure_models
-    predictor:  LatencyPredictor, predict_latency, validate, ValidationReport, plot_predicted_vs_measured
+    predictor:  LatencyPredictor, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
+                read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
+    kit:        write_kit, import_kit_logs, import_kit_csv, load_kit (phone kits; see docs/phones.md)
+    benchmark_log: parse_log, parse_log_file (TFLite benchmark_model output)
 
 Names are imported lazily (PEP 562): measuring processes import `latency_tables.backends` without pulling in
 torch through this package.
@@ -36,6 +39,18 @@ _EXPORTS = {
     "plot_predicted_vs_measured": "latency_tables.predictor",
     "predict_latency": "latency_tables.predictor",
     "validate": "latency_tables.predictor",
+    "read_measured_archs": "latency_tables.predictor",
+    "validate_measured": "latency_tables.predictor",
+    "KitError": "latency_tables.kit",
+    "KitManifest": "latency_tables.kit",
+    "write_kit": "latency_tables.kit",
+    "load_kit": "latency_tables.kit",
+    "import_kit_logs": "latency_tables.kit",
+    "import_kit_csv": "latency_tables.kit",
+    "BenchmarkLogError": "latency_tables.benchmark_log",
+    "BenchmarkRun": "latency_tables.benchmark_log",
+    "parse_log": "latency_tables.benchmark_log",
+    "parse_log_file": "latency_tables.benchmark_log",
 }
 
 __all__ = sorted(_EXPORTS)

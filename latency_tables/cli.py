@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -20,6 +20,11 @@ def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int 
         return Protocol.preset(preset, **overrides)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -89,8 +94,13 @@ def validate(
     if predictor is not None and measured is None:
         raise typer.BadParameter("--predictor needs --measured (a CSV of architectures measured elsewhere)")
     if measured is not None:
+        from latency_tables.predictor import MeasuredArchsError
+
         tab = LatencyTable.load(table)
-        archs, ys = read_measured_archs(measured, table=tab)
+        try:
+            archs, ys = read_measured_archs(measured, table=tab)
+        except (MeasuredArchsError, FileNotFoundError) as e:
+            _fail(str(e))
         report = validate_measured(
             tab, archs, ys, n_fit=n_fit, predictor=predictor, source=str(measured),
             predictor_out=out_dir / "predictor.json" if predictor is None else None,
@@ -183,8 +193,14 @@ def import_(
     """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit."""
     from latency_tables.kit import import_kit_csv, import_kit_logs
 
+    from latency_tables.benchmark_log import BenchmarkLogError
+    from latency_tables.kit import KitError
+
     kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
-    table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
+    try:
+        table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
+    except (KitError, BenchmarkLogError, FileNotFoundError) as e:
+        _fail(str(e))
     m = table.meta
     missing = m.environment.get("missing_keys") or []
     typer.echo(f"wrote {out} ({m.n_rows} layers, source {m.source}) and {out}.meta.json"

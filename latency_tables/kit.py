@@ -376,7 +376,7 @@ def _layer_runs(m: KitManifest, kit_dir: Path, layer: KitLayer) -> tuple[list[Be
     return ok, failed
 
 
-def _meta(m: KitManifest, *, rows: Mapping[str, TableRow], reference_ms: float, source: str, device: str,
+def _meta(m: KitManifest, *, n_rows: int, reference_ms: float, source: str, device: str,
           cpu_model: str, backend: str, backend_version: str, runs: int, environment: dict[str, Any]) -> TableMeta:
     return TableMeta(
         device=device, cpu_model=cpu_model, backend=backend, backend_version=backend_version, precision=m.precision,
@@ -385,7 +385,7 @@ def _meta(m: KitManifest, *, rows: Mapping[str, TableRow], reference_ms: float, 
                    else "as measured elsewhere (imported CSV)"),
         reference={"key": REFERENCE_KEY, "spec": REFERENCE_SPEC_JSON, "latency_ms": reference_ms},
         measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), space=m.space,
-        backbone=m.backbone, n_rows=len(rows), csv_sha256="", environment=environment, protocol={},
+        backbone=m.backbone, n_rows=n_rows, csv_sha256="", environment=environment, protocol={},
         source=source,
     )
 
@@ -412,7 +412,7 @@ def _finish(m: KitManifest, kit_dir: Path, values: dict[str, tuple[float, float,
     runs_per_round = m.num_runs
     env = {"device": device or "unknown-phone", "cpu_model": cpu_model or "unknown", "kit_sha256": m.kit_sha256,
            "kit_dir": str(kit_dir), "kit_created_at": m.created_at, "missing_keys": sorted(missing), **env_extra}
-    meta = _meta(m, rows=rows, reference_ms=ref_ms, source=source, device=env["device"], cpu_model=env["cpu_model"],
+    meta = _meta(m, n_rows=len(rows), reference_ms=ref_ms, source=source, device=env["device"], cpu_model=env["cpu_model"],
                  backend="tflite-benchmark_model", backend_version=backend_version or "unknown", runs=runs_per_round,
                  environment=env)
     return LatencyTable(rows=rows, meta=meta).save(out)

@@ -7,11 +7,14 @@ Elastic dimensions (OFA, Cai et al. 2020):
   * depth: stage s runs its first d_s blocks.
   * expand: the inverted bottleneck uses the first round(in_ch * e) channels (rounded to a multiple of 8);
     `sort_channels` reorders channels by importance (L1 norm of the projection weights) so that narrow
-    subnets keep the most important ones.
+    subnets keep the most important ones; ``keep_expands`` keeps the channel sets of expand ratios trained
+    in an earlier phase (OFA's ``expand_ratio_stage``).
   * resolution: the caller resizes each batch (the network is fully convolutional until global pooling).
 
-The active sub-network is set only through the scoped `activate(cfg)`; `get_active_subnet(cfg)` returns a
-standalone `StaticSubnet` with weights copied (kernel transforms applied) and leaves the supernet unchanged.
+Feature distillation reads stage outputs through `forward_features(x, stages)` (stateless; same walk as
+`forward`). The active sub-network is set only through the scoped `activate(cfg)`; `get_active_subnet(cfg)`
+returns a standalone `StaticSubnet` with weights copied (kernel transforms applied) and leaves the supernet
+unchanged.
 """
 
 from __future__ import annotations

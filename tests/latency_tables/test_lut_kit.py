@@ -329,3 +329,19 @@ def test_cli_kit_import_and_validate_measured(tmp_path: Path, tflite_kit: Path) 
                               "--n-fit", "4", "--out-dir", str(tmp_path / "v")])
     assert res.exit_code == 0, res.output
     assert "held-out subnets: 2 (correction fitted on 4)" in res.output and (tmp_path / "v" / "predictor.json").exists()
+    res = runner.invoke(app, ["import", str(tflite_kit), "--out", str(tmp_path / "none.csv")])
+    assert res.exit_code == 1 and "15 of 15 layers have no usable measurement" in res.output
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+def test_real_tflite_kit_models_load_in_the_interpreter(tmp_path: Path) -> None:
+    """litert-torch conversion for real (~10 s a layer here, hence slow): every .tflite loads with its input shape."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.interpreter import Interpreter
+
+    m = write_kit(KIT_SPACE, KIT_BACKBONE, tmp_path, formats=["tflite"], progress=False)
+    for layer in m.layers:
+        interp = Interpreter(model_path=str(tmp_path / layer.files["tflite"]))
+        interp.allocate_tensors()
+        assert tuple(interp.get_input_details()[0]["shape"]) == layer.input_shape

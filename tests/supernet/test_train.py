@@ -42,7 +42,8 @@ TINY = TrainConfig(dataset="digits", epochs=2, batch_size=16, max_train_images=6
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset("digits", seed=TINY.seed, max_train=TINY.max_train_images)
+    # a 90-image val split keeps the per-phase evaluations cheap
+    return load_dataset("digits", seed=TINY.seed, max_train=TINY.max_train_images, val_fraction=0.05)
 
 
 def _assert_same_weights(path_a: str, path_b: str) -> None:

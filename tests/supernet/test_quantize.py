@@ -1,0 +1,150 @@
+"""Quantized export: int8 (QDQ, onnxruntime) and fp16 files stay close to fp32 and really hold reduced weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from supernet.data import iterate_batches, load_dataset
+from supernet.evaluate import calibration_batches, recalibrate_bn
+from supernet.export import export_onnx
+from supernet.layers import Backbone, StaticSubnet, build_static_model
+from supernet.quantize import (
+    QuantConfig,
+    export_precision,
+    int8_weight_fraction,
+    precision_report,
+    quantize_onnx,
+)
+from supernet.space import get_space
+
+RES = 24
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[StaticSubnet, object, Path, np.ndarray]:
+    """Tiny subnet briefly trained on digits, BN recalibrated; its fp32 ONNX file; held-out calibration-like inputs.
+
+    Two epochs (a few seconds): with random weights the deep, untrained network amplifies any perturbation
+    (int8 per-channel error 0.46 of the logit spread vs 0.10 after training), so a bound on a random net
+    would either be loose enough to hide a bug or flaky.
+    """
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    space = get_space("mnist")
+    model = build_static_model(
+        Backbone(in_channels=1, num_classes=10, width_mult=0.25), space.smallest(resolution=RES), space=space
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(2):
+        model.train()
+        g = torch.Generator().manual_seed(epoch)
+        for x, y in iterate_batches(data.train, batch_size=64, mean=data.mean, std=data.std, resolution=RES, generator=g):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    recalibrate_bn(model, calibration_batches(data, n_images=256, resolution=RES, seed=0))
+    fp32 = export_onnx(model, tmp_path_factory.mktemp("q") / "fp32.onnx", input_shape=model.input_shape)
+    xs = np.concatenate([x.numpy() for x in calibration_batches(data, n_images=48, resolution=RES, seed=123)])
+    return model, data, fp32, xs
+
+
+def _run(path: Path, xs: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"input": xs[i : i + 1]})[0] for i in range(xs.shape[0])])
+
+
+def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """Error relative to the input-dependent part of the fp32 logits (a constant output would score ~1)."""
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref - ref.mean(0)))
+
+
+def test_int8_per_channel_is_close_to_fp32_and_stores_int8_weights(setup, tmp_path) -> None:
+    model, data, fp32, xs = setup
+    cfg = QuantConfig(precision="int8", per_channel=True, calibration="minmax", calib_images=64)
+    q = export_precision(model, tmp_path / "int8.onnx", config=cfg, data=data)
+    assert q.is_file() and not list(tmp_path.glob(".*.tmp"))
+    ref, got = _run(fp32, xs), _run(q, xs)
+    assert np.isfinite(got).all()
+    assert _rel_err(got, ref) < 0.25
+    assert float((got.argmax(1) == ref.argmax(1)).mean()) >= 0.8
+    assert int8_weight_fraction(q) > 0.9
+    assert int8_weight_fraction(fp32) == 0.0
+    ops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+def test_per_tensor_and_every_calibration_method_run(setup, tmp_path, calibration: str) -> None:
+    model, data, fp32, xs = setup
+    calib = [x.numpy() for x in calibration_batches(data, n_images=16, resolution=RES, seed=1)]
+    cfg = QuantConfig(per_channel=False, calibration=calibration, calib_images=16)
+    q = quantize_onnx(fp32, tmp_path / f"{calibration}.onnx", config=cfg, calib_batches=calib)
+    got = _run(q, xs[:8])
+    assert got.shape == (8, 10) and np.isfinite(got).all()
+    assert int8_weight_fraction(q) > 0.9
+
+
+def test_fp16_file_holds_float16_weights_and_matches_fp32(setup, tmp_path) -> None:
+    pytest.importorskip("onnxruntime.transformers.float16")
+    model, data, fp32, xs = setup
+    p = quantize_onnx(fp32, tmp_path / "fp16.onnx", config=QuantConfig(precision="fp16"))
+    dtypes = {i.data_type for i in onnx.load(str(p)).graph.initializer if len(i.dims) > 1}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    ref, got = _run(fp32, xs[:8]), _run(p, xs[:8])
+    assert _rel_err(got, ref) < 0.05
+    assert p.stat().st_size < 0.6 * fp32.stat().st_size
+
+
+def test_bad_inputs_give_clear_errors(setup, tmp_path) -> None:
+    _, _, fp32, xs = setup
+    with pytest.raises(ValueError, match="calibration method 'kl'.*minmax, percentile, entropy"):
+        QuantConfig(calibration="kl")
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        QuantConfig(precision="int4")
+    with pytest.raises(ValueError, match="calib_images"):
+        QuantConfig(calib_images=0)
+    cfg = QuantConfig()
+    with pytest.raises(ValueError, match="no calibration images"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", config=cfg, calib_batches=[])
+    with pytest.raises(ValueError, match="needs calibration data"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", config=cfg)
+    with pytest.raises(ValueError, match=r"shape \(2, 1, 8, 8\).*\(N, 1, 24, 24\)|shape \(2, 1, 8, 8\).*1, 1, 24, 24"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", config=cfg, calib_batches=[np.zeros((2, 1, 8, 8), np.float32)])
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_onnx(fp32, tmp_path / "q.onnx", config=cfg, calib_batches=[np.full((1, 1, RES, RES), np.nan)])
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "q.onnx", config=cfg, calib_batches=[xs[:1]])
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        int8_weight_fraction(tmp_path / "missing.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_precision_report_has_one_row_per_variant(setup, tmp_path) -> None:
+    model, data, _, _ = setup
+    rows = precision_report(
+        model, data, out_dir=tmp_path, config=QuantConfig(calib_images=16), max_eval_images=16, warmup=1, runs=3
+    )
+    assert [r["variant"] for r in rows] == ["fp32", "fp16", "int8-pc-minmax", "int8-pt-minmax"]
+    by = {r["variant"]: r for r in rows}
+    assert by["fp32"]["top1_agreement_fp32"] == 1.0 and by["fp32"]["max_abs_diff_fp32"] == 0.0
+    assert by["int8-pc-minmax"]["int8_weight_fraction"] > 0.9
+    assert by["int8-pc-minmax"]["size_bytes"] < by["fp32"]["size_bytes"]
+    for r in rows:
+        assert 0.0 <= r["top1"] <= 1.0 and r["latency_p50_ms"] > 0 and r["latency_iqr_ms"] >= 0
+        assert Path(r["path"]).is_file()
+    saved = json.loads((tmp_path / "precision_report.json").read_text())
+    assert saved["rows"] == rows and saved["eval_images"] == 16
+    assert saved["protocol"]["threads"] == 1 and saved["protocol"]["runs"] == 3
