@@ -289,6 +289,8 @@ def markdown(res: dict[str, Any]) -> str:
                   f"| batch of {b['archs_per_request']} | {b['requests']} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {b['min_ms']:.1f}–{b['max_ms']:.1f} |"]
     if res.get("missing"):
         lines += ["", "## Not run", ""] + [f"- {m}" for m in res["missing"]]
+    if res.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="backend:threads list, default onnxruntime:1,onnxruntime:2,tflite:1 (quick: onnxruntime:1)")
     ap.add_argument("--n-fit", type=int, default=None, help="subnets to fit the correction (full: 50)")
     ap.add_argument("--n-test", type=int, default=None, help="held-out subnets (full: 200)")
+    ap.add_argument("--n-fit-tflite", type=int, default=None, help="subnets to fit the correction for tflite (default: --n-fit)")
     ap.add_argument("--n-test-tflite", type=int, default=None,
                     help="held-out subnets for tflite (default: --n-test; each subnet's conversion takes ~10 s here)")
     ap.add_argument("--preset", default=None, help="protocol preset (full: default, quick: quick)")
@@ -330,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="tables, reports, models (default results/.latency-work[-quick])")
     ap.add_argument("--device", default=None, help="device name for the manifests (default: host name)")
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a remark to print with the results (repeatable), e.g. how artifacts were exported")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -376,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         res["targets"] = targets(res)
         res["naive_reference"] = NAIVE_REFERENCE
+        res["notes"] = list(a.note)
         missing = [m for m in res["missing"] if ": validation not run" not in m]
         for backend, threads in configs:
             tag = f"{backend}-t{threads}"
@@ -392,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             common = {"space": space.to_json(), "backbone": bb.to_json(), "backend": backend, "threads": threads,
                       "protocol": pr.to_json()}
             nt = a.n_test_tflite if backend == "tflite" and a.n_test_tflite is not None else n_test
+            nf = a.n_fit_tflite if backend == "tflite" and a.n_fit_tflite is not None else n_fit
             entry: dict[str, Any] = {}
             res["configs"][tag] = entry
             try:
@@ -400,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["build"] = {**b["result"], "wall_s": b["wall_s"], "load": b["load"]}
                 write(load)
                 retest = threads in retest_threads
-                v = state.run(f"validate:{tag}", {**common, "n_fit": n_fit, "n_test": nt, "retest": retest},
-                              lambda: step_validate(table, n_fit, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png"), load)
+                v = state.run(f"validate:{tag}", {**common, "n_fit": nf, "n_test": nt, "retest": retest},
+                              lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png"), load)
                 entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
             except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' results
                 log.exception("%s failed", tag)

@@ -46,6 +46,11 @@ def _mount_subapps() -> None:
     app.add_typer(lut_cli.app, name="lut", help="Latency lookup tables: build, validate, kit/import, predict, serve.")
     app.add_typer(lut_cli.app, name="latency", help="Alias of 'lut' (e.g. 'hwnas latency predict').")
     app.command("serve", help="HTTP latency-prediction service (localhost by default).")(lut_cli.serve)
+    from supernet.quantize import quantize_cmd
+
+    app.command("quantize", help="fp16 / int8 export of a subnet with accuracy, size and latency per precision.")(
+        quantize_cmd
+    )
     app.add_typer(agents_cli.app, name="agent", help="Runtime device agents: simulate, live run, bundles.")
     app.command("bundle", help="Pack searched variants into a versioned, hash-checked bundle.")(agents_cli.bundle_cmd)
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(

@@ -16,6 +16,7 @@ Nothing here is canned: every number in the report is computed in the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -80,6 +81,7 @@ class _Stages:
     def __init__(self, out: Path, console: Console, config_json: dict[str, Any], fresh: bool) -> None:
         self.dir = out / "stages"
         self.console = console
+        config_json = json.loads(json.dumps(config_json))  # tuples -> lists, as they come back from disk
         cfg_path = out / "demo_config.json"
         if fresh and self.dir.exists():
             shutil.rmtree(self.dir)
