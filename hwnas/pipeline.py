@@ -216,8 +216,10 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
             proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            ref = (table.meta.reference or {}).get("latency_ms")  # table's probe scale: load changes cancel
             ms = measure_models(archs, net.backbone, backend=table.meta.backend, threads=table.meta.threads,
-                                precision=table.meta.precision, protocol=proto, space=net.space, progress=True)
+                                precision=table.meta.precision, protocol=proto, space=net.space, progress=True,
+                                reference_ms=None if ref is None else float(ref))
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.latency_ms
                 w["measured_p50_ms"] = m.p50_ms
