@@ -389,8 +389,9 @@ def render_markdown(r: dict[str, Any]) -> str:
     for w in r["export"]["winners"]:
         lines.append(f"| {w['target_ms']:.3f} | {w['predicted_latency_ms']:.3f} | "
                      f"{w['predicted_latency_ms'] <= w['target_ms']} |")
-    lines += ["", "Measured (estimate = ratio to the reference probe timed in the same rounds x the probe's latency "
-              "in the table, so load changes between the table build and this run cancel; round p50 and IQR are raw):",
+    lines += ["", "Measured: the estimate is the ratio to the reference probe timed in the same rounds times the "
+              "probe's latency in the table, so load changes between the table build and this run cancel; round p50 "
+              "and IQR are raw.",
               "", "| target ms | estimate ms | raw round p50 ms | raw round IQR ms | runs | meets target |",
               "|---|---|---|---|---|---|"]
     for w in r["export"]["winners"]:
