@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "Backend",
+    "base_environment",
     "Measurement",
     "Prepared",
     "UnknownBackendError",
@@ -118,6 +119,17 @@ def create_backend(name: str, **kwargs: Any) -> Backend:
     module = importlib.import_module(module_name)
     cls = getattr(module, cls_name)
     return cls(**kwargs)  # type: ignore[no-any-return]
+
+
+def base_environment(backend: Backend, **extra: Any) -> dict[str, Any]:
+    """The keys every backend's `environment` reports (name, version, precision, threads) plus its own."""
+    return {
+        "backend": backend.name,
+        "backend_version": backend.version,
+        "precision": backend.precision,
+        "threads": backend.threads,
+        **extra,
+    }
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared
+from latency_tables.backends import Prepared, base_environment
 
 __all__ = ["FakeBackend", "count_macs_of_module"]
 
@@ -118,10 +118,4 @@ class FakeBackend:
         return self.load(self.export(model, input_shape, Path(workdir) / "model.fake.json"), input_shape)
 
     def environment(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "backend_version": self.version,
-            "precision": self.precision,
-            "threads": self.threads,
-            "seed": self.seed,
-        }
+        return base_environment(self, seed=self.seed)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared
+from latency_tables.backends import Prepared, base_environment
 
 __all__ = ["OrtBackend"]
 
@@ -68,11 +68,4 @@ class OrtBackend:
         return self.load(path, input_shape)
 
     def environment(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "backend_version": self.version,
-            "precision": self.precision,
-            "threads": self.threads,
-            "execution_provider": "CPUExecutionProvider",
-            "graph_optimization": "ORT_ENABLE_ALL",
-        }
+        return base_environment(self, execution_provider="CPUExecutionProvider", graph_optimization="ORT_ENABLE_ALL")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared
+from latency_tables.backends import Prepared, base_environment
 
 __all__ = ["TFLiteBackend"]
 
@@ -68,10 +68,4 @@ class TFLiteBackend:
         return self.load(self.export(model, input_shape, Path(workdir) / "model.tflite"), input_shape)
 
     def environment(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "backend_version": self.version,
-            "precision": self.precision,
-            "threads": self.threads,
-            "delegate": "XNNPACK (LiteRT default)",
-        }
+        return base_environment(self, delegate="XNNPACK (LiteRT default)")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared
+from latency_tables.backends import Prepared, base_environment
 
 __all__ = ["TorchEagerBackend"]
 
@@ -61,10 +61,4 @@ class TorchEagerBackend:
         return self.load(model, input_shape)
 
     def environment(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "backend_version": self.version,
-            "precision": self.precision,
-            "threads": self.threads,
-            "mode": "eager, inference_mode",
-        }
+        return base_environment(self, mode="eager, inference_mode")
