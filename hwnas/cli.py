@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -209,12 +209,6 @@ def train(
     console.print(f"supernet: {result.supernet_path}")
 
 
-def _load_net_and_data(supernet_path: Path, dataset: str | None, data_root: Path | None, seed: int) -> Any:
-    from hwnas.pipeline import load_supernet_and_data
-
-    return load_supernet_and_data(supernet_path, dataset=dataset, data_root=data_root)
-
-
 @app.command("eval")
 def eval_(
     arch: Annotated[str, typer.Option(help="largest | smallest | arch JSON file | inline JSON | r28-d2... string")],
@@ -227,11 +221,12 @@ def eval_(
     data_root: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Top-1 of one subnet after BN recalibration."""
+    from hwnas.pipeline import load_supernet_and_data
     from supernet.evaluate import evaluate
     from supernet.space import InvalidArchError, resolve_arch
 
     try:
-        net, data = _load_net_and_data(supernet, dataset, data_root, 0)
+        net, data = load_supernet_and_data(supernet, dataset=dataset, data_root=data_root)
         cfg = resolve_arch(arch, net.space)
         r = evaluate(net, cfg, data, split=split, bn_images=bn_images)
     except (InvalidArchError, ValueError, FileNotFoundError) as e:
@@ -253,6 +248,7 @@ def export(
     """Extract a subnet as a static model, recalibrate its BN and export it; checks outputs against torch."""
     import torch
 
+    from hwnas.pipeline import load_supernet_and_data
     from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
     from supernet.export import check_export, export_onnx, export_tflite
@@ -261,7 +257,7 @@ def export(
     if format not in ("onnx", "tflite"):
         _fail(f"--format {format!r}: expected 'onnx' or 'tflite'")
     try:
-        net, data = _load_net_and_data(supernet, None, None, 0)
+        net, data = load_supernet_and_data(supernet)
         cfg = resolve_arch(arch, net.space)
     except (InvalidArchError, ValueError, FileNotFoundError) as e:
         _fail(str(e))

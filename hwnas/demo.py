@@ -241,22 +241,18 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
                   s_lut: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from latency_tables import Protocol, measure_models
+    from latency_tables import Protocol
     from supernet.data import iterate_batches
     from supernet.evaluate import accuracy, recalibrated_subnet
     from supernet.export import check_export, export_onnx
 
-    space = net.space
     rows = []
     archs = [ArchConfig.from_json(w["arch_json"]) for w in s_search["winners"]]
     protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2)
+    from hwnas.pipeline import measure_on_table
     from latency_tables.table import LatencyTable
 
-    # express the estimate on the table's scale: ratio to the reference probe timed in the same rounds x the
-    # probe's latency when the table was built, so machine-wide slowdowns between the two runs cancel
-    reference_ms = float(LatencyTable.load(s_lut["path"]).meta.reference["latency_ms"])
-    measured = measure_models(archs, net.backbone, backend="onnxruntime", threads=1, precision="fp32",
-                              protocol=protocol, space=space, progress=True, reference_ms=reference_ms)
+    measured = measure_on_table(archs, LatencyTable.load(s_lut["path"]), net.backbone, protocol=protocol)
     for w, cfg, m in zip(s_search["winners"], archs, measured, strict=True):
         sub = recalibrated_subnet(net, cfg, data, bn_images=config.bn_images, seed=config.seed)
         path = export_onnx(sub, out / "models" / f"T{w['target_ms']:.4f}.onnx", input_shape=sub.input_shape)

@@ -27,6 +27,7 @@ __all__ = [
     "accuracy_evaluator",
     "latency_evaluator",
     "load_supernet_and_data",
+    "measure_on_table",
     "search_device",
     "targets_between",
 ]
@@ -122,6 +123,21 @@ def targets_between(space: Any, latency_fn: ArchFn, fractions: Sequence[float], 
     return [round(lo + f * (hi - lo), 4) for f in fractions], lo, hi
 
 
+def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, protocol: Any = None) -> list[Any]:
+    """Measure subnets end to end with the table's backend, threads and precision, on the table's scale.
+
+    The estimate is the ratio to the reference probe timed in the same rounds times the probe's latency in the
+    table, so a machine-wide slowdown between the table build and this measurement cancels out.
+    """
+    from latency_tables import measure_models
+
+    meta = table.meta
+    ref = (meta.reference or {}).get("latency_ms")
+    return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads, precision=meta.precision,
+                          protocol=protocol, space=table.space, progress=True,
+                          reference_ms=None if ref is None else float(ref))
+
+
 def _table_is_this_machine(meta: Any) -> bool:
     from latency_tables.environment import machine_environment
 
@@ -212,14 +228,11 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
         if _table_is_this_machine(table.meta):
-            from latency_tables import Protocol, measure_models
+            from latency_tables import Protocol
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
             proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
-            ref = (table.meta.reference or {}).get("latency_ms")  # table's probe scale: load changes cancel
-            ms = measure_models(archs, net.backbone, backend=table.meta.backend, threads=table.meta.threads,
-                                precision=table.meta.precision, protocol=proto, space=net.space, progress=True,
-                                reference_ms=None if ref is None else float(ref))
+            ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.latency_ms
                 w["measured_p50_ms"] = m.p50_ms
