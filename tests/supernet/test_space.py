@@ -128,3 +128,27 @@ def test_bad_string_is_explained() -> None:
         space.parse("resnet50")
     with pytest.raises(InvalidArchError, match="stage 0 has depth 2 but 1 blocks"):
         space.parse("r28-d2.2.2.2.2-k3e3_k3e3.k3e3_k3e3.k3e3_k3e3.k3e3_k3e3.k3e3")
+
+
+def test_resolve_arch_accepts_every_form_and_explains_bad_input(tmp_path) -> None:
+    import json as _json
+
+    from supernet.space import resolve_arch
+
+    space = get_space("mnist")
+    cfg = space.sample(np.random.default_rng(7))
+    (tmp_path / "a.json").write_text(_json.dumps({"arch": cfg.to_json()}))
+    assert resolve_arch(str(tmp_path / "a.json"), space) == cfg
+    assert resolve_arch(_json.dumps(cfg.to_json()), space) == cfg
+    assert resolve_arch(str(cfg), space) == cfg
+    assert resolve_arch("largest", space) == space.largest()
+    with pytest.raises(InvalidArchError, match="does not exist"):
+        resolve_arch(str(tmp_path / "missing.json"), space)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InvalidArchError, match="is not valid JSON"):
+        resolve_arch(str(tmp_path / "bad.json"), space)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InvalidArchError, match="must hold a JSON object"):
+        resolve_arch(str(tmp_path / "list.json"), space)
+    with pytest.raises(InvalidArchError, match="inline JSON is not valid"):
+        resolve_arch("{oops", space)
