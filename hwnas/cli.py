@@ -48,7 +48,8 @@ def _mount_subapps() -> None:
     app.command("serve", help="HTTP latency-prediction service (localhost by default).")(lut_cli.serve)
     from supernet.quantize import quantize_cmd
 
-    app.command("quantize", help="fp16 / int8 export of a subnet with accuracy, size and latency per precision.")(
+    app.command("quantize", help="fp16 / int8 (PTQ or QAT) export of a subnet for onnxruntime or TFLite, with "
+                                 "accuracy, size and latency per precision.")(
         quantize_cmd
     )
     app.add_typer(agents_cli.app, name="agent", help="Runtime device agents: simulate, live run, bundles.")
@@ -309,6 +310,10 @@ def search(
     out: Annotated[Path, typer.Option(help="Result folder.")] = Path("hwnas-runs/search"),
     seed: Annotated[int, typer.Option()] = 0,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Measure winners end to end when the table is from this machine.")] = True,
+    precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime).")] = None,
+    accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision) or predicted (by --accuracy-predictor).")] = "measured",
+    accuracy_predictor: Annotated[Path | None, typer.Option(help="Bit-width-aware accuracy predictor ('hwnas nas fit-predictor'): the GP's prior, or the accuracy with --accuracy predicted.")] = None,
+    calib_images: Annotated[int, typer.Option(min=1, help="int8 accuracy: training images calibrating activation ranges.")] = 256,
 ) -> None:
     """Find the most accurate subnet meeting a latency target on a device (resumable Optuna study)."""
     from hwnas.pipeline import SearchJob, search_device
@@ -319,12 +324,14 @@ def search(
         job = SearchJob(supernet_path=str(supernet), table_path=str(table),
                         predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
                         strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
-                        storage=storage, study_prefix=study_name, measure_winners=measure)
+                        storage=storage, study_prefix=study_name, measure_winners=measure, precision=precision,
+                        accuracy=accuracy, calib_images=calib_images,
+                        accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
         raise
-    t = Table(title=f"winners ({strategy}); predicted and measured latency in separate columns")
+    t = Table(title=f"winners ({strategy}, {summary['precision']}); predicted and measured latency in separate columns")
     for col in ("target ms", "arch file", "val top-1", "predicted ms", "measured ms", "meets target (measured)"):
         t.add_column(col)
     for w in summary["winners"]:

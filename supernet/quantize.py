@@ -1,6 +1,9 @@
-"""Reduced-precision export of a static subnet: fp16 and int8 post-training quantization for onnxruntime.
+"""Reduced-precision export of a static subnet (fp16, int8 PTQ, int8 QAT) and its measured comparison.
 
-Pipeline: the fp32 ONNX file of `supernet.export.export_onnx` ->
+Backends (a lazy registry, `get_target`): ``onnxruntime`` (this module) and ``tflite``
+(`supernet.quantize_tflite`). Each lowers the fp32 export of `supernet.export` and runs the result:
+
+``onnxruntime``: the fp32 ONNX file of `supernet.export.export_onnx` ->
   * ``fp16``: every float initializer and op converted to float16, graph inputs/outputs kept float32
     (`onnxruntime.transformers.float16`). On an x86 CPU onnxruntime has few fp16 kernels and inserts casts to
     fp32 around the rest, so fp16 there halves the file but is not a speed-up; it is for backends with fp16
@@ -11,8 +14,17 @@ Pipeline: the fp32 ONNX file of `supernet.export.export_onnx` ->
     images (min-max, percentile or entropy). Per-tensor weights are available for comparison only: folding
     BN into MobileNetV3's depthwise convs gives per-channel weight ranges that differ by orders of
     magnitude, and a single scale per tensor rounds the small channels to zero (known accuracy collapse).
+``tflite``: fp16 weights and full-integer int8 through ai-edge-quantizer, see `supernet.quantize_tflite`.
 
-TFLite full-integer quantization is not implemented here (see docs/bitwidths.md).
+QAT (`supernet.qat`) fine-tunes a BN-folded copy of the subnet with fake quantization matching these
+exports; its result is exported with the same `QuantConfig` (variants labelled ``int8-qat-...``). Lower
+bit-widths that no backend here runs (4-bit weights, mixed per stage) are only *simulated* in torch
+(`supernet.qat.simulate_quantized`): their rows say ``simulated`` and carry no latency and no size.
+
+`compare_variants` measures any set of variants of one subnet side by side: top-1, agreement with fp32,
+file size, stored weight dtypes, and latency timed in interleaved, shuffled rounds (every variant once per
+round on the same input), with each variant's speed given as the median per-round ratio to the fp32 file of
+the same backend, so machine-wide load changes cancel.
 
 Notation: a QDQ model stores ``w_q = round(w / s)`` as an int8 initializer feeding a DequantizeLinear node;
 onnxruntime fuses DQ -> Conv -> Q into an integer kernel at session creation.
@@ -27,10 +39,10 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import numpy as np
 import typer
@@ -42,24 +54,63 @@ if TYPE_CHECKING:
     from supernet.layers import StaticSubnet
 
 __all__ = [
+    "BACKENDS",
     "CALIBRATION_METHODS",
+    "ORT_CALIBRATION_METHODS",
     "PRECISIONS",
     "Precision",
+    "QATPolicy",
     "QuantConfig",
+    "QuantTarget",
+    "SimulatedVariant",
+    "Variant",
+    "compare_variants",
+    "cpu_has_vnni",
+    "default_reduce_range",
     "export_precision",
+    "export_variant",
+    "get_target",
     "int8_weight_fraction",
+    "machine_state",
+    "OnnxRuntimeTarget",
+    "qat_spec_for",
+    "Runner",
+    "onnx_weight_dtypes",
     "precision_report",
+    "ptq_loss",
     "quantize_cmd",
     "quantize_onnx",
+    "quantize_subnet",
+    "split_arrays",
 ]
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
+ORT_CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
+# every method some backend has; `QuantTarget.calibration_methods` says which one has which
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "moving-average")
 _WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+
+
+def cpu_has_vnni() -> bool | None:
+    """True if this x86 CPU has AVX-VNNI or AVX512-VNNI (int8 dot products without int16 saturation); False if
+    it is x86 without; None when it cannot tell (not Linux x86)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if flags is None:
+        return None  # ARM's /proc/cpuinfo has "Features", no "flags"
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags))
+
+
+def default_reduce_range() -> bool:
+    """onnxruntime's 7-bit weights are needed on x86 without VNNI only (see `QuantConfig.reduce_range`)."""
+    return cpu_has_vnni() is False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +120,14 @@ class QuantConfig:
     Attributes:
         precision: ``fp32`` (copy), ``fp16`` or ``int8``.
         per_channel: int8 only: one weight scale per output channel (True) or per tensor (False).
-        calibration: int8 only: activation range estimator, ``minmax``, ``percentile`` or ``entropy``.
+        calibration: int8 only: activation range estimator. onnxruntime: ``minmax``, ``percentile``,
+            ``entropy``; tflite (ai-edge-quantizer): ``minmax``, ``moving-average``.
         percentile: for ``calibration="percentile"``: the percentile of |activation| taken as the range, in %.
-        reduce_range: int8 only: 7-bit weights (-64..63). Needed for onnxruntime on x86 CPUs with AVX2 but no
-            VNNI, whose u8 x s8 kernels (VPMADDUBSW) saturate int16 pair sums with full-range weights; measured
-            here on a digits-trained subnet: per-channel top-1 agreement with fp32 0.94 without, 0.98 with
-            (the un-fused QDQ graph gives 0.98 either way). Set False for ARM or VNNI targets.
+        reduce_range: onnxruntime int8 only: 7-bit weights (-64..64). Needed for onnxruntime on x86 CPUs with
+            AVX2 but no VNNI, whose u8 x s8 kernels (VPMADDUBSW) saturate int16 pair sums with full-range
+            weights; measured on such a CPU on a digits-trained subnet: per-channel top-1 agreement with fp32
+            0.94 without, 0.98 with (the un-fused QDQ graph gives 0.98 either way). On a VNNI CPU and on ARM
+            full-range weights are exact (`default_reduce_range` picks by CPU). Ignored by tflite.
         entropy_bins: for ``calibration="entropy"``: histogram bins searched for the 128-level range with the
             least KL divergence (TensorRT uses 2048). onnxruntime's search is a Python loop, roughly
             quadratic in the bins: on the tiny test subnet (120 tensors, loaded 2-core VM) 2048 bins took
@@ -112,6 +165,9 @@ class QuantConfig:
         if self.precision != "int8":
             return self.precision
         return f"int8-{'pc' if self.per_channel else 'pt'}-{self.calibration}"
+
+    def replace(self, **changes: Any) -> QuantConfig:
+        return QuantConfig(**{**asdict(self), **changes})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -245,7 +301,8 @@ def quantize_onnx(
 
     Raises:
         FileNotFoundError: ``fp32_path`` is missing.
-        ValueError: int8 without calibration data, or calibration arrays of the wrong shape / not finite.
+        ValueError: int8 without calibration data, a calibration method onnxruntime does not have, or
+            calibration arrays of the wrong shape / not finite.
         ImportError: fp16 requested but onnxruntime's float16 converter is not installed.
     """
     import onnx
@@ -270,6 +327,11 @@ def quantize_onnx(
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if config.calibration not in ORT_CALIBRATION_METHODS:
+        raise ValueError(
+            f"calibration method {config.calibration!r} is not available for onnxruntime: expected one of "
+            f"{', '.join(ORT_CALIBRATION_METHODS)}"
+        )
     if calib_batches is None:
         raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
     name, shape = _input_spec(src)
@@ -338,19 +400,19 @@ def export_precision(
         return quantize_onnx(fp32, out_path, config=config, calib_batches=calib)
 
 
-def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
-    """Share of weight parameters of Conv/ConvTranspose/Gemm/MatMul nodes stored as int8 initializers.
+def onnx_weight_dtypes(onnx_path: str | os.PathLike[str]) -> dict[str, int]:
+    """Weight elements of Conv/ConvTranspose/Gemm/MatMul nodes by stored dtype, e.g. ``{"int8": 150000}``.
 
-    A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
-    DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
-    weights.
+    A weight is the node's second input when it is an initializer, or the input of the DequantizeLinear
+    producing it (QDQ format). Weights computed at run time (MatMul of two activations) are not counted.
     """
     import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
 
     model = onnx.load(str(_check_model_file(onnx_path)))
     inits = {i.name: i for i in model.graph.initializer}
     producer = {out: n for n in model.graph.node for out in n.output}
-    int8 = total = 0
+    counts: dict[str, int] = {}
     for node in model.graph.node:
         if node.op_type not in _WEIGHT_OPS or len(node.input) < 2:
             continue
@@ -359,20 +421,410 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
         if w not in inits and src is not None and src.op_type == "DequantizeLinear":
             w = src.input[0]
         if w not in inits:
-            continue  # weight computed at run time (e.g. MatMul of two activations)
+            continue
         t = inits[w]
-        n = int(np.prod(t.dims)) if len(t.dims) else 1
-        total += n
-        int8 += n if t.data_type == onnx.TensorProto.INT8 else 0
-    return int8 / total if total else 0.0
+        name = np.dtype(tensor_dtype_to_np_dtype(t.data_type)).name
+        counts[name] = counts.get(name, 0) + (int(np.prod(t.dims)) if len(t.dims) else 1)
+    return counts
 
 
-def _logits(sess: Any, xs: np.ndarray) -> np.ndarray:
-    """Run ``xs`` (N, C, H, W) through ``sess`` honouring a fixed batch dimension."""
-    inp = sess.get_inputs()[0]
-    b = inp.shape[0] if isinstance(inp.shape[0], int) else xs.shape[0]
-    out = [sess.run(None, {inp.name: xs[i : i + b]})[0] for i in range(0, xs.shape[0] - b + 1, b)]
-    return np.concatenate(out)
+def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
+    """Share of weight parameters of Conv/ConvTranspose/Gemm/MatMul nodes stored as int8 initializers.
+
+    A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
+    DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
+    weights. ``.tflite`` files are read with `supernet.quantize_tflite.tflite_weight_dtypes`.
+    """
+    p = Path(onnx_path)
+    if p.suffix == ".tflite":
+        from supernet.quantize_tflite import tflite_weight_dtypes
+
+        counts = tflite_weight_dtypes(p)
+    else:
+        counts = onnx_weight_dtypes(p)
+    total = sum(counts.values())
+    return counts.get("int8", 0) / total if total else 0.0
+
+
+# --------------------------------------------------------------------------- backends
+class Runner(Protocol):
+    """A loaded model. `prepare` converts a float (1, C, H, W) input to what `invoke` feeds (the part timed);
+    calling the runner maps float (N, C, H, W) inputs to float logits (N, classes)."""
+
+    def prepare(self, x: np.ndarray) -> Any: ...
+
+    def invoke(self, feed: Any) -> Any: ...
+
+    def __call__(self, xs: np.ndarray) -> np.ndarray: ...
+
+
+class QuantTarget(Protocol):
+    """A runtime that runs lowered subnets: export fp32, lower to a precision, load, describe itself.
+
+    ``lower`` takes the fp32 file of ``export_fp32`` and writes the file of ``config.precision`` (a copy for
+    fp32); ``calib_batches`` (float32 (N, C, H, W) arrays) is required for int8 and ignored otherwise.
+    """
+
+    name: str
+    suffix: str
+    calibration_methods: tuple[str, ...]
+
+    def export_fp32(self, model: Any, path: Path) -> Path: ...
+
+    def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
+              calib_batches: Iterable[np.ndarray] | None) -> Path: ...
+
+    def runner(self, path: Path, *, threads: int = 1) -> Runner: ...
+
+    def weight_dtypes(self, path: Path) -> dict[str, int]: ...
+
+    def environment(self) -> dict[str, Any]: ...
+
+
+class _OrtRunner:
+    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1) -> None:
+        self._sess = _session(path, threads=threads)
+        inp = self._sess.get_inputs()[0]
+        self._name = inp.name
+        self._batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def prepare(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {self._name: np.asarray(x, dtype=np.float32)}
+
+    def invoke(self, feed: dict[str, np.ndarray]) -> Any:
+        return self._sess.run(None, feed)[0]
+
+    def __call__(self, xs: np.ndarray) -> np.ndarray:
+        b = self._batch or xs.shape[0]
+        return np.concatenate([self.invoke(self.prepare(xs[i : i + b])) for i in range(0, xs.shape[0] - b + 1, b)])
+
+
+class OnnxRuntimeTarget:
+    """onnxruntime CPUExecutionProvider, sequential execution; QDQ int8 and fp16 from `quantize_onnx`."""
+
+    name = "onnxruntime"
+    suffix = ".onnx"
+    calibration_methods = ORT_CALIBRATION_METHODS
+
+    def export_fp32(self, model: Any, path: Path) -> Path:
+        from supernet.export import export_onnx
+
+        return export_onnx(model, path, input_shape=model.input_shape)
+
+    def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
+              calib_batches: Iterable[np.ndarray] | None) -> Path:
+        return quantize_onnx(fp32_path, out_path, config=config,
+                             calib_batches=calib_batches if config.precision == "int8" else None)
+
+    def runner(self, path: Path, *, threads: int = 1) -> Runner:
+        return _OrtRunner(path, threads=threads)
+
+    def weight_dtypes(self, path: Path) -> dict[str, int]:
+        return onnx_weight_dtypes(path)
+
+    def environment(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"backend": "onnxruntime", "backend_version": ort.__version__, "provider": "CPUExecutionProvider",
+                "execution_mode": "sequential", "graph_optimization": "all (default)"}
+
+
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "supernet.quantize:OnnxRuntimeTarget",
+    "tflite": "supernet.quantize_tflite:TFLiteTarget",
+    "tflite-builtin": "supernet.quantize_tflite:TFLiteBuiltinTarget",
+}
+
+
+def get_target(name: str) -> QuantTarget:
+    """The backend ``name`` of `BACKENDS` (imported on first use)."""
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
+    from supernet.evaluate import calibration_batches
+
+    return [x.numpy() for x in calibration_batches(data, n_images=config.calib_images, resolution=resolution,
+                                                     seed=config.seed)]
+
+
+def _check_backend_config(target: QuantTarget, config: QuantConfig) -> None:
+    if config.precision == "int8" and config.calibration not in target.calibration_methods:
+        raise ValueError(
+            f"calibration method {config.calibration!r} is not available for {target.name}: expected one of "
+            f"{', '.join(target.calibration_methods)}"
+        )
+
+
+def export_variant(
+    model: StaticSubnet, out_path: str | os.PathLike[str], *, backend: str, config: QuantConfig, data: DataSplits
+) -> Path:
+    """Export ``model`` (eval mode, BN recalibrated) for ``backend`` at ``config.precision`` to ``out_path``.
+
+    int8 calibrates on ``config.calib_images`` seeded training images, as `export_precision` does.
+    """
+    target = get_target(backend)
+    _check_backend_config(target, config)
+    with tempfile.TemporaryDirectory(prefix="hwnas-variant-") as tmp:
+        fp32 = target.export_fp32(model, Path(tmp) / f"fp32{target.suffix}")
+        calib = None
+        if config.precision == "int8":
+            calib = _calib_arrays(data, config=config, resolution=model.arch.resolution)
+        return target.lower(fp32, Path(out_path), config=config, calib_batches=calib)
+
+
+# --------------------------------------------------------------------------- variants and their comparison
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One deployable file: a backend, a precision recipe, and whether the weights come from QAT."""
+
+    backend: str = "onnxruntime"
+    config: QuantConfig
+    qat: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
+        if self.qat and self.config.precision != "int8":
+            raise ValueError(f"QAT variants are int8, got precision {self.config.precision!r}")
+
+    @property
+    def label(self) -> str:
+        """``fp32``, ``fp16``, ``int8-pc-minmax``, ``int8-qat-pc-minmax``..."""
+        return self.config.label.replace("int8-", "int8-qat-", 1) if self.qat else self.config.label
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulatedVariant:
+    """A bit-width no backend here runs, simulated in torch (`supernet.qat.simulate_quantized`).
+
+    ``spec`` is a `supernet.qat.FakeQuantSpec`; ``stage_weight_bits`` overrides weight bits per part of the
+    network (``stem``, ``stage1``.. ``head``). Rows made from it have ``simulated: True``, no latency, no size.
+    """
+
+    spec: Any
+    stage_weight_bits: Mapping[str, int] | None = None
+
+    @property
+    def label(self) -> str:
+        from supernet.qat import describe_spec
+
+        return f"{describe_spec(self.spec, self.stage_weight_bits)} (simulated)"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_state() -> dict[str, Any]:
+    """Device, CPU model and flags relevant to int8, and the load when called (shared machines drift)."""
+    import socket
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not Unix
+        load = None
+    return {"device": socket.gethostname(), "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "cpu_vnni": cpu_has_vnni(), "loadavg_1_5_15": load,
+            "python": platform.python_version()}
+
+
+def split_arrays(
+    data: DataSplits, *, split: str, resolution: int, max_images: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, C, r, r) float32, normalised as at inference, and labels (N,) of the first ``max_images``
+    images of ``data.<split>`` (all of them for None), in dataset order."""
+    from supernet.data import iterate_batches
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
+    ds = getattr(data, split)
+    xs_l, ys_l = [], []
+    for x, y in iterate_batches(ds, batch_size=256, mean=data.mean, std=data.std, resolution=resolution):
+        xs_l.append(x.numpy())
+        ys_l.append(y.numpy())
+    if not xs_l:
+        raise ValueError(f"split {split!r} of {data.name!r} is empty; nothing to measure accuracy on")
+    return np.concatenate(xs_l)[:max_images], np.concatenate(ys_l)[:max_images]
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    q25, q50, q75 = np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75])
+    return float(q25), float(q50), float(q75)
+
+
+def compare_variants(
+    models: Mapping[str, Any],
+    variants: Sequence[Variant],
+    data: DataSplits,
+    *,
+    out_dir: str | os.PathLike[str],
+    split: str = "test",
+    max_eval_images: int | None = None,
+    warmup: int = 10,
+    runs: int = 50,
+    threads: int = 1,
+    simulated: Sequence[SimulatedVariant] = (),
+    simulated_calib_images: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export every variant of one subnet, then measure them side by side; return rows and the protocol.
+
+    ``models``: ``"fp32"`` (required: the BN-recalibrated static subnet, eval mode) and ``"qat"`` (the
+    `supernet.qat.qat_finetune` result, required if a variant has ``qat=True``). Files go to
+    ``out_dir/<label><suffix>`` (``.onnx`` / ``.tflite``); each backend exports each model to fp32 once.
+
+    Accuracy: top-1 on the first ``max_eval_images`` images of ``data.<split>``, plus top-1 agreement and max
+    |logit difference| with the fp32 file of the same backend (torch fp32 for simulated rows).
+    Latency (batch 1, ``threads`` threads): ``warmup + runs`` rounds; in each round every non-simulated
+    variant runs once on the same prepared input, in an order shuffled per round (seeded), so load drift
+    on a shared machine hits all variants alike. Per variant: median and IQR of its ``runs`` times, and
+    ``speed_vs_fp32`` = median over rounds of (fp32 time / variant time) in the same round, fp32 of the same
+    backend (> 1 means faster than fp32). Simulated rows have ``latency_* = None`` and ``size_bytes = None``.
+    """
+    import torch
+
+    if "fp32" not in models:
+        raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
+    if any(v.qat for v in variants) and "qat" not in models:
+        raise ValueError("compare_variants: a QAT variant needs the fine-tuned model under key 'qat'")
+    labels = [(v.backend, v.label) for v in variants]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"compare_variants: duplicate variants {labels}")
+    if warmup < 0 or runs < 1:
+        raise ValueError(f"latency protocol: expected warmup >= 0 and runs >= 1, got {warmup} and {runs}")
+    targets = {v.backend: get_target(v.backend) for v in variants}
+    for v in variants:
+        _check_backend_config(targets[v.backend], v.config)
+    base = models["fp32"]
+    res = base.arch.resolution
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_start = machine_state()
+
+    calib_cache: dict[tuple[int, int], list[np.ndarray]] = {}
+    paths: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="hwnas-compare-") as tmp:
+        fp32_files: dict[tuple[str, str], Path] = {}
+        lowered: dict[Path, Path] = {}
+        for v in variants:
+            key = "qat" if v.qat else "fp32"
+            t = targets[v.backend]
+            path = out / f"{v.label}{t.suffix}"
+            if path not in lowered and (v.backend, key) not in fp32_files:
+                fp32_files[(v.backend, key)] = t.export_fp32(models[key], Path(tmp) / f"{v.backend}-{key}{t.suffix}")
+            calib = None
+            if v.config.precision == "int8":
+                ck = (v.config.calib_images, v.config.seed)
+                if ck not in calib_cache:
+                    calib_cache[ck] = _calib_arrays(data, config=v.config, resolution=res)
+                calib = calib_cache[ck]
+            path = out / f"{v.label}{t.suffix}"
+            if path not in lowered:  # tflite and tflite-builtin run the same file
+                lowered[path] = t.lower(fp32_files[(v.backend, key)], path, config=v.config, calib_batches=calib)
+            paths.append(lowered[path])
+
+    xs, ys = split_arrays(data, split=split, resolution=res, max_images=max_eval_images)
+    runners = [targets[v.backend].runner(p, threads=threads) for v, p in zip(variants, paths)]
+    logits = [r(xs) for r in runners]
+    with torch.no_grad():
+        base.eval()
+        torch_ref = np.concatenate([base(torch.from_numpy(xs[i : i + 256])).numpy() for i in range(0, len(xs), 256)])
+    ref_idx = {v.backend: i for i, v in enumerate(variants) if v.config.precision == "fp32" and not v.qat}
+
+    feed_x = xs[:1]
+    feeds = [r.prepare(feed_x) for r in runners]
+    times_ns = np.zeros((len(runners), runs), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for rnd in range(warmup + runs):
+        for i in rng.permutation(len(runners)):
+            t0 = time.perf_counter_ns()
+            runners[i].invoke(feeds[i])
+            dt = time.perf_counter_ns() - t0
+            if rnd >= warmup:
+                times_ns[i, rnd - warmup] = dt
+    times_ms = times_ns / 1e6
+
+    rows: list[dict[str, Any]] = []
+    for i, (v, p, lg) in enumerate(zip(variants, paths, logits)):
+        ref = logits[ref_idx[v.backend]] if v.backend in ref_idx else torch_ref
+        q25, q50, q75 = _quartiles(times_ms[i])
+        speed = None
+        if v.backend in ref_idx:
+            s25, s50, s75 = _quartiles(times_ms[ref_idx[v.backend]] / times_ms[i])
+            speed = {"median": s50, "q25": s25, "q75": s75}
+        dtypes = targets[v.backend].weight_dtypes(p)
+        total_w = sum(dtypes.values())
+        rows.append({
+            "variant": v.label,
+            "backend": v.backend,
+            "precision": v.config.precision,
+            "qat": v.qat,
+            "simulated": False,
+            "per_channel": v.config.per_channel if v.config.precision == "int8" else None,
+            "calibration": v.config.calibration if v.config.precision == "int8" else None,
+            "calib_images": v.config.calib_images if v.config.precision == "int8" else None,
+            "reduce_range": (v.config.reduce_range if v.config.precision == "int8" and v.backend == "onnxruntime"
+                             else None),
+            "path": str(p),
+            "top1": float((lg.argmax(1) == ys).mean()),
+            "top1_agreement_fp32": float((lg.argmax(1) == ref.argmax(1)).mean()),
+            "max_abs_diff_fp32": float(np.abs(lg - ref).max()),
+            "size_bytes": p.stat().st_size,
+            "weight_dtypes": dtypes,
+            "int8_weight_fraction": dtypes.get("int8", 0) / total_w if total_w else 0.0,
+            "latency_p50_ms": q50,
+            "latency_iqr_ms": q75 - q25,
+            "speed_vs_fp32": speed,
+        })
+    if simulated:
+        from supernet.evaluate import calibration_batches
+        from supernet.qat import simulate_quantized
+
+        for sv in simulated:
+            calib = (calibration_batches(data, n_images=simulated_calib_images, resolution=res, seed=seed)
+                     if sv.spec.act_bits is not None else None)
+            sim = simulate_quantized(base, spec=sv.spec, calib_batches=calib, stage_weight_bits=sv.stage_weight_bits)
+            with torch.no_grad():
+                lg = np.concatenate([sim(torch.from_numpy(xs[i : i + 256])).numpy() for i in range(0, len(xs), 256)])
+            rows.append({
+                "variant": sv.label, "backend": "torch (simulated)", "precision": "simulated", "qat": False,
+                "simulated": True, "weight_bits": sv.spec.weight_bits, "act_bits": sv.spec.act_bits,
+                "per_channel": sv.spec.per_channel, "stage_weight_bits": dict(sv.stage_weight_bits or {}),
+                "path": None, "top1": float((lg.argmax(1) == ys).mean()),
+                "top1_agreement_fp32": float((lg.argmax(1) == torch_ref.argmax(1)).mean()),
+                "max_abs_diff_fp32": float(np.abs(lg - torch_ref).max()),
+                "size_bytes": None, "latency_p50_ms": None, "latency_iqr_ms": None, "speed_vs_fp32": None,
+            })
+    return {
+        "arch": str(base.arch),
+        "dataset": data.name,
+        "split": split,
+        "eval_images": int(xs.shape[0]),
+        "torch_fp32_top1": float((torch_ref.argmax(1) == ys).mean()),
+        "protocol": {
+            "threads": threads, "batch_size": int(feed_x.shape[0]), "warmup": warmup, "runs": runs,
+            "order": "interleaved: each round runs every variant once, order shuffled per round (seeded)",
+            "timer": "time.perf_counter_ns around one invoke of an already prepared input",
+            "backends": {name: t.environment() for name, t in targets.items()},
+            "machine": platform.machine(), "processor": env_start["cpu_model"],
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "environment_start": env_start,
+        "environment_end": machine_state(),
+        "rows": rows,
+    }
 
 
 def precision_report(
@@ -387,95 +839,171 @@ def precision_report(
     max_eval_images: int | None = None,
     warmup: int = 10,
     runs: int = 50,
+    backends: Sequence[str] = ("onnxruntime",),
+    qat_model: Any = None,
+    simulated: Sequence[SimulatedVariant] = (),
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """Export ``model`` at every precision and compare the variants; one row per variant.
+    """Export ``model`` at every precision for every backend and compare the variants; one row per variant.
 
-    Variants: fp32 first (the reference, always), then each other entry of ``precisions``; int8 once per
-    ``per_channel`` setting, with the other int8 settings of ``config`` (default `QuantConfig()`). Each row: top-1 on ``data.<split>`` (first ``max_eval_images``)
-    through onnxruntime, top-1 agreement and max |logit difference| with the fp32 file on the same images,
-    file size in bytes, int8 weight share, and latency in ms (median and IQR of ``runs`` batch-1 runs).
-    Latency is measured interleaved: each round runs every variant once on the same input, after
-    ``warmup`` rounds, so load drift on a shared machine hits all variants alike; onnxruntime CPU, 1 thread.
-    Models go to ``out_dir/<label>.onnx``; rows plus the protocol to ``out_dir/precision_report.json``.
+    Variants per backend: fp32 first (the reference, always), then each other entry of ``precisions``; int8
+    once per ``per_channel`` setting, with the other int8 settings of ``config`` (default `QuantConfig()`),
+    plus ``int8-qat-*`` rows when ``qat_model`` is given, then the ``simulated`` rows (torch only, no
+    latency). Rows, measurement and protocol as in `compare_variants`; written with the machine state to
+    ``out_dir/precision_report.json``; models go to ``out_dir/<label>.onnx`` / ``.tflite``.
     """
-    import onnxruntime as ort
-
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"precisions {list(precisions)!r}: expected a non-empty subset of {', '.join(PRECISIONS)}")
-    if warmup < 0 or runs < 1:
-        raise ValueError(f"latency protocol: expected warmup >= 0 and runs >= 1, got {warmup} and {runs}")
     base = config or QuantConfig()
-    variants: list[QuantConfig] = [QuantConfig(**{**asdict(base), "precision": "fp32"})]
-    for p in precisions:
-        if p == "int8":
-            variants += [QuantConfig(**{**asdict(base), "precision": "int8", "per_channel": pc}) for pc in per_channel]
-        elif p != "fp32":
-            variants.append(QuantConfig(**{**asdict(base), "precision": p}))
+    variants: list[Variant] = []
+    for backend in backends:
+        variants.append(Variant(backend=backend, config=base.replace(precision="fp32")))
+        for p in precisions:
+            if p == "int8":
+                int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
+                variants += [Variant(backend=backend, config=c) for c in int8]
+                if qat_model is not None:
+                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8]
+            elif p != "fp32":
+                variants.append(Variant(backend=backend, config=base.replace(precision=p)))
+    models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
+    result = compare_variants(models, variants, data, out_dir=out_dir, split=split, max_eval_images=max_eval_images,
+                              warmup=warmup, runs=runs, threads=threads, simulated=simulated)
+    atomic_write_json(Path(out_dir) / "precision_report.json", {"schema_version": REPORT_SCHEMA_VERSION, **result})
+    return result["rows"]
+
+
+# --------------------------------------------------------------------------- one subnet, end to end
+@dataclass(frozen=True, kw_only=True)
+class QATPolicy:
+    """When and how `quantize_subnet` runs QAT.
+
+    QAT runs if ``force`` or if int8 PTQ loses more than ``threshold_pts`` top-1 points against the fp32 file
+    of the same backend on ``decide_split`` (validation by default: the test split is never used to decide).
+    ``config`` is a `supernet.qat.QATConfig` (None: its defaults).
+    """
+
+    threshold_pts: float = 1.0
+    force: bool = False
+    config: Any = None
+    decide_split: str = "val"
+    decide_max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.threshold_pts >= 0:
+            raise ValueError(f"QAT threshold: expected >= 0 top-1 points, got {self.threshold_pts}")
+        if self.decide_split not in ("train", "val", "test"):
+            raise ValueError(f"decide_split {self.decide_split!r}: expected 'train', 'val' or 'test'")
+
+
+def qat_spec_for(config: QuantConfig, *, backend: str) -> Any:
+    """The fake quantization that matches ``config`` on ``backend``: 8-bit symmetric weights (7-bit, q_max 64,
+    for onnxruntime's reduce_range), per channel or per tensor as ``config``; int8 activations."""
+    from supernet.qat import FakeQuantSpec
+
+    qmax = 64 if backend == "onnxruntime" and config.reduce_range else None
+    return FakeQuantSpec(weight_bits=8, per_channel=config.per_channel, weight_qmax=qmax, act_bits=8)
+
+
+def _top1(runner: Runner, xs: np.ndarray, ys: np.ndarray) -> float:
+    return float((runner(xs).argmax(1) == ys).mean())
+
+
+def ptq_loss(
+    model: StaticSubnet,
+    data: DataSplits,
+    *,
+    backend: str,
+    config: QuantConfig,
+    split: str = "val",
+    max_images: int | None = None,
+    ptq_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Top-1 of the fp32 and the int8 PTQ file of ``model`` on ``backend`` over ``data.<split>``: the numbers
+    the QAT rule (`supernet.qat.should_run_qat`) decides on. ``ptq_path``: an existing PTQ export to reuse."""
+    target = get_target(backend)
+    xs, ys = split_arrays(data, split=split, resolution=model.arch.resolution, max_images=max_images)
+    with tempfile.TemporaryDirectory(prefix="hwnas-ptq-loss-") as tmp:
+        fp32 = export_variant(model, Path(tmp) / f"fp32{target.suffix}", backend=backend,
+                              config=config.replace(precision="fp32"), data=data)
+        fp32_top1 = _top1(target.runner(fp32), xs, ys)
+        if ptq_path is None:
+            ptq_path = export_variant(model, Path(tmp) / f"ptq{target.suffix}", backend=backend, config=config,
+                                      data=data)
+        ptq_top1 = _top1(target.runner(Path(ptq_path)), xs, ys)
+    return {"backend": backend, "variant": config.label, "split": split, "images": int(len(ys)),
+            "fp32_top1": fp32_top1, "ptq_top1": ptq_top1, "ptq_drop_pts": 100 * (fp32_top1 - ptq_top1)}
+
+
+def quantize_subnet(
+    model: StaticSubnet,
+    data: DataSplits,
+    *,
+    out_dir: str | os.PathLike[str],
+    config: QuantConfig,
+    backend: str = "onnxruntime",
+    qat: QATPolicy | None = None,
+    report: bool = True,
+    split: str = "test",
+    simulated: Sequence[SimulatedVariant] = (),
+    warmup: int = 10,
+    runs: int = 50,
+) -> dict[str, Any]:
+    """Export ``model`` for ``backend`` at ``config``; optionally QAT (per ``qat``) and a precision report.
+
+    Writes ``out_dir/<arch>.<label><suffix>`` (PTQ), with QAT also ``<arch>.int8-qat-...<suffix>`` (then the
+    deliverable), ``<arch>.<label>.json`` (this summary) and with ``report`` ``<arch>.report/``. Returns the
+    summary: ``path`` (the file to deploy), sizes, the QAT decision with its numbers, and the report rows.
+    """
+    target = get_target(backend)
+    _check_backend_config(target, config)
+    if qat is not None and config.precision != "int8":
+        raise ValueError(f"QAT needs precision int8, got {config.precision!r}")
     out = Path(out_dir)
-    paths = [export_precision(model, out / f"{v.label}.onnx", config=v, data=data) for v in variants]
+    arch = str(model.arch)
+    ptq = export_variant(model, out / f"{arch}.{config.label}{target.suffix}", backend=backend, config=config,
+                         data=data)
+    summary: dict[str, Any] = {
+        "arch": model.arch.to_json(), "arch_str": arch, "backend": backend,
+        "backend_environment": target.environment(),
+        "quant_config": asdict(config), "path": str(ptq), "ptq_path": str(ptq), "size_bytes": ptq.stat().st_size,
+        "weight_dtypes": target.weight_dtypes(ptq), "qat": None,
+    }
+    qat_model = None
+    if qat is not None:
+        from supernet.qat import QATConfig, qat_finetune, should_run_qat
 
-    from supernet.data import iterate_batches
-
-    ds = getattr(data, split)
-    xs_l, ys_l = [], []
-    for x, y in iterate_batches(ds, batch_size=256, mean=data.mean, std=data.std, resolution=model.arch.resolution):
-        xs_l.append(x.numpy())
-        ys_l.append(y.numpy())
-    if not xs_l:
-        raise ValueError(f"split {split!r} of {data.name!r} is empty; nothing to measure accuracy on")
-    xs, ys = np.concatenate(xs_l)[:max_eval_images], np.concatenate(ys_l)[:max_eval_images]
-
-    sessions = [_session(p) for p in paths]
-    logits = [_logits(s, xs) for s in sessions]
-    ref = logits[0]
-
-    feed = xs[:1]
-    times_ns: list[list[int]] = [[] for _ in sessions]
-    names = [s.get_inputs()[0].name for s in sessions]
-    for r in range(warmup + runs):
-        for i, s in enumerate(sessions):
-            t0 = time.perf_counter_ns()
-            s.run(None, {names[i]: feed})
-            if r >= warmup:
-                times_ns[i].append(time.perf_counter_ns() - t0)
-
-    rows: list[dict[str, Any]] = []
-    for v, p, lg, t in zip(variants, paths, logits, times_ns):
-        q25, q50, q75 = np.percentile(np.asarray(t, dtype=np.float64) / 1e6, [25, 50, 75])
-        rows.append({
-            "variant": v.label,
-            "precision": v.precision,
-            "per_channel": v.per_channel if v.precision == "int8" else None,
-            "calibration": v.calibration if v.precision == "int8" else None,
-            "calib_images": v.calib_images if v.precision == "int8" else None,
-            "reduce_range": v.reduce_range if v.precision == "int8" else None,
-            "path": str(p),
-            "top1": float((lg.argmax(1) == ys).mean()),
-            "top1_agreement_fp32": float((lg.argmax(1) == ref.argmax(1)).mean()),
-            "max_abs_diff_fp32": float(np.abs(lg - ref).max()),
-            "size_bytes": p.stat().st_size,
-            "int8_weight_fraction": int8_weight_fraction(p),
-            "latency_p50_ms": float(q50),
-            "latency_iqr_ms": float(q75 - q25),
-        })
-    atomic_write_json(out / "precision_report.json", {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "arch": str(model.arch),
-        "dataset": data.name,
-        "split": split,
-        "eval_images": int(xs.shape[0]),
-        "protocol": {
-            "backend": "onnxruntime", "backend_version": ort.__version__, "provider": "CPUExecutionProvider",
-            "threads": 1, "batch_size": int(feed.shape[0]), "warmup": warmup, "runs": runs,
-            "order": "interleaved", "machine": platform.machine(), "processor": platform.processor(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "rows": rows,
-    })
-    return rows
+        xs, ys = split_arrays(data, split=qat.decide_split, resolution=model.arch.resolution,
+                               max_images=qat.decide_max_images)
+        decision = ptq_loss(model, data, backend=backend, config=config, split=qat.decide_split,
+                            max_images=qat.decide_max_images, ptq_path=ptq)
+        run = should_run_qat(fp32_top1=decision["fp32_top1"], ptq_top1=decision["ptq_top1"],
+                             threshold_pts=qat.threshold_pts, force=qat.force)
+        decision.update({"threshold_pts": qat.threshold_pts, "forced": qat.force, "ran": run})
+        fp32_top1 = decision["fp32_top1"]
+        if run:
+            qcfg = qat.config or QATConfig()
+            res = qat_finetune(model, data, config=qcfg, spec=qat_spec_for(config, backend=backend),
+                               calib_images=config.calib_images, calib_seed=config.seed)
+            qat_model = res.model
+            variant = Variant(backend=backend, config=config, qat=True)
+            qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
+                                   config=config, data=data)
+            qat_top1 = _top1(target.runner(qpath), xs, ys)
+            decision.update({"qat_top1": qat_top1, "qat_drop_pts": 100 * (fp32_top1 - qat_top1), "path": str(qpath),
+                             "steps": res.steps, "images_seen": res.images, "seconds": res.seconds,
+                             "loss_first": res.loss_first, "loss_last": res.loss_last, "config": res.config})
+            summary.update({"path": str(qpath), "size_bytes": qpath.stat().st_size,
+                            "weight_dtypes": target.weight_dtypes(qpath)})
+        summary["qat"] = decision
+    if report:
+        rows = precision_report(model, data, out_dir=out / f"{arch}.report", config=config, split=split,
+                                backends=(backend,), qat_model=qat_model, simulated=simulated, warmup=warmup,
+                                runs=runs)
+        summary["report"] = {"path": str(out / f"{arch}.report" / "precision_report.json"), "rows": rows}
+    atomic_write_json(out / f"{arch}.{config.label}.json", summary)
+    return summary
 
 
 # --------------------------------------------------------------------------- CLI
@@ -484,17 +1012,33 @@ def quantize_cmd(
     supernet: Annotated[Path, typer.Option(help="supernet.pt written by 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
     ),
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8")] = "int8",
-    backend: Annotated[str, typer.Option(help="Target runtime; only onnxruntime for now.")] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-qat (= int8 --force-qat)")] = "int8",
+    backend: Annotated[str, typer.Option(
+        help="onnxruntime (QDQ .onnx) | tflite (LiteRT .tflite, XNNPACK) | tflite-builtin (same file, built-in kernels)")
+    ] = "onnxruntime",
     per_channel: Annotated[
         bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel or per tensor.")
     ] = True,
-    calibration: Annotated[str, typer.Option(help="int8 activation ranges: minmax | percentile | entropy")] = "minmax",
-    reduce_range: Annotated[
-        bool, typer.Option("--reduce-range/--full-range", help="7-bit int8 weights (x86 AVX2 without VNNI).")
-    ] = True,
+    calibration: Annotated[str, typer.Option(
+        help="int8 activation ranges: onnxruntime minmax | percentile | entropy; tflite minmax | moving-average")
+    ] = "minmax",
+    reduce_range: Annotated[bool | None, typer.Option(
+        "--reduce-range/--full-range",
+        help="onnxruntime: 7-bit int8 weights (x86 AVX2 without VNNI). Default: by this CPU's VNNI flag.")
+    ] = None,
     calib_images: Annotated[int, typer.Option(help="Training images for int8 calibration.")] = 256,
     bn_images: Annotated[int, typer.Option(help="Training images for BN recalibration before export.")] = 1000,
+    qat: Annotated[bool, typer.Option(
+        "--qat", help="Quantization-aware fine-tuning if int8 PTQ loses more than --qat-threshold points (val).")
+    ] = False,
+    force_qat: Annotated[bool, typer.Option("--force-qat", help="QAT whatever the PTQ loss.")] = False,
+    qat_threshold: Annotated[float, typer.Option(help="PTQ top-1 loss (points) above which --qat fine-tunes.")] = 1.0,
+    qat_epochs: Annotated[float, typer.Option(help="QAT epochs over the training split.")] = 1.0,
+    qat_lr: Annotated[float, typer.Option(help="QAT peak Adam learning rate.")] = 1e-4,
+    qat_kd: Annotated[float, typer.Option(help="QAT distillation weight from the fp32 subnet (0..1).")] = 0.5,
+    simulate_bits: Annotated[list[int] | None, typer.Option(
+        "--simulate-bits", help="Add a simulated wNa8 per-channel row (torch fake-quant, accuracy only; repeatable).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the supernet).")] = None,
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Also compare fp32/fp16/int8: accuracy, size, latency.")
@@ -502,7 +1046,7 @@ def quantize_cmd(
     split: Annotated[str, typer.Option(help="Split for the report's accuracy: train | val | test.")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of the calibration subset.")] = 0,
 ) -> None:
-    """Export one subnet at reduced precision (QDQ int8 or fp16 ONNX) and report accuracy, size and latency."""
+    """Export one subnet at reduced precision (onnxruntime QDQ or TFLite) and report accuracy, size and latency."""
     from hwnas.pipeline import load_supernet_and_data
     from supernet.evaluate import recalibrated_subnet
     from supernet.space import InvalidArchError, resolve_arch
@@ -511,11 +1055,23 @@ def quantize_cmd(
         typer.echo(f"error: {msg}", err=True)
         raise typer.Exit(2)
 
-    if backend != "onnxruntime":
-        fail(f"--backend {backend!r}: only 'onnxruntime' is supported (TFLite full-integer is not implemented)")
+    if backend not in BACKENDS:
+        fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if precision == "int8-qat":
+        precision, force_qat = "int8", True
     try:
+        from supernet.qat import FakeQuantSpec, QATConfig
+
         cfg_q = QuantConfig(precision=precision, per_channel=per_channel, calibration=calibration,
-                            reduce_range=reduce_range, calib_images=calib_images, seed=seed)
+                            reduce_range=default_reduce_range() if reduce_range is None else reduce_range,
+                            calib_images=calib_images, seed=seed)
+        policy = None
+        if qat or force_qat:
+            policy = QATPolicy(threshold_pts=qat_threshold, force=force_qat,
+                               config=QATConfig(epochs=qat_epochs, lr=qat_lr, kd_ratio=qat_kd, seed=seed))
+        sims = [SimulatedVariant(spec=FakeQuantSpec(weight_bits=b, per_channel=True, act_bits=8))
+                for b in (simulate_bits or [])]
+        _check_backend_config(get_target(backend), cfg_q)
         net, data = load_supernet_and_data(supernet)
         cfg = resolve_arch(arch, net.space)
         if bn_images > 0:
@@ -523,18 +1079,29 @@ def quantize_cmd(
         else:
             sub = net.get_active_subnet(cfg).eval()
         folder = out or supernet.parent / "quantized"
-        path = export_precision(sub, folder / f"{cfg}.{cfg_q.label}.onnx", config=cfg_q, data=data)
-        atomic_write_json(folder / f"{cfg}.{cfg_q.label}.json",
-                          {"arch": cfg.to_json(), "quant_config": asdict(cfg_q), "backend": backend,
-                           "supernet": str(supernet), "bn_images": bn_images})
-        typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB, int8 weight share "
-                   f"{int8_weight_fraction(path):.2f})")
-        if report:
-            rows = precision_report(sub, data, out_dir=folder / f"{cfg}.report", config=cfg_q, split=split)
-            typer.echo(f"{'variant':<22}{'top1':>8}{'agree':>8}{'size kB':>10}{'p50 ms':>9}{'iqr ms':>9}")
-            for r in rows:
-                typer.echo(f"{r['variant']:<22}{r['top1']:>8.4f}{r['top1_agreement_fp32']:>8.3f}"
-                           f"{r['size_bytes'] / 1e3:>10.1f}{r['latency_p50_ms']:>9.3f}{r['latency_iqr_ms']:>9.3f}")
-            typer.echo(f"report: {folder / f'{cfg}.report' / 'precision_report.json'}")
+        summary = quantize_subnet(sub, data, out_dir=folder, config=cfg_q, backend=backend, qat=policy,
+                                  report=report, split=split, simulated=sims)
     except (InvalidArchError, ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))
+        raise
+    summary["supernet"], summary["bn_images"] = str(supernet), bn_images
+    atomic_write_json(folder / f"{cfg}.{cfg_q.label}.json", summary)
+    path = Path(summary["path"])
+    dtypes = summary["weight_dtypes"]
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB, weights stored as "
+               f"{', '.join(f'{k} {v / max(1, sum(dtypes.values())):.0%}' for k, v in dtypes.items())})")
+    if summary["qat"] is not None:
+        d = summary["qat"]
+        typer.echo(f"QAT: PTQ loses {d['ptq_drop_pts']:.2f} points on {d['split']} (threshold {d['threshold_pts']}"
+                   f"{', forced' if d['forced'] else ''}): " + (
+                       f"fine-tuned {d['steps']} steps, QAT loses {d['qat_drop_pts']:.2f} points" if d["ran"]
+                       else "not run"))
+    if report:
+        typer.echo(f"{'variant':<30}{'backend':<19}{'top1':>7}{'agree':>7}{'size kB':>9}{'p50 ms':>8}{'iqr ms':>8}"
+                   f"{'x fp32':>8}")
+        for r in summary["report"]["rows"]:
+            lat = ("  (simulated: no latency)" if r["simulated"] else
+                   f"{r['size_bytes'] / 1e3:>9.1f}{r['latency_p50_ms']:>8.3f}{r['latency_iqr_ms']:>8.3f}"
+                   f"{(r['speed_vs_fp32'] or {}).get('median', float('nan')):>8.2f}")
+            typer.echo(f"{r['variant']:<30}{r['backend']:<19}{r['top1']:>7.4f}{r['top1_agreement_fp32']:>7.3f}{lat}")
+        typer.echo(f"report: {summary['report']['path']}")

@@ -138,6 +138,7 @@ def test_precision_report_has_one_row_per_variant(setup, tmp_path) -> None:
         model, data, out_dir=tmp_path, config=QuantConfig(calib_images=16), max_eval_images=16, warmup=1, runs=3
     )
     assert [r["variant"] for r in rows] == ["fp32", "fp16", "int8-pc-minmax", "int8-pt-minmax"]
+    assert {r["backend"] for r in rows} == {"onnxruntime"} and not any(r["simulated"] for r in rows)
     by = {r["variant"]: r for r in rows}
     assert by["fp32"]["top1_agreement_fp32"] == 1.0 and by["fp32"]["max_abs_diff_fp32"] == 0.0
     assert by["int8-pc-minmax"]["int8_weight_fraction"] > 0.9
@@ -148,6 +149,9 @@ def test_precision_report_has_one_row_per_variant(setup, tmp_path) -> None:
     saved = json.loads((tmp_path / "precision_report.json").read_text())
     assert saved["rows"] == rows and saved["eval_images"] == 16
     assert saved["protocol"]["threads"] == 1 and saved["protocol"]["runs"] == 3
+    assert saved["protocol"]["backends"]["onnxruntime"]["backend_version"]
+    assert by["fp32"]["speed_vs_fp32"]["median"] == pytest.approx(1.0)
+    assert by["int8-pc-minmax"]["weight_dtypes"] == {"int8": sum(by["fp32"]["weight_dtypes"].values())}
 
 
 def test_quantize_cmd_writes_an_int8_file_and_rejects_unknown_backends(tmp_path) -> None:
@@ -172,7 +176,43 @@ def test_quantize_cmd_writes_an_int8_file_and_rejects_unknown_backends(tmp_path)
     assert int8_weight_fraction(q) > 0.9
     meta = json.loads(q.with_suffix(".json").read_text())
     assert meta["quant_config"]["calib_images"] == 8 and meta["backend"] == "onnxruntime"
-    bad = runner.invoke(app, [*args, "--backend", "tflite"])
-    assert bad.exit_code == 2 and "only 'onnxruntime'" in bad.output
+    assert meta["path"] == str(q) and meta["qat"] is None and meta["weight_dtypes"]["int8"] > 0
+    bad = runner.invoke(app, [*args, "--backend", "coreml"])
+    assert bad.exit_code == 2 and "expected one of onnxruntime, tflite" in bad.output
     bad = runner.invoke(app, [*args, "--calibration", "kl"])
     assert bad.exit_code == 2 and "calibration method 'kl'" in bad.output
+    bad = runner.invoke(app, [*args, "--calibration", "entropy", "--backend", "tflite"])
+    assert bad.exit_code == 2 and "'entropy' is not available for tflite" in bad.output
+    bad = runner.invoke(app, [*args, "--precision", "fp16", "--qat"])
+    assert bad.exit_code == 2 and "QAT needs precision int8" in bad.output
+
+
+@pytest.mark.slow  # ~7 s alone, 20 s on the loaded VM: QAT decision, QAT, 6 exports and a timed report
+def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
+    """`--precision int8-qat` forces QAT; `--simulate-bits` adds accuracy-only rows without latency."""
+    import typer
+    from typer.testing import CliRunner
+
+    from supernet.model import OFASupernet
+    from supernet.quantize import quantize_cmd
+    from supernet.train import save_supernet
+
+    torch.manual_seed(0)
+    net = OFASupernet(space=get_space("mnist"), backbone=Backbone(in_channels=1, num_classes=10, width_mult=0.25))
+    sn = save_supernet(net, tmp_path / "supernet.pt",
+                       extra={"train_config": {"dataset": "digits", "max_train_images": 64}})
+    app = typer.Typer()
+    app.command()(quantize_cmd)
+    res = CliRunner().invoke(app, ["--supernet", str(sn), "--arch", "smallest", "--calib-images", "8",
+                                   "--bn-images", "32", "--precision", "int8-qat", "--qat-epochs", "1",
+                                   "--simulate-bits", "4", "--split", "val", "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    assert "QAT: PTQ loses" in res.output and "forced" in res.output and "(simulated: no latency)" in res.output
+    [meta_path] = (tmp_path / "q").glob("*.int8-pc-minmax.json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["qat"]["ran"] and meta["path"].endswith(".int8-qat-pc-minmax.onnx")
+    variants = [r["variant"] for r in meta["report"]["rows"]]
+    assert variants == ["fp32", "fp16", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pc-minmax",
+                        "int8-qat-pt-minmax", "w4a8-pc (simulated)"]
+    sim = meta["report"]["rows"][-1]
+    assert sim["simulated"] and sim["latency_p50_ms"] is None and sim["size_bytes"] is None

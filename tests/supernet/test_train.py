@@ -81,17 +81,19 @@ def test_bignas_recipe_resumes_exactly(tmp_path, digits) -> None:
 
 
 def test_training_learns_something(tmp_path) -> None:
-    """The smallest subnet alone, 40 steps on 128 digits: far above chance (0.1) unless training is broken."""
-    data = load_dataset("digits", seed=0, max_train=128)
+    """The smallest subnet alone, 80 steps on 256 digits: far above chance (0.1) unless training is broken.
+
+    (128 images gave val top-1 0.25 on one CPU, 0.3 on another: too close to any threshold; 256 give 0.58.)"""
+    data = load_dataset("digits", seed=0, max_train=256)
     smallest = Phase(name="smallest", epochs_frac=1, lr=0.05, kernels=(3,), depths=(2,), expands=(3,),
                      distill=False)
-    cfg = TrainConfig(dataset="digits", epochs=5, batch_size=16, max_train_images=128, width_mult=0.25,
+    cfg = TrainConfig(dataset="digits", epochs=5, batch_size=16, max_train_images=256, width_mult=0.25,
                       phases=(smallest,), eval_bn_images=64, warmup_steps=2, checkpoint_every_steps=0, seed=0)
     res = train_supernet(cfg, out_dir=tmp_path, data=data, progress=False)
     net = load_supernet(res.supernet_path)
     before = evaluate(OFASupernet(space=SPACE, backbone=net.backbone), SPACE.smallest(), data, bn_images=64).top1
     top1 = evaluate(net, SPACE.smallest(), data, split="val", bn_images=64).top1
-    assert top1 > 0.25 and top1 > before + 0.1, f"smallest subnet val top-1 {top1:.3f} (untrained {before:.3f})"
+    assert top1 > 0.35 and top1 > before + 0.15, f"smallest subnet val top-1 {top1:.3f} (untrained {before:.3f})"
 
 
 def test_changed_config_refuses_to_resume(tmp_path, digits) -> None:

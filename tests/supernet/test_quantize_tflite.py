@@ -1,0 +1,143 @@
+"""TFLite fp16 and full-integer int8 export: the .tflite really stores int8 (or float16) weights, per channel or per
+tensor, its int8 graph has int8 input and output, and its logits stay close to fp32 on calibration-like data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from supernet.data import iterate_batches, load_dataset
+from supernet.evaluate import calibration_batches, recalibrate_bn
+from supernet.layers import Backbone, StaticSubnet, build_static_model
+from supernet.quantize import QuantConfig, Variant, compare_variants, get_target, int8_weight_fraction, quantize_onnx
+from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
+from supernet.space import get_space
+
+RES = 24
+
+
+def test_tflite_refuses_calibration_methods_it_does_not_have(tmp_path: Path) -> None:
+    fake = tmp_path / "m.tflite"
+    fake.write_bytes(b"not read before the check")
+    for method in ("percentile", "entropy"):
+        with pytest.raises(ValueError, match=f"calibration method '{method}' is not available for tflite"):
+            quantize_tflite(fake, tmp_path / "q.tflite", config=QuantConfig(calibration=method),
+                            calib_batches=[np.zeros((1, 1, RES, RES), np.float32)])
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        quantize_tflite(tmp_path / "missing.tflite", tmp_path / "q.tflite", config=QuantConfig())
+    with pytest.raises(ValueError, match="calibration method 'moving-average' is not available for onnxruntime"):
+        quantize_onnx(fake, tmp_path / "q.onnx", config=QuantConfig(calibration="moving-average"))
+    with pytest.raises(ValueError, match="backend 'coreml': expected one of onnxruntime, tflite"):
+        get_target("coreml")
+    assert not (tmp_path / "q.tflite").exists()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[StaticSubnet, object, Path, np.ndarray]:
+    """Tiny subnet trained 2 epochs on digits, BN recalibrated; its fp32 .tflite; held-out calibration-like inputs."""
+    pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite] extra (litert-torch)")
+    pytest.importorskip("ai_edge_quantizer")
+    from supernet.export import export_tflite
+
+    torch.manual_seed(0)
+    data = load_dataset("digits")
+    space = get_space("mnist")
+    model = build_static_model(
+        Backbone(in_channels=1, num_classes=10, width_mult=0.25), space.smallest(resolution=RES), space=space
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(2):
+        model.train()
+        g = torch.Generator().manual_seed(epoch)
+        for x, y in iterate_batches(data.train, batch_size=64, mean=data.mean, std=data.std, resolution=RES, generator=g):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    recalibrate_bn(model, calibration_batches(data, n_images=256, resolution=RES, seed=0))
+    model.eval()
+    fp32 = export_tflite(model, tmp_path_factory.mktemp("tfl") / "fp32.tflite", input_shape=model.input_shape)
+    xs = np.concatenate([x.numpy() for x in calibration_batches(data, n_images=48, resolution=RES, seed=123)])
+    return model, data, fp32, xs
+
+
+def _calib(data: object, n: int = 64) -> list[np.ndarray]:
+    return [x.numpy() for x in calibration_batches(data, n_images=n, resolution=RES, seed=0)]
+
+
+def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref - ref.mean(0)))
+
+
+def _weight_scales(path: Path) -> list[int]:
+    """Number of quantization scales of every CONV_2D / DEPTHWISE_CONV_2D weight."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [len(tensors[op["inputs"][1]]["quantization_parameters"]["scales"])
+            for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+def test_int8_per_channel_is_full_integer_and_close_to_fp32(setup, tmp_path: Path) -> None:
+    model, data, fp32, xs = setup
+    q = quantize_tflite(fp32, tmp_path / "int8.tflite", config=QuantConfig(calib_images=64), calib_batches=_calib(data))
+    assert q.is_file() and not list(tmp_path.glob(".*.tmp"))
+    dtypes = tflite_weight_dtypes(q)
+    assert set(dtypes) == {"int8"} and sum(dtypes.values()) > 100_000
+    assert int8_weight_fraction(q) == 1.0 and int8_weight_fraction(fp32) == 0.0
+    assert max(_weight_scales(q)) > 1  # one scale per output channel
+    runner = TFLiteRunner(q)
+    assert runner.prepare(xs[:1]).dtype == np.int8  # full integer: int8 input (and output)
+    ref = TFLiteRunner(fp32)(xs)
+    with torch.no_grad():
+        torch_ref = model(torch.from_numpy(xs)).numpy()
+    assert _rel_err(ref, torch_ref) < 1e-3
+    got = runner(xs)
+    assert np.isfinite(got).all() and got.shape == (48, 10)
+    assert _rel_err(got, ref) < 0.25
+    assert float((got.argmax(1) == ref.argmax(1)).mean()) >= 0.8
+    assert q.stat().st_size < 0.5 * fp32.stat().st_size
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
+    _, data, fp32, xs = setup
+    ref = TFLiteRunner(fp32)(xs)
+    pt = quantize_tflite(fp32, tmp_path / "pt.tflite", config=QuantConfig(per_channel=False, calib_images=64),
+                         calib_batches=_calib(data))
+    assert set(tflite_weight_dtypes(pt)) == {"int8"} and set(_weight_scales(pt)) == {1}
+    assert _rel_err(TFLiteRunner(pt)(xs), ref) < 0.5
+    ma = quantize_tflite(fp32, tmp_path / "ma.tflite", config=QuantConfig(calibration="moving-average"),
+                         calib_batches=_calib(data))
+    assert np.isfinite(TFLiteRunner(ma)(xs)).all()
+    f16 = quantize_tflite(fp32, tmp_path / "fp16.tflite", config=QuantConfig(precision="fp16"))
+    assert set(tflite_weight_dtypes(f16)) == {"float16"}
+    assert _rel_err(TFLiteRunner(f16)(xs), ref) < 0.05
+    assert f16.stat().st_size < 0.65 * fp32.stat().st_size
+    builtin = TFLiteRunner(f16, default_delegates=False)(xs)
+    assert _rel_err(builtin, ref) < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_path: Path) -> None:
+    model, data, _, _ = setup
+    base = QuantConfig(calib_images=16)
+    variants = [Variant(backend=b, config=c) for b in ("tflite", "tflite-builtin")
+                for c in (base.replace(precision="fp32"), base)]
+    res = compare_variants({"fp32": model}, variants, data, out_dir=tmp_path, max_eval_images=16, warmup=1, runs=5)
+    rows = res["rows"]
+    assert [(r["backend"], r["variant"]) for r in rows] == [
+        ("tflite", "fp32"), ("tflite", "int8-pc-minmax"), ("tflite-builtin", "fp32"), ("tflite-builtin", "int8-pc-minmax")]
+    assert rows[1]["path"] == rows[3]["path"]  # one file, two runtimes
+    assert rows[1]["weight_dtypes"] == {"int8": sum(rows[0]["weight_dtypes"].values())}
+    assert all(r["latency_p50_ms"] > 0 and r["speed_vs_fp32"]["median"] > 0 for r in rows)
+    assert set(res["protocol"]["backends"]) == {"tflite", "tflite-builtin"}
+    assert "XNNPACK" in res["protocol"]["backends"]["tflite"]["delegate"]
