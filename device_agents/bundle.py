@@ -209,7 +209,7 @@ def _safe_stem(name: str) -> str:
 
 
 def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float], dict[str, Any]]:
-    """A function arch string -> ms, and the provenance written into the manifest."""
+    """A function arch string -> ms, and the provenance written into the manifest (with the table's precision)."""
     if callable(table) and not isinstance(table, (str, os.PathLike)):
         return (lambda arch: float(table(arch))), {"source": "callable supplied to build_bundle"}
     from latency_tables.predictor import LatencyPredictor, _resolve_table, predict_latency
@@ -224,7 +224,38 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,
             "backend": m.backend, "backend_version": m.backend_version, "device": m.device, "cpu_model": m.cpu_model,
             "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum"}
-    return (lambda arch: float(predict_latency(arch, table=tab, predictor=pred)[0])), info
+    precision = m.precision
+    return (lambda arch: float(predict_latency(arch, table=tab, predictor=pred, precision=precision)[0])), info
+
+
+def _column_predictors(name: str, spec: TableLike | Sequence[TableLike]
+                       ) -> tuple[dict[str | None, Callable[[str], float]], dict[str, Any]]:
+    """One latency column from one table or from several tables of different precisions.
+
+    Returns precision -> predictor (key ``None`` for a callable, whose precision is unknown and which then serves
+    every variant) and the manifest's provenance: the single table's info, or ``{"source": "latency tables per
+    precision", "per_precision": {precision: info}}``. A bit-width's latency is only ever taken from a table
+    measured at that bit-width (see `build_bundle`).
+    """
+    parts = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not parts:
+        raise BundleError(f"latency table column {name!r}: no table given")
+    fns: dict[str | None, Callable[[str], float]] = {}
+    infos: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        fn, info = _table_predictor(name, part)
+        key = info.get("precision")
+        if key is None and len(parts) > 1:
+            raise BundleError(f"latency table column {name!r}: a callable cannot be combined with other tables "
+                              "(its precision is unknown)")
+        if key in fns:
+            raise BundleError(f"latency table column {name!r}: two tables measured at precision {key!r}; "
+                              "give one table per precision")
+        fns[key] = fn
+        infos[str(key)] = info
+    if len(parts) == 1:
+        return fns, next(iter(infos.values()))
+    return fns, {"source": "latency tables per precision", "per_precision": infos}
 
 
 def _copy_into(src: Path, dst: Path) -> None:
@@ -286,7 +317,11 @@ def build_bundle(
         variants: each needs ``model_path`` (ONNX or TFLite); a relative path is resolved against ``base_dir``
             (default: the current directory) - the demo's ``variants.json`` holds paths relative to its folder.
         tables: extra latency columns, name -> a `LatencyTable`, a `LatencyPredictor`, a table CSV path, or a
-            callable ``str(arch) -> ms``. The column ``"variants-file"`` (each variant's own
+            callable ``str(arch) -> ms``; or name -> a list of tables of different precisions (fp32, fp16, int8
+            tables of one device), of which each variant uses the one measured at its own precision. A variant
+            whose precision no table of a column was measured at is an error (`BundleError`): a bit-width's
+            latency is never borrowed from another bit-width's table. A callable's precision is unknown and it
+            serves every variant. The column ``"variants-file"`` (each variant's own
             ``predicted_latency_ms``) is always written.
         extra_files: variant name -> more files of the same network (e.g. its .tflite).
         default_table: the column `Bundle.variants` uses by default; ``"variants-file"`` unless given.
@@ -301,14 +336,14 @@ def build_bundle(
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     em = energy_model or EnergyModel()
     power_w = em.static_power_w + em.dynamic_power_w
-    columns: dict[str, Callable[[str], float]] = {}
+    columns: dict[str, dict[str | None, Callable[[str], float]]] = {}
     table_info: dict[str, dict[str, Any]] = {
         VARIANTS_FILE_TABLE: {"source": "Variant.predicted_latency_ms of the variants given to build_bundle"},
     }
     for tname, tab in (tables or {}).items():
         if tname == VARIANTS_FILE_TABLE:
             raise BundleError(f"table name {tname!r} is reserved for the variants' own predictions")
-        columns[tname], table_info[tname] = _table_predictor(tname, tab)
+        columns[tname], table_info[tname] = _column_predictors(tname, tab)
     dt = default_table or VARIANTS_FILE_TABLE
     if dt not in table_info:
         raise BundleError(f"default_table {dt!r} is not one of the tables {list(table_info)}")
@@ -340,7 +375,14 @@ def build_bundle(
             files.append(BundleFile(path=str(rel), format=fmt, sha256=sha256_file(dst),
                                     size_bytes=dst.stat().st_size, input_shape=model_input_shape(dst)))
         lat = {VARIANTS_FILE_TABLE: v.predicted_latency_ms}
-        for tname, fn in columns.items():
+        for tname, fns in columns.items():
+            fn = fns.get(v.precision, fns.get(None))
+            if fn is None:
+                raise BundleError(
+                    f"variant {v.name!r} is {v.precision} but latency table column {tname!r} was measured at "
+                    f"{sorted(str(k) for k in fns)} only; a bit-width's latency must be measured at that bit-width: "
+                    f"build a {v.precision} table (hwnas lut build --precision {v.precision}) and give both "
+                    f"(--table {tname}=FP32.csv --table {tname}=INT8.csv)")
             try:
                 ms = fn(v.arch)
             except Exception as e:  # noqa: BLE001 - re-raised with the variant and the table named

@@ -135,7 +135,9 @@ def bundle_cmd(
     out: Annotated[Path, typer.Option("--out", help="bundle folder to create")],
     table: Annotated[
         list[str] | None,
-        typer.Option("--table", help="NAME=PATH of a latency table CSV to predict each variant with (repeatable)"),
+        typer.Option("--table", help="NAME=PATH of a latency table CSV to predict each variant with (repeatable; "
+                     "repeat a NAME with tables of other precisions, e.g. cpu=fp32.csv cpu=int8.csv, and each "
+                     "variant uses the table measured at its own precision)"),
     ] = None,
     default_table: Annotated[str | None, typer.Option("--default-table", help="latency column agents use")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bundle in --out")] = False,
@@ -145,12 +147,13 @@ def bundle_cmd(
     Relative model paths in the variants file are resolved against the file's folder."""
     from .bundle import BundleError, build_bundle
 
-    tables: dict[str, str] = {}
+    grouped: dict[str, list[str]] = {}
     for spec in table or []:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise typer.BadParameter(f"--table {spec!r}: expected NAME=PATH")
-        tables[name] = path
+        grouped.setdefault(name, []).append(path)
+    tables = {name: paths[0] if len(paths) == 1 else paths for name, paths in grouped.items()}
     try:
         vs = load_variants(variants)
         b = build_bundle(vs, out, tables=tables, base_dir=variants.parent, default_table=default_table,

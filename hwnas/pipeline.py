@@ -6,6 +6,12 @@ sqlite, so nothing is measured twice) and whose latency is the device's LUT pred
 strategy on resumable Optuna storage, and writes the winner's architecture JSON. When the table was measured on
 this machine it also measures the winners end to end with the same backend and protocol, so predicted and
 measured latency can be compared (in separate columns).
+
+Precision: a search targets one precision, the latency table's (``SearchJob.precision`` is checked against it).
+Latency comes from that table; accuracy is measured at that precision — fp32 with torch, int8/fp16 by exporting
+the BN-recalibrated subnet to ONNX, lowering it with `supernet.quantize` (int8: per-channel QDQ PTQ calibrated on
+training images) and running the validation split with onnxruntime (`quantized_accuracy`) — or, with
+``accuracy="predicted"``, taken from a bit-width-aware `nas.predictor.AccuracyPredictor` at that precision.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from supernet.space import ArchConfig
 
 __all__ = [
     "SearchJob",
+    "accuracy_context",
     "accuracy_evaluator",
     "latency_evaluator",
     "load_supernet_and_data",
+    "measure_accuracy_pairs",
     "measure_on_table",
+    "quantized_accuracy",
     "search_device",
     "targets_between",
 ]
@@ -54,6 +63,10 @@ class SearchJob:
     measure_winners: bool = True
     dataset: str | None = None  # default: the dataset the supernet was trained on
     data_root: str | None = None
+    precision: str | None = None  # None: the table's; else checked against it
+    accuracy: str = "measured"  # "measured" at the precision, or "predicted" by accuracy_predictor_path
+    accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
+    calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
 
     def __post_init__(self) -> None:
         if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
@@ -62,6 +75,10 @@ class SearchJob:
             raise ValueError(f"budget: expected >= 1 evaluations, got {self.budget}")
         if self.reward not in ("hard", "soft"):
             raise ValueError(f"reward {self.reward!r}: expected 'hard' or 'soft'")
+        if self.accuracy not in ("measured", "predicted"):
+            raise ValueError(f"accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
+        if self.accuracy == "predicted" and self.accuracy_predictor_path is None:
+            raise ValueError("accuracy='predicted' needs accuracy_predictor_path (a bit-width-aware predictor)")
 
 
 def load_supernet_and_data(
@@ -84,22 +101,119 @@ def load_supernet_and_data(
     return net, data
 
 
+DEFAULT_CALIB_IMAGES = 256
+
+
+def accuracy_context(*, supernet_path: str | Path, bn_images: int, seed: int,
+                     calib_images: int = DEFAULT_CALIB_IMAGES) -> str:
+    """What cached accuracies are *of*: the supernet file's sha256, BN recalibration and seed (and a non-default
+    int8 calibration size). One context holds every precision, so (subnet, precision) pairs of one supernet can
+    train a bit-width-aware predictor together."""
+    from supernet.io import sha256_file
+
+    ctx = f"val-top1:bn{bn_images}:seed{seed}:{sha256_file(supernet_path)[:16]}"
+    return ctx if calib_images == DEFAULT_CALIB_IMAGES else f"{ctx}:calib{calib_images}"
+
+
+def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, bn_images: int, seed: int,
+                       split: str = "val", calib_images: int = DEFAULT_CALIB_IMAGES, threads: int = 1) -> float:
+    """Top-1 of subnet ``cfg`` at ``precision`` on ``data.<split>``, as deployed on onnxruntime.
+
+    The subnet is BN-recalibrated on ``bn_images`` training images, exported to ONNX, lowered by
+    `supernet.quantize.export_precision` (int8: QDQ static PTQ, per-channel symmetric weights, min-max activation
+    ranges from ``calib_images`` training images seeded by ``seed``; fp16: float16 weights and ops) and run by
+    onnxruntime's CPU provider with ``threads`` threads, one image at a time. ``precision="fp32"`` runs the fp32
+    ONNX export the same way (use `supernet.evaluate.evaluate` for torch's fp32 number).
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from supernet.data import iterate_batches
+    from supernet.evaluate import recalibrated_subnet
+    from supernet.quantize import QuantConfig, export_precision
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
+    sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images, seed=seed)
+    config = QuantConfig(precision=precision, per_channel=True, calib_images=calib_images, seed=seed)
+    with tempfile.TemporaryDirectory(prefix="hwnas-qacc-") as tmp:
+        path = export_precision(sub, Path(tmp) / f"{config.label}.onnx", config=config, data=data)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    correct = total = 0
+    ds = getattr(data, split)
+    for x, y in iterate_batches(ds, batch_size=256, mean=data.mean, std=data.std, resolution=cfg.resolution):
+        xs = x.numpy().astype(np.float32)
+        pred = np.asarray([int(sess.run(None, {name: xs[i : i + 1]})[0].argmax()) for i in range(len(xs))])
+        correct += int((pred == y.numpy()).sum())
+        total += len(xs)
+    if total == 0:
+        raise ValueError(f"split {split!r} of {data.name!r} is empty; nothing to measure accuracy on")
+    return correct / total
+
+
 def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_path: Path,
-                       context: str) -> tuple[ArchFn, Any]:
-    """Validation top-1 after BN recalibration, cached per (context, architecture) in sqlite."""
+                       context: str, precision: str = "fp32",
+                       calib_images: int = DEFAULT_CALIB_IMAGES) -> tuple[ArchFn, Any]:
+    """Validation top-1 at ``precision`` after BN recalibration, cached per (context, architecture, precision).
+
+    fp32 is measured in torch (`supernet.evaluate.evaluate`); other precisions with `quantized_accuracy`. The
+    returned cache's default precision is ``precision``.
+    """
     from nas.cache import AccuracyCache
     from supernet.evaluate import evaluate
 
-    cache = AccuracyCache(cache_path, space=net.space, context=context)
+    cache = AccuracyCache(cache_path, space=net.space, context=context, precision=precision)
 
     def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
-        return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
+        if precision == "fp32":
+            return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
+        return np.asarray([quantized_accuracy(net, c, data, precision=precision, bn_images=bn_images, seed=seed,
+                                              calib_images=calib_images) for c in cfgs])
 
     return cache.wrap(accuracy_fn), cache
 
 
-def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None) -> ArchFn:
-    """Predicted latency in ms from a LUT (plus its fitted correction when given)."""
+def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, precisions: Sequence[str],
+                           bn_images: int, seed: int, cache_path: Path, context: str,
+                           calib_images: int = DEFAULT_CALIB_IMAGES,
+                           on_measured: Callable[[ArchConfig, str, float], None] | None = None,
+                           ) -> list[tuple[ArchConfig, str, float]]:
+    """Validation accuracy of every (architecture, precision), measured once each and cached (resumable: a killed
+    run continues where it stopped) — the training pairs of a bit-width-aware accuracy predictor.
+
+    Returns (canonical arch, precision, top-1) in the order of ``archs`` then ``precisions``.
+    """
+    out: list[tuple[ArchConfig, str, float]] = []
+    fns = {}
+    caches = []
+    try:
+        for p in precisions:
+            fns[p], cache = accuracy_evaluator(net, data, bn_images=bn_images, seed=seed, cache_path=cache_path,
+                                               context=context, precision=p, calib_images=calib_images)
+            caches.append(cache)
+        for a in archs:
+            c = net.space.canonical(a)
+            for p in precisions:
+                (acc,) = fns[p]([c])
+                out.append((c, p, float(acc)))
+                if on_measured is not None:
+                    on_measured(c, p, float(acc))
+    finally:
+        for cache in caches:
+            cache.close()
+    return out
+
+
+def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None, *,
+                      precision: str | None = None) -> ArchFn:
+    """Predicted latency in ms from a LUT (plus its fitted correction when given), at the table's precision;
+    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`)."""
     from latency_tables.predictor import LatencyPredictor
     from latency_tables.table import LatencyTable
 
@@ -107,6 +221,7 @@ def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None)
         predictor = LatencyPredictor.load(predictor_path, table=table_path)
     else:
         predictor = LatencyPredictor.from_table(LatencyTable.load(table_path))
+    predictor.table.check_precision(precision)
     return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
 
 
@@ -130,12 +245,14 @@ def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, 
     table, so a machine-wide slowdown between the table build and this measurement cancels out.
     """
     from latency_tables import measure_models
+    from latency_tables.table import table_backend_kwargs
 
     meta = table.meta
     ref = (meta.reference or {}).get("latency_ms")
     return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads, precision=meta.precision,
                           protocol=protocol, space=table.space, progress=True,
-                          reference_ms=None if ref is None else float(ref))
+                          reference_ms=None if ref is None else float(ref),
+                          backend_kwargs=table_backend_kwargs(meta))
 
 
 def _table_is_this_machine(meta: Any) -> bool:
@@ -164,7 +281,6 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     from nas.plots import plot_convergence, plot_pareto
     from nas.reward import Reward
     from nas.search import search
-    from supernet.io import sha256_file
 
     console = console or Console()
     out = Path(out_dir)
@@ -179,10 +295,21 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             f"latency table {job.table_path!r} is for space {table.space.name!r} but the supernet's space is "
             f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
         )
-    latency_fn = latency_evaluator(job.table_path, job.predictor_path)
-    context = f"val-top1:bn{job.bn_images}:seed{job.seed}:{sha256_file(job.supernet_path)[:16]}"
-    accuracy_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
-                                            cache_path=out / "accuracy.sqlite", context=context)
+    precision = table.check_precision(job.precision, what="a search")
+    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision)
+    context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
+                               calib_images=job.calib_images)
+    measured_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
+                                            cache_path=out / "accuracy.sqlite", context=context, precision=precision,
+                                            calib_images=job.calib_images)
+    prior: ArchFn | None = None
+    if job.accuracy_predictor_path is not None:
+        from nas.predictor import AccuracyPredictor
+
+        prior = AccuracyPredictor.load(job.accuracy_predictor_path, space=net.space).at(precision)
+    accuracy_fn = measured_fn if job.accuracy == "measured" else prior
+    assert accuracy_fn is not None  # SearchJob checks that "predicted" has a predictor
+    study_suffix = ("" if precision == "fp32" else f"-{precision}") + ("-predicted" if job.accuracy == "predicted" else "")
     storage = job.storage or f"sqlite:///{(out / 'studies.db').resolve()}"
     results: dict[str, dict[str, Any]] = {}
     all_evals: list[Any] = []
@@ -196,34 +323,37 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
                 for strategy in strategies:
                     task = bar.add_task(f"{strategy:<9} T={target:.3f} ms", total=job.budget, info="")
                     objective = Objective(space=net.space, accuracy_fn=accuracy_fn, latency_fn=latency_fn,
-                                          reward=reward)
+                                          reward=reward, accuracy_prior=prior, precision=precision)
 
                     def cb(ev: Any, *_: Any, _task: Any = task) -> None:
                         bar.update(_task, advance=1, info=f"acc {ev.accuracy:.3f} lat {ev.latency_ms:.3f} ms")
 
                     res = search(net.space, objective, strategy=strategy, budget=job.budget, seed=job.seed,
-                                 storage=storage, study_name=f"{job.study_prefix}-{strategy}-T{key}", callback=cb)
+                                 storage=storage, study_name=f"{job.study_prefix}-{strategy}-T{key}{study_suffix}",
+                                 callback=cb)
                     results[key][strategy] = res
                     all_evals += res.history
                     bar.update(task, completed=job.budget,
                                info=f"best acc {res.best.accuracy:.4f} at {res.best.latency_ms:.3f} ms")
+        main = strategies[0]
+        winners = []
+        for key, per in results.items():
+            best = per[main].best
+            # with a predicted objective, the winner's accuracy is measured now (at the search's precision)
+            val_top1 = best.accuracy if job.accuracy == "measured" else float(measured_fn([best.arch])[0])
+            path = out / f"arch_T{key}.json"
+            atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
+                                     "val_top1": val_top1, "predicted_latency_ms": best.latency_ms,
+                                     "precision": precision, "strategy": main})
+            winners.append({
+                "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
+                "arch_file": path.name, "precision": precision, "val_top1": val_top1,
+                **({"predicted_val_top1": best.accuracy} if job.accuracy == "predicted" else {}),
+                "predicted_latency_ms": best.latency_ms, "meets_target_predicted": best.latency_ms <= float(key),
+                "reward": best.reward, "evaluations": len(per[main].history), "wall_time_s": per[main].wall_time_s,
+            })
     finally:
         cache.close()
-
-    main = strategies[0]
-    winners = []
-    for key, per in results.items():
-        best = per[main].best
-        path = out / f"arch_T{key}.json"
-        atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
-                                 "val_top1": best.accuracy, "predicted_latency_ms": best.latency_ms,
-                                 "strategy": main})
-        winners.append({
-            "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
-            "arch_file": path.name, "val_top1": best.accuracy, "predicted_latency_ms": best.latency_ms,
-            "meets_target_predicted": best.latency_ms <= float(key), "reward": best.reward,
-            "evaluations": len(per[main].history), "wall_time_s": per[main].wall_time_s,
-        })
 
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
@@ -252,6 +382,7 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     atomic_write_json(out / "evaluations.json", [e.to_json() for e in all_evals])
     summary = {
         "strategies": strategies, "winner_strategy": main, "budget": job.budget, "reward": job.reward,
+        "precision": precision, "accuracy": job.accuracy, "accuracy_predictor": job.accuracy_predictor_path,
         "targets_ms": list(job.targets_ms), "storage": storage, "table": job.table_path,
         "predictor": job.predictor_path, "winners": winners, "winner_measurement": measured,
         "comparison": [

@@ -1,9 +1,9 @@
 """Per-layer latency lookup tables: measure (or import) a table for a device, predict subnet latency from it.
 
 Public API (see each module for the contract):
-    backends:   create_backend, list_backends, Backend, Measurement
+    backends:   create_backend, list_backends, supported_precisions, Backend, Measurement
     protocol:   Protocol (measurement budget and estimators)
-    table:      LatencyTable, build_table, enumerate_layers, measure_models
+    table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError
     predictor:  LatencyPredictor, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
                 read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
     kit:        write_kit, import_kit_logs, import_kit_csv, load_kit (phone kits; see docs/phones.md)
@@ -23,11 +23,14 @@ _EXPORTS = {
     "Measurement": "latency_tables.backends",
     "create_backend": "latency_tables.backends",
     "list_backends": "latency_tables.backends",
+    "supported_precisions": "latency_tables.backends",
+    "UnsupportedPrecisionError": "latency_tables.backends",
     "Protocol": "latency_tables.protocol",
     "ArchOutsideTableError": "latency_tables.table",
     "LatencyTable": "latency_tables.table",
     "LatencyTableError": "latency_tables.table",
     "MissingLayerError": "latency_tables.table",
+    "PrecisionMismatchError": "latency_tables.table",
     "TableHashError": "latency_tables.table",
     "TableMeta": "latency_tables.table",
     "TableSchemaError": "latency_tables.table",

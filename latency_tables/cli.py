@@ -33,7 +33,11 @@ def build(
     space: str = typer.Option("mnist", help="search space name (supernet.space.list_spaces())"),
     backend: str = typer.Option("onnxruntime", help="backend name (latency_tables.list_backends())"),
     threads: int = typer.Option(1, min=1, help="intra-op threads of the runtime"),
-    precision: str = typer.Option("fp32"),
+    precision: str = typer.Option(
+        "fp32", help="precision every one-layer model is exported and measured at: fp32 | fp16 | int8 (onnxruntime: "
+        "all three, int8 = QDQ per-channel PTQ; tflite and pytorch: fp32)"),
+    calibration: str = typer.Option("minmax", help="int8 (onnxruntime): activation calibration minmax | percentile | entropy"),
+    calib_samples: int = typer.Option(8, min=1, help="int8 (onnxruntime): seeded random calibration inputs per layer"),
     in_channels: int = typer.Option(3, help="backbone input channels"),
     num_classes: int = typer.Option(1000, help="backbone classes"),
     width_mult: float = typer.Option(1.0, help="backbone width multiplier"),
@@ -44,8 +48,8 @@ def build(
     resume: bool = typer.Option(True, help="continue an interrupted build with the same settings"),
     device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
 ) -> None:
-    """Measure every distinct layer of a search space and write CSV + manifest."""
-    from latency_tables.backends import UnknownBackendError
+    """Measure every distinct layer of a search space at one precision and write CSV + manifest."""
+    from latency_tables.backends import UnknownBackendError, supported_precisions
     from latency_tables.table import build_table
     from supernet.layers import Backbone
     from supernet.space import get_space
@@ -57,12 +61,26 @@ def build(
     bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
     pr = _protocol(preset, rounds, runs, processes)
     try:
-        table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
-                            resume=resume, progress=True, device=device)
+        supported = supported_precisions(backend)
     except UnknownBackendError as e:
         raise typer.BadParameter(str(e), param_hint="--backend") from None
+    if precision not in supported:
+        from latency_tables.backends import create_backend
+
+        try:  # the backend's own message says why the precision is missing
+            create_backend(backend, threads=threads, precision=precision)
+        except (ValueError, ImportError) as e:
+            raise typer.BadParameter(str(e), param_hint="--precision") from None
+    extra = None
+    if precision == "int8" and backend == "onnxruntime":
+        extra = {"calibration": calibration, "calib_samples": calib_samples}
+    try:
+        table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
+                            resume=resume, progress=True, device=device, backend_kwargs=extra)
+    except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
+        _fail(str(e))
     m = table.meta
-    typer.echo(f"wrote {out} ({m.n_rows} layers) and {out}.meta.json in {m.build_seconds:.1f} s")
+    typer.echo(f"wrote {out} ({m.n_rows} layers, {m.precision}) and {out}.meta.json in {m.build_seconds:.1f} s")
     if m.test_retest:
         t = m.test_retest
         typer.echo(f"test-retest between processes: within ±5 % {t['within_5pct']:.1%}, within ±10 % {t['within_10pct']:.1%}")
@@ -125,10 +143,12 @@ def predict(
     arch: list[str] = typer.Option([], "--arch", help="architecture string, e.g. r28-d2.2.2.2.2-k3e3.k3e3_... (repeatable)"),
     arch_file: Path | None = typer.Option(None, help="file with one architecture string or JSON object per line"),
     predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum)"),
+    precision: str | None = typer.Option(None, help="precision you mean (checked against the table's; default: the table's)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
 ) -> None:
-    """Predict latency (ms) of architectures from a table (and a fitted correction)."""
-    from latency_tables.predictor import predict_latency
+    """Predict latency (ms) of architectures from a table (and a fitted correction), at the table's precision."""
+    from latency_tables.predictor import PredictorError, predict_latency
+    from latency_tables.table import LatencyTableError
 
     archs: list[Any] = list(arch)
     if arch_file is not None:
@@ -138,14 +158,21 @@ def predict(
                 archs.append(json.loads(line) if line.startswith("{") else line)
     if not archs:
         raise typer.BadParameter("give at least one --arch or an --arch-file")
-    preds = predict_latency(archs, table=table, predictor=predictor)
+    from latency_tables.predictor import _resolve_table
+
+    try:
+        tab = _resolve_table(table)
+        preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision)
+    except (LatencyTableError, PredictorError, FileNotFoundError) as e:
+        _fail(str(e))
     kind = "corrected" if predictor is not None else "plain_sum"
     for a, p in zip(archs, preds, strict=True):
         name = a if isinstance(a, str) else json.dumps(a)
         if as_json:
-            typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "predictor": kind}))
+            typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "precision": tab.precision,
+                                   "predictor": kind}))
         else:
-            typer.echo(f"{p:10.4f} ms  {name}")
+            typer.echo(f"{p:10.4f} ms  {tab.precision}  {name}")
 
 
 @app.command()
@@ -223,7 +250,9 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
     grid = Table(title=str(table), show_header=False)
     for k, v in (
         ("schema_version", m.schema_version), ("rows", m.n_rows), ("device", m.device), ("cpu_model", m.cpu_model),
-        ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision), ("threads", m.threads),
+        ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision),
+        ("quantization", json.dumps(m.environment["quantization"]) if m.environment.get("quantization") else "-"),
+        ("threads", m.threads),
         ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
         ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms', float('nan')):.4f}"),
         ("space", m.space.get("name")), ("measured_at", m.measured_at), ("build_seconds", m.build_seconds),

@@ -12,6 +12,11 @@ overhead once (a whole subnet pays it once, not L times), operator fusion across
 effects of a larger working set. It is fitted by ridge regression (scikit-learn) on K end-to-end-measured subnets
 with weights 1 / y^2, i.e. minimising squared *relative* error; coefficients are stored in raw feature units, so a
 saved predictor is plain JSON (never a pickle) and predicting needs only numpy.
+
+Precision: a predictor belongs to one table and so to its precision (``table.meta.precision``). Its correction is
+fitted on subnets measured end to end at that precision (`validate` quantizes them exactly as the table's layers
+were); every query may state the precision it means, and a different one raises
+`latency_tables.table.PrecisionMismatchError`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from latency_tables.protocol import Protocol, agreement
-from latency_tables.table import LatencyTable, measure_models, measurement_agreement
+from latency_tables.table import (
+    LatencyTable,
+    PrecisionMismatchError,
+    measure_models,
+    measurement_agreement,
+    table_backend_kwargs,
+)
 from supernet.io import atomic_write_json, read_json
 from supernet.layers import LayerSpec
 from supernet.space import ArchConfig, InvalidArchError
@@ -112,6 +123,11 @@ class LatencyPredictor:
     def fitted(self) -> bool:
         return self.coef is not None
 
+    @property
+    def precision(self) -> str:
+        """The precision of the table (and of the subnets the correction was fitted on)."""
+        return self.table.meta.precision
+
     # ---- features and predictions
     def feature_matrix(self, archs: Sequence[ArchLike]) -> np.ndarray:
         """(N, F) features; raises the table's errors (outside space, missing layer) naming the architecture."""
@@ -125,12 +141,14 @@ class LatencyPredictor:
         """Plain LUT sums in ms, shape (N,)."""
         return np.asarray([self.table.sum_ms(_as_arch(a, self.table)) for a in archs], dtype=np.float64)
 
-    def predict(self, archs: Sequence[ArchLike]) -> np.ndarray:
+    def predict(self, archs: Sequence[ArchLike], *, precision: str | None = None) -> np.ndarray:
         """Predicted latency in ms, shape (N,): corrected when fitted, else the plain sum.
 
-        A correction is linear and may extrapolate badly far outside its fitting data; predictions are floored at
-        10 % of the plain sum so they stay positive.
+        ``precision`` (optional) states which precision the caller means; `PrecisionMismatchError` if it is not
+        the table's. A correction is linear and may extrapolate badly far outside its fitting data; predictions
+        are floored at 10 % of the plain sum so they stay positive.
         """
+        self.table.check_precision(precision)
         if self.coef is None:
             return self.predict_sum(archs)
         x = self.feature_matrix(archs)
@@ -173,6 +191,7 @@ class LatencyPredictor:
             "table": {
                 "csv_sha256": self.table.meta.csv_sha256, "path": str(self.table.path) if self.table.path else None,
                 "backend": self.table.meta.backend, "device": self.table.meta.device,
+                "precision": self.table.meta.precision,
             },
             "info": dict(self.info),
         }
@@ -202,6 +221,13 @@ class LatencyPredictor:
                 raise PredictorError(f"latency predictor {where}: records no table path; pass table=")
             table = tpath
         tab = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        fitted_at = d["table"].get("precision")  # absent in predictors written before precision was recorded
+        if fitted_at is not None and fitted_at != tab.meta.precision:
+            raise PrecisionMismatchError(
+                f"latency predictor {where} was fitted on a table measured at {fitted_at}, but table {tab.path} was "
+                f"measured at {tab.meta.precision}; a correction of one precision does not apply to another "
+                "(precisions never mix): load it with its own table or refit it on this one (hwnas lut validate)"
+            )
         if tab.meta.csv_sha256 != d["table"].get("csv_sha256"):
             raise PredictorError(
                 f"latency predictor {where} was fitted on a table with sha256 {str(d['table'].get('csv_sha256'))[:12]}..., "
@@ -233,19 +259,23 @@ def predict_latency(
     *,
     table: LatencyTable | str | os.PathLike[str],
     predictor: LatencyPredictor | str | os.PathLike[str] | None = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """Predicted latency in ms of one or many architectures (ArchConfig, ``str(arch)`` or arch JSON).
 
     With ``predictor`` (object or JSON path) the learned correction is applied; otherwise the plain LUT sum.
-    Always returns a 1-D array (length 1 for a single architecture). Tables loaded from a path are cached by
-    (path, mtime, size).
+    The precision is the table's; ``precision`` (optional) is checked against it (`PrecisionMismatchError`), so
+    asking for int8 latency from an fp32 table fails instead of answering fp32 numbers. Always returns a 1-D array
+    (length 1 for a single architecture). Tables loaded from a path are cached by (path, mtime, size).
     """
     tab = _resolve_table(table)
+    tab.check_precision(precision)
     batch: Sequence[ArchLike] = [archs] if isinstance(archs, (ArchConfig, str, Mapping)) else list(archs)
     if predictor is None:
         pred = LatencyPredictor.from_table(tab)
     elif isinstance(predictor, LatencyPredictor):
         pred = predictor
+        pred.table.check_precision(tab.meta.precision)
     else:
         pred = LatencyPredictor.load(predictor, table=tab)
     return pred.predict(batch)
@@ -306,6 +336,7 @@ class ValidationReport:
     predictor: dict[str, Any]
     rows: list[dict[str, Any]]
     seconds: float
+    precision: str = "fp32"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -316,7 +347,7 @@ class ValidationReport:
             return (f"{name:<11} within±5% {m.within_5pct:6.1%}  within±10% {m.within_10pct:6.1%}  "
                     f"RMSE {m.rmse_ms:.4f} ms  MAPE {m.mape_pct:5.1f}%  bias {m.bias_pct:+5.1f}%  Spearman {m.spearman:.3f}")
         tr = self.test_retest
-        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit})",
+        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit}); precision {self.precision}",
                  line("plain sum", self.plain_sum), line("corrected", self.corrected)]
         for k, v in tr.items():
             if v:
@@ -345,13 +376,15 @@ def validate(
 ) -> ValidationReport:
     """Measure ``n_fit + n_test`` random subnets of the table's space end to end (same backend, threads and
     precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
-    on the other ``n_test``.
+    on the other ``n_test``. At the table's precision, every subnet is exported by the table's backend exactly as
+    its layers were (for int8: QDQ-quantized, per-channel weights), so the correction is fitted per precision.
 
     ``scale="own"`` (default) uses each subnet's own estimate in ms; ``"table"`` expresses measurements with the
     table's reference-probe latency (drift between the two sessions removed, the probe's noise added). ``retest=True`` measures the held-out
     subnets a second, independent time (other shuffles, fresh processes) and reports the agreement of the two.
     ``workdir`` keeps the exported subnet models, so a validation killed and started again re-exports nothing
-    (TFLite conversion is the slow part); default: a temporary directory.
+    (TFLite conversion is the slow part); default: a temporary directory. ``backend_kwargs`` default: the
+    settings the table was built with (`latency_tables.table.table_backend_kwargs`).
     """
     import time
 
@@ -375,8 +408,9 @@ def validate(
             archs.append(a)
     fit_archs, test_archs = archs[:n_fit], archs[n_fit:]
     ref_ms = tab.meta.reference.get("latency_ms") if scale == "table" else None
+    bkw = table_backend_kwargs(tab.meta) if backend_kwargs is None else backend_kwargs
     common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
-                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=backend_kwargs,
+                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=bkw,
                   workdir=workdir)
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
     measured = np.asarray([m.latency_ms for m in ms])
@@ -405,7 +439,7 @@ def validate(
         table=str(tab.path) if tab.path else None, n_fit=len(fit_archs), n_test=len(test_archs),
         plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest=tr,
         measurement={"scale": scale, "environment": env, "protocol": pr.to_json(), "seed": seed},
-        predictor=pred.to_json(), rows=rows, seconds=round(time.perf_counter() - t0, 1),
+        predictor=pred.to_json(), rows=rows, seconds=round(time.perf_counter() - t0, 1), precision=tab.meta.precision,
     )
     if report_out is not None:
         atomic_write_json(report_out, report.to_json())
@@ -422,7 +456,8 @@ def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | N
     """Architectures and their latencies measured elsewhere, from a CSV with columns ``arch`` and ``latency_ms``.
 
     ``arch`` is ``str(ArchConfig)`` (e.g. ``r28-d2.2.2.2.2-k3e3...``) or the architecture's JSON object (quoted as a
-    CSV field). With ``table``, each architecture is checked to belong to the table's space. Errors name the line.
+    CSV field). With ``table``, each architecture is checked to belong to the table's space, and an optional
+    ``precision`` column must name the table's precision on every row. Errors name the line.
     """
     import csv
     import io
@@ -460,6 +495,10 @@ def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | N
             raise MeasuredArchsError(f"{where}: latency_ms {rec.get('latency_ms')!r} is not a number") from None
         if not (np.isfinite(y) and y > 0):
             raise MeasuredArchsError(f"{where}: latency_ms must be positive, got {y}")
+        prec = (rec.get("precision") or "").strip()
+        if table is not None and prec and prec != table.meta.precision:
+            raise MeasuredArchsError(f"{where}: measured at precision {prec!r} but the table is {table.meta.precision!r}; "
+                                     "latencies of different precisions never mix")
         archs.append(a)
         ys.append(y)
     if not archs:
@@ -513,7 +552,7 @@ def validate_measured(
         table=str(tab.path) if tab.path else None, n_fit=len(fit_archs) if predictor is None else int(pred.info.get("n_fit", 0)),
         n_test=len(test_archs), plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest={},
         measurement={"scale": "as imported", "source": source}, predictor=pred.to_json(), rows=rows,
-        seconds=round(time.perf_counter() - t0, 1),
+        seconds=round(time.perf_counter() - t0, 1), precision=tab.meta.precision,
     )
     if report_out is not None:
         atomic_write_json(report_out, report.to_json())
@@ -550,7 +589,8 @@ def plot_predicted_vs_measured(report: ValidationReport, path: str | os.PathLike
         ax.set_title(f"{name}\n±10 %: {m.within_10pct:.0%}  MAPE {m.mape_pct:.1f} %  ρ {m.spearman:.2f}", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("predicted latency (ms)")
-    fig.suptitle(f"{report.n_test} held-out subnets, correction fitted on {report.n_fit}", fontsize=10)
+    fig.suptitle(f"{report.n_test} held-out subnets at {report.precision}, correction fitted on {report.n_fit}",
+                 fontsize=10)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

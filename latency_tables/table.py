@@ -9,6 +9,11 @@ belongs to it) and the CSV's sha256.
 CSV columns (units in names): ``key, op, in_hw, in_ch, out_ch, kernel, stride, expand, mid_ch, se, act, macs,
 latency_ms, ratio, p50_ms, iqr_ms, runs``. ``latency_ms`` is the protocol's estimate (see
 `latency_tables.protocol`); ``p50_ms`` / ``iqr_ms`` are the median and spread of the raw round medians.
+
+Precision is a dimension of a table, not a column: a table is measured at one precision (``meta.precision``: the
+backend exported and quantized every one-layer model to it, see `latency_tables.backends`), and everything that
+uses a table at a stated precision checks it (`LatencyTable.check_precision`, `PrecisionMismatchError`). An int8
+table is measured on int8 layers; nothing derives it from an fp32 one.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "LatencyTable",
     "LatencyTableError",
     "MissingLayerError",
+    "PrecisionMismatchError",
     "TableHashError",
     "TableRow",
     "TableSchemaError",
@@ -65,6 +71,7 @@ __all__ = [
     "enumerate_layers",
     "measure_models",
     "meta_path_for",
+    "table_backend_kwargs",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,19 @@ class MissingLayerError(LatencyTableError, LookupError):
 
 class ArchOutsideTableError(LatencyTableError):
     """An architecture is not in the search space the table was built for."""
+
+
+class PrecisionMismatchError(LatencyTableError):
+    """A precision was asked of a table (or predictor) measured at another one; latencies of different precisions
+    never mix."""
+
+
+def table_backend_kwargs(meta: TableMeta) -> dict[str, Any]:
+    """The backend settings a table was built with besides threads and precision (e.g. int8 calibration), so
+    end-to-end measurements that fit or check its predictor lower their subnets the same way. Empty for tables
+    that did not record them (built before they were recorded, or imported)."""
+    recorded = meta.environment.get("backend_kwargs") or {}
+    return {k: v for k, v in recorded.items() if k not in ("threads", "precision")}
 
 
 def meta_path_for(csv_path: str | Path) -> Path:
@@ -202,6 +222,21 @@ class LatencyTable:
 
     def _where(self) -> str:
         return str(self.path) if self.path is not None else "<in-memory table>"
+
+    @property
+    def precision(self) -> str:
+        """The precision every row was measured at (fp32, fp16, int8)."""
+        return self.meta.precision
+
+    def check_precision(self, precision: str | None, *, what: str = "latency") -> str:
+        """The table's precision; `PrecisionMismatchError` when ``precision`` is given and differs from it."""
+        if precision is not None and precision != self.meta.precision:
+            raise PrecisionMismatchError(
+                f"{what} at precision {precision!r} was asked of latency table {self._where()}, which was measured at "
+                f"{self.meta.precision!r} (backend {self.meta.backend}); use a table built with "
+                f"'hwnas lut build --backend {self.meta.backend} --precision {precision}' (precisions never mix)"
+            )
+        return self.meta.precision
 
     # ---- queries
     def lookup(self, spec: LayerSpec) -> float:
@@ -383,8 +418,18 @@ def _torch_single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _artifact_name(key: str, suffix: str) -> str:
-    return hashlib.sha1(key.encode()).hexdigest()[:20] + suffix
+def _artifact_tag(backend_kwargs: Mapping[str, Any]) -> str:
+    """Part of an exported model's file name that names how it was lowered: "" for plain fp32 (the names of
+    earlier builds), else a hash of the backend settings other than threads — so a work folder shared by builds at
+    different precisions or quantization settings never hands an fp32 model to an int8 measurement."""
+    lowering = {k: v for k, v in sorted(backend_kwargs.items()) if k != "threads"}
+    if lowering in ({}, {"precision": "fp32"}):
+        return ""
+    return "." + hashlib.sha1(json.dumps(lowering, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _artifact_name(key: str, suffix: str, tag: str = "") -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:20] + tag + suffix
 
 
 def _prepare_items(
@@ -393,11 +438,14 @@ def _prepare_items(
     workdir: Path,
     *,
     on_export: Callable[[], None] | None = None,
+    tag: str = "",
 ) -> list[MeasureItem]:
-    """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable)."""
+    """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable).
+
+    ``tag`` (`_artifact_tag` of the backend settings) goes into the file names."""
     items = []
     with _torch_single_thread():
-        items = _prepare_items_inner(entries, backend, workdir, on_export)
+        items = _prepare_items_inner(entries, backend, workdir, on_export, tag)
     return items
 
 
@@ -406,13 +454,14 @@ def _prepare_items_inner(
     backend: Backend,
     workdir: Path,
     on_export: Callable[[], None] | None,
+    tag: str,
 ) -> list[MeasureItem]:
     items = []
     for key, factory, shape in entries:
         if backend.artifact_suffix is None:
             items.append(MeasureItem(key=key, input_shape=shape, factory=factory))
         else:
-            path = workdir / _artifact_name(key, backend.artifact_suffix)
+            path = workdir / _artifact_name(key, backend.artifact_suffix, tag)
             if not path.exists():
                 backend.export(_seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
@@ -540,6 +589,11 @@ def build_table(
     Resumable: after each chunk the measured rows are appended (fsynced) to ``<out>.partial.jsonl``, and exported
     one-layer models are kept in ``.<out>.work/``; a build started again with the same settings measures only the
     missing rows. ``on_chunk`` is called after each checkpoint (tests use it to simulate a kill).
+
+    ``precision``: every one-layer model (and the reference probe) is exported at this precision by the backend —
+    for onnxruntime int8, QDQ-quantized with per-channel weights (``backend_kwargs`` sets the quantization, see
+    `latency_tables.backends.ort.OrtBackend`) — and measured as such. A backend that does not run the precision
+    raises `latency_tables.backends.UnsupportedPrecisionError` before anything is measured.
     """
     pr = protocol or Protocol()
     out = Path(out)
@@ -565,11 +619,12 @@ def build_table(
     todo = [s for s in specs if s.key not in done]
     workdir = _workdir(out)
     workdir.mkdir(parents=True, exist_ok=True)
+    tag = _artifact_tag(bkw)
 
     with _Progress(progress) as bars:
-        advance = bars.task(f"export {backend} one-layer models", len(todo) + 1)
-        ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance)[0]
-        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance)
+        advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
+        ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
+        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag)
         if todo:
             advance_m = bars.task(
                 f"measure ({pr.processes} proc x {pr.rounds} rounds x {pr.runs_per_round} runs)",
@@ -584,7 +639,7 @@ def build_table(
                     if on_chunk is not None:
                         on_chunk(ChunkDone(tuple(res.keys), len(done), len(specs)))
 
-    env = {**machine_environment(device=device), **be.environment()}
+    env = {**machine_environment(device=device), **be.environment(), "backend_kwargs": bkw}
     fits = [fit_chunk(c, pr.estimator_pct) for c in chunks]
     reference_ms = reference_ms_of(fits, pr.estimator_pct)
     measured: dict[str, Measurement] = {}
@@ -643,6 +698,9 @@ def measure_models(
     are measured in every chunk and each chunk's estimates are scaled so the anchors agree (the machine's level
     changes over minutes; chunks run minutes apart); the rest are shuffled across chunks.
     Returns one `Measurement` per architecture, in order; ``key`` is ``str(arch)``.
+
+    ``precision``: each subnet is exported at it by the backend (quantized for int8, exactly as the table's layers
+    were), so a table and the end-to-end measurements that fit and check its predictor are at the same precision.
     """
     import tempfile
 
@@ -664,10 +722,11 @@ def measure_models(
     with tempfile.TemporaryDirectory(prefix="hwnas-e2e-") as tmp, _Progress(progress) as bars:
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
-        advance = bars.task(f"export {backend} subnets", len(unique) + 1)
-        ref_item = _prepare_items([_reference_entry()], be, wd, on_export=advance)[0]
-        anchor_items = _prepare_items(unique[:n_anchor], be, wd, on_export=advance)
-        rest_items = _prepare_items(rest, be, wd, on_export=advance)
+        advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
+        tag = _artifact_tag(bkw)
+        ref_item = _prepare_items([_reference_entry()], be, wd, on_export=advance, tag=tag)[0]
+        anchor_items = _prepare_items(unique[:n_anchor], be, wd, on_export=advance, tag=tag)
+        rest_items = _prepare_items(rest, be, wd, on_export=advance, tag=tag)
         per_chunk = max(1, pr.chunk_size - n_anchor)
         chunk_items = [anchor_items + list(c) for c in _chunks(rest_items, per_chunk)] or [anchor_items]
         advance_m = bars.task("measure subnets", sum(len(c) for c in chunk_items) * pr.rounds * pr.processes)

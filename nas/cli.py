@@ -49,6 +49,55 @@ def strategies_cmd() -> None:
         typer.echo(f"{name:12s} {doc}")
 
 
+@app.command("fit-predictor")
+def fit_predictor_cmd(
+    cache: Path = typer.Option(..., help="accuracy cache (sqlite) written by 'hwnas search' or measure_accuracy_pairs"),
+    out: Path = typer.Option(..., help="predictor artifact (.npz)"),
+    space: str = typer.Option(..., help="search space the cached architectures belong to (e.g. mnist)"),
+    context: str | None = typer.Option(None, help="cache context to train on (default: the only one in the file)"),
+    precisions: str | None = typer.Option(None, help="comma-separated precisions to use (default: all in the cache)"),
+    hidden: str = typer.Option("400,400,400", help="hidden layer sizes"),
+    epochs: int = typer.Option(200, min=1),
+    test_fraction: float = typer.Option(0.2, min=0.0, max=0.9, help="architectures held out for RMSE / Kendall tau"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train an accuracy predictor from measured accuracies: fp32 only, or bit-width aware (APQ: an fp32 predictor,
+    then fine-tuned on every (subnet, precision) pair) when the cache holds other precisions. Prints held-out
+    RMSE and Kendall tau per precision."""
+    from nas.cache import AccuracyCache, list_contexts
+    from nas.predictor import fit_bitwidth_predictor, fit_predictor
+    from supernet.space import get_space
+
+    try:
+        sp = get_space(space)
+        contexts = list_contexts(cache)
+        if context is None:
+            if len(contexts) != 1:
+                raise ValueError(f"{cache} holds {len(contexts)} contexts {contexts}; choose one with --context")
+            context = contexts[0]
+        elif context not in contexts:
+            raise ValueError(f"{cache} has no context {context!r}; it has {contexts}")
+        sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
+        wanted = None if precisions is None else [p.strip() for p in precisions.split(",") if p.strip()]
+        with AccuracyCache(cache, space=sp, context=context) as c:
+            records = c.records(precisions=wanted)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+        raise typer.Exit(2) from None
+    found = sorted({p for _, p, _ in records})
+    if found == ["fp32"]:
+        pred = fit_predictor(sp, [a for a, _, _ in records], [y for _, _, y in records], hidden=sizes, epochs=epochs,
+                             test_fraction=test_fraction, seed=seed)
+    else:
+        pred = fit_bitwidth_predictor(sp, records, hidden=sizes, epochs=epochs, test_fraction=test_fraction, seed=seed)
+    pred.save(out)
+    typer.echo(json.dumps({
+        "out": str(out), "context": context, "records": len(records), "precisions": list(pred.supported_precisions),
+        "held_out": None if pred.metrics is None else pred.metrics.to_json(),
+        "held_out_by_precision": {k: v.to_json() for k, v in pred.metrics_by_precision.items()},
+    }))
+
+
 @app.command("bench")
 def bench_cmd(
     out: Path = typer.Option(..., help="output folder (runs.jsonl, summary.json, convergence.png)"),

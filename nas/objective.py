@@ -86,8 +86,11 @@ class Objective:
         latency_fn: batched latency in ms; assumed cheap (LUT), may be called on unevaluated candidates.
         reward: maps (accuracy, latency_ms) to the scalar to maximise (`Reward` or `HardConstraint`).
         features: optional cheap derived features for surrogates, name -> batched callable (e.g. a MACs proxy).
-        accuracy_prior: optional cheap accuracy predictor (e.g. `nas.predictor.AccuracyPredictor.predict`) that
-            surrogate strategies may use as a prior mean or an input feature.
+        accuracy_prior: optional cheap accuracy predictor (e.g. `nas.predictor.AccuracyPredictor.at(precision)`)
+            that surrogate strategies may use as a prior mean or an input feature.
+        precision: the numeric precision the searched subnets will run at ("fp32", "fp16", "int8"). Provenance:
+            ``accuracy_fn``, ``latency_fn`` and ``accuracy_prior`` must all be at this precision (the pipeline
+            builds them from one latency table and one precision); it is shown by `describe`.
 
     Not thread-safe; one objective per search process.
     """
@@ -98,6 +101,7 @@ class Objective:
     reward: RewardLike
     features: Mapping[str, ArchFn] = field(default_factory=dict)
     accuracy_prior: ArchFn | None = None
+    precision: str = "fp32"
     _cache: dict[ArchConfig, Evaluation] = field(default_factory=dict, init=False, repr=False)
     _n_measured: int = field(default=0, init=False, repr=False)
 
@@ -180,7 +184,7 @@ class Objective:
 
     def describe(self) -> str:
         target = getattr(self.reward, "target_ms", math.nan)
-        return f"{self.space.name} target {target:g} ms, reward {self.reward!r}"
+        return f"{self.space.name} at {self.precision}, target {target:g} ms, reward {self.reward!r}"
 
 
 def default_reward(target_ms: float) -> Reward:

@@ -6,6 +6,10 @@ A backend turns a torch module into something it can run (`export`, in the coord
 
 The measurement *protocol* (rounds, reference probe, estimators, processes) is not a backend's business: it lives
 in `latency_tables.protocol` and is the same for every backend.
+
+Precision is a property of a backend instance: a backend created with ``precision="int8"`` exports (quantizes) and
+runs int8 models, so a table built with it is measured on int8 layers, never derived from fp32 ones. Each backend
+class lists what it runs in ``precisions``; `supported_precisions` reads that list without creating a backend.
 """
 
 from __future__ import annotations
@@ -19,15 +23,23 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "KNOWN_PRECISIONS",
     "Backend",
     "base_environment",
     "Measurement",
     "Prepared",
     "UnknownBackendError",
+    "UnsupportedPrecisionError",
+    "check_precision",
     "create_backend",
     "list_backends",
     "backend_spec",
+    "supported_precisions",
 ]
+
+# Every precision name any backend may accept, lowest to highest precision last: the vocabulary of tables,
+# predictors and the search (``supernet.quantize.PRECISIONS`` lowers models to these).
+KNOWN_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "latency_tables.backends.ort:OrtBackend",
@@ -39,6 +51,21 @@ _BACKENDS: dict[str, str] = {
 
 class UnknownBackendError(ValueError):
     """A backend name that is not registered; the message lists the known ones."""
+
+
+class UnsupportedPrecisionError(ValueError):
+    """A backend asked for a precision it does not run; the message lists the ones it does."""
+
+
+def check_precision(backend: str, precision: str, supported: tuple[str, ...], *, why: str = "") -> str:
+    """Return ``precision`` if ``supported`` has it, else raise `UnsupportedPrecisionError` naming the backend,
+    the supported precisions and (``why``) the reason the others are missing."""
+    if precision not in supported:
+        reason = f" ({why})" if why else ""
+        raise UnsupportedPrecisionError(
+            f"{backend} backend: precision {precision!r} is not supported{reason}; supported: {list(supported)}"
+        )
+    return precision
 
 
 @dataclass
@@ -63,7 +90,8 @@ class Backend(Protocol):
     Attributes:
         name: registry name.
         version: version of the runtime library (e.g. onnxruntime's ``__version__``).
-        precision: numeric precision of the executed model ("fp32").
+        precision: numeric precision of the executed (exported) model, one of the class's ``precisions``.
+        precisions: every precision this backend class runs (class attribute; see `supported_precisions`).
         threads: intra-op threads the runtime may use.
         artifact_suffix: file suffix of exported models (".onnx"); ``None`` when the backend runs the torch
             module itself and `export` is not needed (then `load` takes the module).
@@ -72,11 +100,13 @@ class Backend(Protocol):
     name: str
     version: str
     precision: str
+    precisions: tuple[str, ...]
     threads: int
     artifact_suffix: str | None
 
     def export(self, model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
-        """Write ``model`` (a torch ``nn.Module``) as this backend's artifact at ``path``; return the path."""
+        """Write ``model`` (a torch ``nn.Module``) as this backend's artifact at ``path``, lowered to ``precision``
+        (quantized for int8); return the path."""
         ...
 
     def load(self, source: Path | Any, input_shape: tuple[int, ...], *, key: str = "") -> Prepared:
@@ -108,11 +138,20 @@ def backend_spec(name: str) -> str:
         raise UnknownBackendError(f"unknown backend {name!r}; known backends: {list_backends()}") from None
 
 
+def supported_precisions(name: str) -> tuple[str, ...]:
+    """The precisions backend ``name`` runs (imports its module, not its runtime)."""
+    spec = backend_spec(name)
+    module_name, cls_name = spec.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return tuple(cls.precisions)
+
+
 def create_backend(name: str, **kwargs: Any) -> Backend:
     """Import the backend's module on first use and construct it with keyword arguments.
 
-    Raises `UnknownBackendError` (listing the known names) for an unregistered name, and ``ImportError``
-    with an install hint when the backend's runtime is missing.
+    Raises `UnknownBackendError` (listing the known names) for an unregistered name, `UnsupportedPrecisionError`
+    (a ``ValueError``) for a precision the backend does not run, and ``ImportError`` with an install hint when the
+    backend's runtime is missing.
     """
     spec = backend_spec(name)
     module_name, cls_name = spec.split(":")

@@ -1,31 +1,52 @@
-"""TFLite / LiteRT interpreter backend (fp32, XNNPACK delegate as applied by default by LiteRT).
+"""TFLite / LiteRT interpreter backend (XNNPACK delegate as applied by default by LiteRT).
 
 Conversion uses litert-torch (the optional ``[tflite]`` extra) through `supernet.export.export_tflite`; the
-interpreter (ai-edge-litert) is a core dependency.
+interpreter (ai-edge-litert) is a core dependency. fp16 and int8 (full-integer: int8 weights per channel, int8
+activations calibrated on seeded standard-normal inputs, int8 input/output tensors) are lowered from the fp32
+file by `supernet.quantize_tflite.quantize_tflite` (ai-edge-quantizer) when that module is present; without it
+the backend runs fp32 only and says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared, base_environment
+from latency_tables.backends import Prepared, base_environment, check_precision
 
 __all__ = ["TFLiteBackend"]
+
+
+def _lowering_available() -> bool:
+    """True when `supernet.quantize_tflite` (TFLite fp16 / full-integer int8 export) is part of this install."""
+    try:
+        return importlib.util.find_spec("supernet.quantize_tflite") is not None
+    except (ImportError, ValueError):  # pragma: no cover - broken install
+        return False
 
 
 class TFLiteBackend:
     name = "tflite"
     artifact_suffix: str | None = ".tflite"
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8") if _lowering_available() else ("fp32",)
 
-    def __init__(self, *, threads: int = 1, precision: str = "fp32") -> None:
-        if precision != "fp32":
-            raise ValueError(f"tflite backend: precision {precision!r} is not supported; supported: ['fp32']")
+    def __init__(self, *, threads: int = 1, precision: str = "fp32", per_channel: bool = True,
+                 calib_samples: int = 8, calib_seed: int = 0) -> None:
+        check_precision("tflite", precision, self.precisions,
+                        why="int8/fp16 .tflite layers need supernet.quantize_tflite (TFLite quantizing export), "
+                            "which this install does not have; for int8 latency use --backend onnxruntime")
         if threads < 1:
             raise ValueError(f"tflite backend: threads must be >= 1, got {threads}")
+        if calib_samples < 1:
+            raise ValueError(f"tflite backend: calib_samples must be >= 1, got {calib_samples}")
+        self.per_channel = bool(per_channel)
+        self.calib_samples = int(calib_samples)
+        self.calib_seed = int(calib_seed)
         try:
             from ai_edge_litert import interpreter as litert
         except ImportError as e:  # pragma: no cover - core dependency
@@ -43,7 +64,22 @@ class TFLiteBackend:
     def export(self, model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
         from supernet.export import export_tflite
 
-        return export_tflite(model, path, input_shape=tuple(input_shape))
+        target = Path(path)
+        if self.precision == "fp32":
+            return export_tflite(model, target, input_shape=tuple(input_shape))
+        from supernet.quantize import QuantConfig
+        from supernet.quantize_tflite import quantize_tflite
+
+        config = QuantConfig(precision=self.precision, per_channel=self.per_channel, calibration="minmax",
+                             calib_images=self.calib_samples, seed=self.calib_seed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="hwnas-tflite-export-", dir=target.parent) as tmp:
+            fp32 = export_tflite(model, Path(tmp) / "fp32.tflite", input_shape=tuple(input_shape))
+            calib = None
+            if self.precision == "int8":
+                rng = np.random.default_rng([self.calib_seed, *input_shape[1:]])
+                calib = [rng.standard_normal((self.calib_samples, *input_shape[1:])).astype(np.float32)]
+            return quantize_tflite(fp32, target, config=config, calib_batches=calib)
 
     def load(self, source: Path | Any, input_shape: tuple[int, ...], *, key: str = "") -> Prepared:
         interp = self._litert.Interpreter(model_path=str(source), num_threads=self.threads)
@@ -68,4 +104,15 @@ class TFLiteBackend:
         return self.load(self.export(model, input_shape, Path(workdir) / "model.tflite"), input_shape)
 
     def environment(self) -> dict[str, Any]:
-        return base_environment(self, delegate="XNNPACK (LiteRT default)")
+        extra: dict[str, Any] = {"delegate": "XNNPACK (LiteRT default)"}
+        if self.precision == "int8":
+            extra["quantization"] = {
+                "method": "ai-edge-quantizer static a8w8 (supernet.quantize_tflite.quantize_tflite)",
+                "weights": f"int8 symmetric, {'per-channel' if self.per_channel else 'per-tensor'}",
+                "activations": "int8 (full integer, int8 input/output tensors)", "calibration": "minmax",
+                "calibration_data": f"{self.calib_samples} seeded standard-normal inputs per model (seed "
+                                    f"{self.calib_seed})"}
+        elif self.precision == "fp16":
+            extra["quantization"] = {"method": "ai-edge-quantizer float_casting", "weights": "float16",
+                                     "compute": "fp32 on CPU (weights dequantized at load)"}
+        return base_environment(self, **extra)

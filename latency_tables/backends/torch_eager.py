@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.backends import Prepared, base_environment
+from latency_tables.backends import Prepared, base_environment, check_precision
 
 __all__ = ["TorchEagerBackend"]
 
@@ -20,10 +20,11 @@ __all__ = ["TorchEagerBackend"]
 class TorchEagerBackend:
     name = "pytorch"
     artifact_suffix: str | None = None
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __init__(self, *, threads: int = 1, precision: str = "fp32") -> None:
-        if precision != "fp32":
-            raise ValueError(f"pytorch backend: precision {precision!r} is not supported; supported: ['fp32']")
+        check_precision("pytorch", precision, self.precisions,
+                        why="eager mode times the fp32 module; int8/fp16 latency is measured with onnxruntime")
         if threads < 1:
             raise ValueError(f"pytorch backend: threads must be >= 1, got {threads}")
         import torch

@@ -65,6 +65,59 @@ def test_latency_table_column_is_the_lut_sum(tmp_path: Path, tiny_variants: tupl
         build_bundle([bad], tmp_path / "c", tables={"fake-lut": FIXTURE_TABLE})
 
 
+def _int8_copy_of_fixture(tmp_path: Path) -> tuple[Path, float]:
+    """The fp32 fixture table relabelled int8 with every latency tripled (so a mix-up shows in the numbers)."""
+    import csv
+
+    rows = list(csv.DictReader(FIXTURE_TABLE.open()))
+    cols = [c for c in rows[0] if c.endswith("_ms")]
+    for r in rows:
+        for c in cols:
+            r[c] = repr(3 * float(r[c]))
+    out = tmp_path / "int8.csv"
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import hashlib
+
+    meta = json.loads(Path(f"{FIXTURE_TABLE}.meta.json").read_text())
+    meta["precision"] = "int8"
+    meta["csv_sha256"] = hashlib.sha256(out.read_bytes()).hexdigest()
+    Path(f"{out}.meta.json").write_text(json.dumps(meta))
+    return out, 3.0
+
+
+def test_each_variant_takes_latency_from_the_table_of_its_own_precision(
+        tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    from latency_tables import LatencyTable
+
+    fp32 = LatencyTable.load(FIXTURE_TABLE)
+    int8_path, factor = _int8_copy_of_fixture(tmp_path)
+    arch = str(fp32.space.smallest())
+    path = tiny_variants[0].model_path
+    vs = [Variant(name=f"s@{p}", arch=arch, precision=p, predicted_latency_ms=1.0, accuracy=0.5, model_path=path)
+          for p in ("fp32", "int8")]
+    b = build_bundle(vs, tmp_path / "b", tables={"cpu": [FIXTURE_TABLE, int8_path]}, default_table="cpu")
+    ms = {e.precision: e.predicted_latency_ms["cpu"] for e in b.entries}
+    assert ms["fp32"] == pytest.approx(fp32.sum_ms(fp32.space.smallest()))
+    assert ms["int8"] == pytest.approx(factor * ms["fp32"], rel=1e-6)
+    assert set(b.tables["cpu"]["per_precision"]) == {"fp32", "int8"}
+    # an int8 variant with only an fp32 table: refused, never given fp32 numbers
+    with pytest.raises(BundleError, match=r"'s@int8' is int8 but latency table column 'cpu' was measured at \['fp32'\]"):
+        build_bundle(vs, tmp_path / "c", tables={"cpu": FIXTURE_TABLE})
+    with pytest.raises(BundleError, match="two tables measured at precision 'fp32'"):
+        build_bundle(vs, tmp_path / "d", tables={"cpu": [FIXTURE_TABLE, FIXTURE_TABLE]})
+    # the CLI groups repeated NAME=PATH options into one column
+    variants_file = tmp_path / "variants.json"
+    save_variants(vs, variants_file)
+    r = CliRunner().invoke(app, ["bundle", "--variants", str(variants_file), "--out", str(tmp_path / "e"),
+                                 "--table", f"cpu={FIXTURE_TABLE}", "--table", f"cpu={int8_path}"])
+    assert r.exit_code == 0, r.output
+    assert {e.precision: e.predicted_latency_ms["cpu"] for e in load_bundle(tmp_path / "e").entries} == \
+        pytest.approx(ms)
+
+
 def test_build_errors(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     no_file = Variant(name="n", arch="a", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5)
     with pytest.raises(BundleError, match="no model_path"):

@@ -7,13 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latency_tables.protocol import Protocol
 from latency_tables.table import LatencyTable, build_table
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
 
-FAKE_PROTOCOL = Protocol(rounds=3, runs_per_round=5, warmups=1, load_warmups=1, processes=3, chunk_size=16,
-                         spawn=False)
+from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from latency_tables.table import ChunkDone, LatencyTable, LatencyTableError, bui
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
 
-from conftest import FAKE_PROTOCOL  # type: ignore[import-not-found]
+from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 
 class Killed(Exception):

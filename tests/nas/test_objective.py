@@ -62,3 +62,10 @@ def test_remember_rescoring_and_bad_outputs() -> None:
 def test_evaluation_json_roundtrip(mnist_objective: Objective) -> None:
     (ev,) = mnist_objective.evaluate([mnist_objective.space.largest()])
     assert Evaluation.from_json(ev.to_json()) == ev
+
+
+def test_objective_states_its_precision() -> None:
+    obj, _ = _counting_objective()
+    assert obj.precision == "fp32" and "at fp32" in obj.describe()
+    int8 = replace(obj, precision="int8")
+    assert "mnist at int8" in int8.describe()

@@ -1,0 +1,148 @@
+"""`hwnas search --precision`: the int8 LUT and int8 accuracy (measured or predicted) on a tiny untrained supernet."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hwnas.cli import _mount_subapps, app
+from latency_tables.protocol import Protocol
+from latency_tables.table import PrecisionMismatchError, build_table
+from supernet.layers import Backbone
+from supernet.model import OFASupernet
+from supernet.space import SearchSpace
+from supernet.train import save_supernet
+
+_mount_subapps()
+runner = CliRunner()
+SPACE = SearchSpace(name="precision-test", resolutions=(24,), depth_choices=(1, 2), kernel_choices=(3, 5),
+                    expand_choices=(3, 6))
+BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.25)
+FAKE = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=32, spawn=False)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).replace("\n", "")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("search-precision")
+    torch.manual_seed(0)
+    net = OFASupernet(space=SPACE, backbone=BACKBONE)
+    sn = save_supernet(net, root / "supernet.pt", extra={"train_config": {"dataset": "digits", "seed": 0}})
+    paths = {"root": root, "supernet": sn}
+    for p in ("fp32", "int8"):
+        t = build_table(SPACE, BACKBONE, out=root / f"lut-{p}.csv", backend="fake", precision=p, progress=False,
+                        device="fake-phone", protocol=FAKE)
+        assert t.path is not None
+        paths[p] = t.path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def net_data(setup: dict[str, Path]) -> tuple[object, object]:
+    from hwnas.pipeline import load_supernet_and_data
+
+    return load_supernet_and_data(setup["supernet"])  # type: ignore[no-any-return]
+
+
+def _job(setup: dict[str, Path], **kw: object) -> object:
+    from hwnas.pipeline import SearchJob
+
+    base = dict(supernet_path=str(setup["supernet"]), table_path=str(setup["int8"]), targets_ms=(1000.0,),
+                strategy="random", budget=1, bn_images=32, calib_images=8, measure_winners=False)
+    return SearchJob(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_search_at_int8_uses_the_int8_table_and_int8_accuracy(setup: dict[str, Path], net_data: tuple) -> None:  # type: ignore[type-arg]
+    from hwnas.pipeline import search_device
+
+    out = setup["root"] / "int8"
+    net, data = net_data
+    search_device(_job(setup, precision="int8"), out_dir=out, net=net, data=data)  # type: ignore[arg-type]
+    summary = json.loads((out / "search_results.json").read_text())
+    assert summary["precision"] == "int8" and summary["accuracy"] == "measured"
+    (w,) = summary["winners"]
+    assert w["precision"] == "int8" and 0.0 <= w["val_top1"] <= 1.0
+    assert json.loads((out / w["arch_file"]).read_text())["precision"] == "int8"
+    with sqlite3.connect(out / "accuracy.sqlite") as con:  # accuracies were measured (and cached) at int8
+        assert {p for (p,) in con.execute("SELECT precision FROM accuracy")} == {"int8"}
+    assert json.loads((out / "search_config.json").read_text())["precision"] == "int8"
+
+
+def test_search_refuses_a_table_of_another_precision(setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "--table", str(setup["fp32"]), "--supernet", str(setup["supernet"]),
+                              "--latency-ms", "1000", "--budget", "1", "--precision", "int8", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "measured at 'fp32'" in _plain(res.output)
+
+
+def test_search_with_a_predicted_int8_accuracy(setup: dict[str, Path], net_data: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from hwnas.pipeline import search_device
+    from nas.predictor import fit_predictor
+
+    rng = np.random.default_rng(0)
+    archs = list({SPACE.sample(rng) for _ in range(30)})
+    acc = np.asarray([0.5 + 0.02 * sum(a.depths) for a in archs])
+    pred = fit_predictor(SPACE, archs * 2, np.concatenate([acc, acc - 0.05]), precisions=["fp32"] * len(archs)
+                         + ["int8"] * len(archs), hidden=(16,), epochs=20)
+    pred.save(tmp_path / "apq.npz")
+    fp32_only = fit_predictor(SPACE, archs, acc, hidden=(16,), epochs=5)
+    fp32_only.save(tmp_path / "fp32.npz")
+    net, data = net_data
+    search_device(_job(setup, budget=3, accuracy="predicted", accuracy_predictor_path=str(tmp_path / "apq.npz")),  # type: ignore[arg-type]
+                  out_dir=tmp_path / "out", net=net, data=data)
+    summary = json.loads((tmp_path / "out" / "search_results.json").read_text())
+    (w,) = summary["winners"]
+    assert summary["accuracy"] == "predicted" and w["precision"] == "int8"
+    assert w["predicted_val_top1"] == pytest.approx(float(pred.predict([SPACE.parse(w["arch"])], precision="int8")[0]))
+    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:  # only the winner was measured, at int8
+        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (1, "int8")
+    assert 0.0 <= w["val_top1"] <= 1.0 and json.loads((tmp_path / "out" / "search_config.json").read_text())[
+        "precision"] is None  # the job as given; the summary holds the resolved precision
+    with pytest.raises(ValueError, match="trained on fp32 accuracies only"):
+        search_device(_job(setup, accuracy_predictor_path=str(tmp_path / "fp32.npz")),  # type: ignore[arg-type]
+                      out_dir=tmp_path / "out2", net=net, data=data)
+
+
+@pytest.mark.slow
+def test_cli_search_at_int8(setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "--table", str(setup["int8"]), "--supernet", str(setup["supernet"]),
+                              "--latency-ms", "1000", "--strategy", "random", "--budget", "2", "--bn-images", "32",
+                              "--precision", "int8", "--calib-images", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "search_results.json").read_text())["precision"] == "int8"
+
+
+def test_latency_evaluator_checks_the_precision(setup: dict[str, Path]) -> None:
+    from hwnas.pipeline import latency_evaluator
+
+    fn = latency_evaluator(setup["int8"], None, precision="int8")
+    assert fn([SPACE.smallest()]).shape == (1,)
+    with pytest.raises(PrecisionMismatchError):
+        latency_evaluator(setup["int8"], None, precision="fp32")
+
+
+def test_measure_accuracy_pairs_measures_each_pair_once(net_data: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from hwnas.pipeline import measure_accuracy_pairs
+    from nas.cache import AccuracyCache
+
+    net, data = net_data
+    archs = [SPACE.smallest()]
+    kw = dict(precisions=["fp32", "int8"], bn_images=32, seed=0, cache_path=tmp_path / "acc.sqlite", context="c",
+              calib_images=8)
+    first = measure_accuracy_pairs(net, data, archs, **kw)  # type: ignore[arg-type]
+    assert [(str(a), p) for a, p, _ in first] == [(str(a), p) for a in archs for p in ("fp32", "int8")]
+    assert all(0.0 <= acc <= 1.0 for _, _, acc in first)
+    with AccuracyCache(tmp_path / "acc.sqlite", space=SPACE, context="c") as cache:
+        assert len(cache.records()) == 2
+        cache.put_many([(archs[0], 0.123)], precision="int8")  # first measurement wins: ignored
+    assert measure_accuracy_pairs(net, data, archs, **kw) == first  # type: ignore[arg-type]
