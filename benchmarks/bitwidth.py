@@ -19,7 +19,8 @@ Usage:
     python benchmarks/bitwidth.py --render-only         # rewrite bitwidth.md from bitwidth.json
 
 Resumable: the supernet trains with checkpoints under ``--work``; every finished subnet's results (and its QAT
-weights) are stored there and skipped on a rerun with the same settings. Scratch lives in
+weights, with a JSON sidecar) are stored there with a fingerprint (the supernet file's sha256, the size, the quant
+config, the QAT grid) and reused on a rerun only when it matches (else recomputed, logging why). Scratch lives in
 ``benchmarks/results/.bitwidth-work/`` (gitignored). Writes ``bitwidth.json`` and ``bitwidth.md`` to ``--out``
 (``bitwidth.quick.*`` for ``--quick``).
 """
@@ -173,31 +174,73 @@ def fp32_finetune_control(sub: Any, data: Any, *, size: Size) -> dict[str, Any]:
             "loss_first": res.loss_first, "loss_last": res.loss_last}
 
 
-def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, backends: tuple[str, ...],
-               work: Path) -> dict[str, Any]:
-    """Everything measured for one subnet (cached in ``work/subnets/<name>.json``)."""
-    from supernet.evaluate import recalibrated_subnet
+def fingerprint(*, supernet_sha256: str, size: Size, base: Any, backends: tuple[str, ...]) -> dict[str, Any]:
+    """What one subnet's cached results depend on besides its architecture: resumed entries must match it."""
+    return json.loads(json.dumps({"supernet_sha256": supernet_sha256, "size": asdict(size), "quant_config": asdict(base),
+                                  "backends": list(backends)}, default=str))
+
+
+def _reusable(path: Path, want: dict[str, Any], *, what: str) -> dict[str, Any] | None:
+    """The JSON at ``path`` if its ``fingerprint`` equals ``want``; else None, logging why it is recomputed."""
+    if not path.is_file():
+        return None
+    done = read_json(path)
+    got = done.get("fingerprint")
+    if got != want:
+        diff = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
+        log.info("%s: cached %s was made with other settings (%s differ); recomputing", what, path,
+                 ", ".join(diff) or "no fingerprint")
+        return None
+    return done
+
+
+def load_or_train_qat(sub: Any, data: Any, *, spec: Any, base: Any, size: Size, path: Path,
+                      want: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """QAT of ``sub`` on ``spec``'s grid, reused from ``path`` (+ ``.json`` sidecar) when the sidecar's fingerprint
+    (supernet hash, size, quant config, spec) matches, else trained and stored."""
     from supernet.qat import fold_batchnorm, qat_finetune
+
+    side = path.with_suffix(".json")
+    info = _reusable(side, want, what=path.stem) if path.is_file() else None
+    if info is not None:
+        model = fold_batchnorm(sub)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model, {k: v for k, v in info.items() if k != "fingerprint"}
+    res = qat_finetune(sub, data, config=qat_config(size), spec=spec, calib_images=base.calib_images,
+                       calib_seed=base.seed)
+    info = {"steps": res.steps, "images": res.images, "seconds": res.seconds, "loss_first": res.loss_first,
+            "loss_last": res.loss_last, "config": res.config}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".pt.tmp"), "wb") as fh:
+        torch.save(res.model.state_dict(), fh)
+    path.with_suffix(".pt.tmp").replace(path)
+    atomic_write_json(side, {**info, "fingerprint": want})
+    return res.model, info
+
+
+def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, backends: tuple[str, ...],
+               work: Path, supernet_sha256: str) -> dict[str, Any]:
+    """Everything measured for one subnet (cached in ``work/subnets/<name>.json``, reused only for the same
+    supernet file (sha256), size and quant config: smallest/largest have the same architecture on every supernet).
+
+    QAT trains once per distinct fake-quant grid among ``backends`` (`qat_spec_for` per backend: onnxruntime's
+    7-bit reduce_range grid on x86 without VNNI, 8 bits elsewhere), and each backend exports its own QAT model.
+    """
+    from supernet.evaluate import recalibrated_subnet
+    from supernet.qat import describe_spec
     from supernet.quantize import QuantConfig, Variant, compare_variants, default_reduce_range, ptq_loss, qat_spec_for
 
+    base = QuantConfig(precision="int8", per_channel=True, calibration="minmax", reduce_range=default_reduce_range(),
+                       calib_images=size.calib_images, seed=0)
+    want = fingerprint(supernet_sha256=supernet_sha256, size=size, base=base, backends=backends)
     cache = work / "subnets" / f"{name}.json"
-    if cache.is_file():
-        done = read_json(cache)
-        if done.get("arch") == str(cfg) and done.get("backends") == list(backends):
-            log.info("%s: done in an earlier call (%s)", name, cache)
-            if "fp32_finetuned" not in done:  # results stored before the control existed: add it
-                t = time.perf_counter()
-                sub = recalibrated_subnet(net, cfg, data, bn_images=size.bn_images, seed=0)
-                done["fp32_finetuned"] = fp32_finetune_control(sub, data, size=size)
-                done["seconds"]["fp32_finetune_control"] = time.perf_counter() - t
-                done["wall_s"] += done["seconds"]["fp32_finetune_control"]
-                atomic_write_json(cache, done)
-            return done
+    done = _reusable(cache, want, what=name)
+    if done is not None and done.get("arch") == str(cfg):
+        log.info("%s: done in an earlier call (%s)", name, cache)
+        return done
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     sub = recalibrated_subnet(net, cfg, data, bn_images=size.bn_images, seed=0)
-    base = QuantConfig(precision="int8", per_channel=True, calibration="minmax", reduce_range=default_reduce_range(),
-                       calib_images=size.calib_images, seed=0)
     seconds["bn_recalibration"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -206,24 +249,24 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
                  "would_run": rule["ptq_drop_pts"] > QAT_RULE_THRESHOLD_PTS})
     seconds["qat_rule_check"] = time.perf_counter() - t
 
-    qat_cfg = qat_config(size)
-    spec = qat_spec_for(base, backend="onnxruntime")  # 8-bit grid (7-bit with reduce_range); TFLite uses 8 bits
-    qat_path = work / "qat" / f"{name}.pt"
     t = time.perf_counter()
-    if qat_path.is_file():
-        qat_model = fold_batchnorm(sub)
-        qat_model.load_state_dict(torch.load(qat_path, map_location="cpu", weights_only=True))
-        qat_info = read_json(qat_path.with_suffix(".json"))
-    else:
-        res = qat_finetune(sub, data, config=qat_cfg, spec=spec, calib_images=base.calib_images, calib_seed=base.seed)
-        qat_model = res.model
-        qat_info = {"steps": res.steps, "images": res.images, "seconds": res.seconds, "loss_first": res.loss_first,
-                    "loss_last": res.loss_last, "config": res.config}
-        qat_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(qat_path.with_suffix(".pt.tmp"), "wb") as fh:
-            torch.save(qat_model.state_dict(), fh)
-        qat_path.with_suffix(".pt.tmp").replace(qat_path)
-        atomic_write_json(qat_path.with_suffix(".json"), qat_info)
+    specs = {b: qat_spec_for(base, backend=b) for b in backends}
+    distinct: list[Any] = []
+    for spec in specs.values():
+        if spec not in distinct:
+            distinct.append(spec)
+    trained: list[tuple[Any, Any, dict[str, Any]]] = []  # (spec, model, info)
+    for spec in distinct:
+        tag = "" if len(distinct) == 1 else f".{describe_spec(spec)}-q{spec.weight_qmax or 'full'}"
+        model, info = load_or_train_qat(sub, data, spec=spec, base=base, size=size,
+                                        path=work / "qat" / f"{name}{tag}.pt",
+                                        want={**want, "qat_spec": json.loads(json.dumps(asdict(spec), default=str))})
+        trained.append((spec, model, {**info, "spec": describe_spec(spec), "weight_qmax": spec.weight_qmax,
+                                      "backends": [b for b in backends if specs[b] == spec]}))
+    qat_info = trained[0][2] if len(trained) == 1 else {"per_spec": [i for _, _, i in trained]}
+    models: dict[str, Any] = {"fp32": sub}
+    for b in backends:
+        models[f"qat:{b}"] = next(m for s, m, _ in trained if s == specs[b])
     seconds["qat"] = time.perf_counter() - t
 
     variants = []
@@ -234,7 +277,7 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
                      Variant(backend=b, config=base),
                      Variant(backend=b, config=base, qat=True)]
     t = time.perf_counter()
-    result = compare_variants({"fp32": sub, "qat": qat_model}, variants, data, out_dir=work / "models" / name,
+    result = compare_variants(models, variants, data, out_dir=work / "models" / name,
                               split="test", max_eval_images=size.eval_images, warmup=size.warmup, runs=size.runs,
                               threads=1, simulated=simulated_variants(), simulated_calib_images=base.calib_images)
     seconds["export_and_measure"] = time.perf_counter() - t
@@ -245,7 +288,7 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
 
     entry = {"name": name, "arch": str(cfg), "macs": count_macs(net.backbone, cfg), "backends": list(backends),
              "quant_config": asdict(base), "qat_rule": rule, "qat": qat_info, "fp32_finetuned": control,
-             "comparison": result,
+             "comparison": result, "fingerprint": want,
              "seconds": seconds, "wall_s": time.perf_counter() - t0}
     atomic_write_json(cache, entry)
     return entry
@@ -422,6 +465,9 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends
     state_start = machine_state()
     sn_path, sn_info = load_or_train_supernet(size, work=work, run_dir=run_dir)
     net, data = load_supernet_and_data(sn_path)
+    from supernet.io import sha256_file
+
+    sn_sha = sha256_file(sn_path)
     subnets = pick_subnets(net.space, net.backbone, size.n_subnets)
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "size": size_name, "params": {k: v for k, v in asdict(size).items()
@@ -431,7 +477,8 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends
     }
     for name, cfg in subnets.items():
         log.info("subnet %s: %s", name, cfg)
-        results["subnets"][name] = run_subnet(name, cfg, net=net, data=data, size=size, backends=backends, work=work)
+        results["subnets"][name] = run_subnet(name, cfg, net=net, data=data, size=size, backends=backends, work=work,
+                                              supernet_sha256=sn_sha)
     results["machine_end"] = machine_state()
     results["wall_time_this_call_s"] = time.perf_counter() - t0
     results["wall_time_s"] = (sum(s["wall_s"] for s in results["subnets"].values())

@@ -253,9 +253,47 @@ def _column_predictors(name: str, spec: TableLike | Sequence[TableLike]
                               "give one table per precision")
         fns[key] = fn
         infos[str(key)] = info
+    if len(parts) > 1:
+        for field_ in ("backend", "device", "cpu_model", "threads"):
+            seen = {str(k): i.get(field_) for k, i in infos.items()}
+            if len(set(seen.values())) > 1:
+                raise BundleError(f"latency table column {name!r}: its tables differ in {field_} ({seen}); one column "
+                                  "holds one device's tables measured with one backend and thread count, one per "
+                                  "precision")
     if len(parts) == 1:
         return fns, next(iter(infos.values()))
     return fns, {"source": "latency tables per precision", "per_precision": infos}
+
+
+_WEIGHT_DTYPE_OF = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
+
+
+def model_weight_dtypes(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Conv/Gemm/MatMul weight elements of an ONNX or TFLite model by stored dtype (`supernet.quantize`)."""
+    if model_format(path) == "onnx":
+        from supernet.quantize import onnx_weight_dtypes
+
+        return onnx_weight_dtypes(path)
+    from supernet.quantize_tflite import tflite_weight_dtypes
+
+    return tflite_weight_dtypes(path)
+
+
+def _check_weight_precision(name: str, precision: str, path: Path) -> None:
+    """Refuse a model file whose stored weights are not mostly (> 50 % of elements) of the variant's precision: its
+    latency would be taken from the table of a bit-width it does not run at."""
+    want = _WEIGHT_DTYPE_OF.get(precision)
+    if want is None:
+        return
+    try:
+        counts = model_weight_dtypes(path)
+    except ImportError:  # pragma: no cover - no reader for this format installed
+        return
+    total = sum(counts.values())
+    if total and counts.get(want, 0) / total <= 0.5:
+        shares = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(counts.items()))
+        raise BundleError(f"variant {name!r} is labelled {precision} but its model file {path.name} stores weights "
+                          f"as {shares}; export it at {precision} (hwnas quantize) or fix the label")
 
 
 def _copy_into(src: Path, dst: Path) -> None:
@@ -374,6 +412,7 @@ def build_bundle(
             _copy_into(src, dst)
             files.append(BundleFile(path=str(rel), format=fmt, sha256=sha256_file(dst),
                                     size_bytes=dst.stat().st_size, input_shape=model_input_shape(dst)))
+            _check_weight_precision(v.name, v.precision, dst)
         lat = {VARIANTS_FILE_TABLE: v.predicted_latency_ms}
         for tname, fns in columns.items():
             fn = fns.get(v.precision, fns.get(None))

@@ -9,8 +9,9 @@ measured latency can be compared (in separate columns).
 
 Precision: a search targets one precision, the latency table's (``SearchJob.precision`` is checked against it).
 Latency comes from that table; accuracy is measured at that precision — fp32 with torch, int8/fp16 by exporting
-the BN-recalibrated subnet to ONNX, lowering it with `supernet.quantize` (int8: per-channel QDQ PTQ calibrated on
-training images) and running the validation split with onnxruntime (`quantized_accuracy`) — or, with
+the BN-recalibrated subnet for the table's backend, lowering it with `supernet.quantize` the way the table's
+manifest records (`accuracy_quant_recipe`: per-channel or per-tensor, calibration, reduce_range; calibrated on
+training images) and running the validation split (`quantized_accuracy`) — or, with
 ``accuracy="predicted"``, taken from a bit-width-aware `nas.predictor.AccuracyPredictor` at that precision.
 """
 
@@ -32,10 +33,12 @@ __all__ = [
     "SearchJob",
     "accuracy_context",
     "accuracy_evaluator",
+    "accuracy_quant_recipe",
     "latency_evaluator",
     "load_supernet_and_data",
     "measure_accuracy_pairs",
     "measure_on_table",
+    "quant_recipe_tag",
     "quantized_accuracy",
     "search_device",
     "targets_between",
@@ -105,65 +108,96 @@ DEFAULT_CALIB_IMAGES = 256
 
 
 def accuracy_context(*, supernet_path: str | Path, bn_images: int, seed: int,
-                     calib_images: int = DEFAULT_CALIB_IMAGES) -> str:
+                     calib_images: int = DEFAULT_CALIB_IMAGES, recipe: str | None = None) -> str:
     """What cached accuracies are *of*: the supernet file's sha256, BN recalibration and seed (and a non-default
-    int8 calibration size). One context holds every precision, so (subnet, precision) pairs of one supernet can
-    train a bit-width-aware predictor together."""
+    int8 calibration size), plus ``recipe`` (`quant_recipe_tag`: backend, per-channel or per-tensor, calibration
+    method, reduce_range) when reduced-precision rows are measured, so rows of another lowering are never
+    reused. One context holds every precision measured with that recipe, so (subnet, precision) pairs of one
+    supernet can train a bit-width-aware predictor together."""
     from supernet.io import sha256_file
 
     ctx = f"val-top1:bn{bn_images}:seed{seed}:{sha256_file(supernet_path)[:16]}"
-    return ctx if calib_images == DEFAULT_CALIB_IMAGES else f"{ctx}:calib{calib_images}"
+    ctx = ctx if calib_images == DEFAULT_CALIB_IMAGES else f"{ctx}:calib{calib_images}"
+    return ctx if recipe is None else f"{ctx}:{recipe}"
+
+
+def quant_recipe_tag(backend: str, config: Any) -> str:
+    """``onnxruntime:pc-minmax:rr0``, ``tflite:pt-minmax``: how a reduced-precision accuracy was lowered (for
+    `accuracy_context`). reduce_range only matters to onnxruntime."""
+    label = config.label.replace("int8-", "", 1) if config.precision == "int8" else config.label
+    rr = f":rr{int(bool(config.reduce_range))}" if backend == "onnxruntime" else ""
+    return f"{backend}:{label}{rr}"
+
+
+def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES, seed: int = 0) -> tuple[str, Any]:
+    """The backend (`supernet.quantize.BACKENDS`) and `supernet.quantize.QuantConfig` with which search-time
+    accuracy lowers subnets for a latency table with manifest ``meta``: the table's backend and precision and the
+    recorded int8 settings (`latency_tables.table.table_backend_kwargs`, the manifest's ``quantization``:
+    per-channel, calibration method, reduce_range), so accuracy and latency describe the same file. Tables of
+    backends without an exporter here (pytorch, fake) and unrecorded settings fall back to onnxruntime and
+    `QuantConfig`'s defaults. Calibration uses ``calib_images`` training images (the table's random inputs
+    only set layer scales for timing)."""
+    from latency_tables.table import table_backend_kwargs
+    from supernet.quantize import BACKENDS, CALIBRATION_METHODS, QuantConfig
+
+    backend = meta.backend if meta.backend in BACKENDS else "onnxruntime"
+    kw = table_backend_kwargs(meta)
+    q = meta.environment.get("quantization") or {}
+    per_channel = kw.get("per_channel")
+    if per_channel is None:
+        per_channel = "per-tensor" not in str(q.get("weights", ""))
+    calibration = kw.get("calibration") or q.get("calibration") or "minmax"
+    if calibration not in CALIBRATION_METHODS:
+        calibration = "minmax"
+    rr = kw.get("reduce_range")
+    if rr is None:
+        rr = q.get("reduce_range")
+    extra = {} if rr is None else {"reduce_range": bool(rr)}
+    config = QuantConfig(precision=meta.precision, per_channel=bool(per_channel), calibration=calibration,
+                         calib_images=calib_images, seed=seed, **extra)
+    return backend, config
 
 
 def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, bn_images: int, seed: int,
-                       split: str = "val", calib_images: int = DEFAULT_CALIB_IMAGES, threads: int = 1) -> float:
-    """Top-1 of subnet ``cfg`` at ``precision`` on ``data.<split>``, as deployed on onnxruntime.
+                       split: str = "val", calib_images: int = DEFAULT_CALIB_IMAGES, threads: int = 1,
+                       backend: str = "onnxruntime", quant: Any = None) -> float:
+    """Top-1 of subnet ``cfg`` at ``precision`` on ``data.<split>``, as deployed on ``backend``.
 
-    The subnet is BN-recalibrated on ``bn_images`` training images, exported to ONNX, lowered by
-    `supernet.quantize.export_precision` (int8: QDQ static PTQ, per-channel symmetric weights, min-max activation
-    ranges from ``calib_images`` training images seeded by ``seed``; fp16: float16 weights and ops) and run by
-    onnxruntime's CPU provider with ``threads`` threads, one image at a time. ``precision="fp32"`` runs the fp32
-    ONNX export the same way (use `supernet.evaluate.evaluate` for torch's fp32 number).
+    The subnet is BN-recalibrated on ``bn_images`` training images, exported and lowered by
+    `supernet.quantize.export_variant` with ``quant`` (a `supernet.quantize.QuantConfig`; its precision is
+    replaced by ``precision``; default ``QuantConfig(calib_images=calib_images, seed=seed)``: int8 per-channel
+    QDQ with min-max activation ranges and the CPU's default reduce_range) and run by the backend's runner with
+    ``threads`` threads. ``precision="fp32"`` runs the fp32 export the same way (use
+    `supernet.evaluate.evaluate` for torch's fp32 number). `accuracy_quant_recipe` gives backend and ``quant``
+    matching a latency table.
     """
     import tempfile
 
-    import onnxruntime as ort
-
-    from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
-    from supernet.quantize import QuantConfig, export_precision
+    from supernet.quantize import QuantConfig, export_variant, get_target, runner_top1, split_arrays
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
+    config = (quant if quant is not None else QuantConfig(calib_images=calib_images, seed=seed)).replace(
+        precision=precision)
+    target = get_target(backend)
+    xs, ys = split_arrays(data, split=split, resolution=cfg.resolution, max_images=None)
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images, seed=seed)
-    config = QuantConfig(precision=precision, per_channel=True, calib_images=calib_images, seed=seed)
     with tempfile.TemporaryDirectory(prefix="hwnas-qacc-") as tmp:
-        path = export_precision(sub, Path(tmp) / f"{config.label}.onnx", config=config, data=data)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    correct = total = 0
-    ds = getattr(data, split)
-    for x, y in iterate_batches(ds, batch_size=256, mean=data.mean, std=data.std, resolution=cfg.resolution):
-        xs = x.numpy().astype(np.float32)
-        pred = np.asarray([int(sess.run(None, {name: xs[i : i + 1]})[0].argmax()) for i in range(len(xs))])
-        correct += int((pred == y.numpy()).sum())
-        total += len(xs)
-    if total == 0:
-        raise ValueError(f"split {split!r} of {data.name!r} is empty; nothing to measure accuracy on")
-    return correct / total
+        path = export_variant(sub, Path(tmp) / f"{config.label}{target.suffix}", backend=backend, config=config,
+                              data=data)
+        return runner_top1(target.runner(path, threads=threads), xs, ys)
 
 
 def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_path: Path,
                        context: str, precision: str = "fp32",
-                       calib_images: int = DEFAULT_CALIB_IMAGES) -> tuple[ArchFn, Any]:
+                       calib_images: int = DEFAULT_CALIB_IMAGES, backend: str = "onnxruntime",
+                       quant: Any = None) -> tuple[ArchFn, Any]:
     """Validation top-1 at ``precision`` after BN recalibration, cached per (context, architecture, precision).
 
-    fp32 is measured in torch (`supernet.evaluate.evaluate`); other precisions with `quantized_accuracy`. The
-    returned cache's default precision is ``precision``.
+    fp32 is measured in torch (`supernet.evaluate.evaluate`); other precisions with `quantized_accuracy` on
+    ``backend`` with ``quant``; ``context`` must then name that recipe (`accuracy_context` with
+    ``recipe=quant_recipe_tag(backend, quant)``). The returned cache's default precision is ``precision``.
     """
     from nas.cache import AccuracyCache
     from supernet.evaluate import evaluate
@@ -174,7 +208,8 @@ def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_
         if precision == "fp32":
             return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
         return np.asarray([quantized_accuracy(net, c, data, precision=precision, bn_images=bn_images, seed=seed,
-                                              calib_images=calib_images) for c in cfgs])
+                                              calib_images=calib_images, backend=backend, quant=quant)
+                           for c in cfgs])
 
     return cache.wrap(accuracy_fn), cache
 
@@ -183,9 +218,11 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
                            bn_images: int, seed: int, cache_path: Path, context: str,
                            calib_images: int = DEFAULT_CALIB_IMAGES,
                            on_measured: Callable[[ArchConfig, str, float], None] | None = None,
+                           backend: str = "onnxruntime", quant: Any = None,
                            ) -> list[tuple[ArchConfig, str, float]]:
     """Validation accuracy of every (architecture, precision), measured once each and cached (resumable: a killed
-    run continues where it stopped) — the training pairs of a bit-width-aware accuracy predictor.
+    run continues where it stopped) — the training pairs of a bit-width-aware accuracy predictor. Reduced
+    precisions are lowered on ``backend`` with ``quant`` (see `accuracy_evaluator`; ``context`` names the recipe).
 
     Returns (canonical arch, precision, top-1) in the order of ``archs`` then ``precisions``.
     """
@@ -195,7 +232,8 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
     try:
         for p in precisions:
             fns[p], cache = accuracy_evaluator(net, data, bn_images=bn_images, seed=seed, cache_path=cache_path,
-                                               context=context, precision=p, calib_images=calib_images)
+                                               context=context, precision=p, calib_images=calib_images,
+                                               backend=backend, quant=quant)
             caches.append(cache)
         for a in archs:
             c = net.space.canonical(a)
@@ -297,11 +335,13 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         )
     precision = table.check_precision(job.precision, what="a search")
     latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision)
+    q_backend, quant = accuracy_quant_recipe(table.meta, calib_images=job.calib_images, seed=job.seed)
     context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
-                               calib_images=job.calib_images)
+                               calib_images=job.calib_images,
+                               recipe=None if precision == "fp32" else quant_recipe_tag(q_backend, quant))
     measured_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
                                             cache_path=out / "accuracy.sqlite", context=context, precision=precision,
-                                            calib_images=job.calib_images)
+                                            calib_images=job.calib_images, backend=q_backend, quant=quant)
     prior: ArchFn | None = None
     if job.accuracy_predictor_path is not None:
         from nas.predictor import AccuracyPredictor

@@ -1,8 +1,8 @@
 """A small sqlite database of measured accuracies, keyed by architecture and precision, so nothing is measured twice.
 
 Rows are keyed by ``(context, arch, precision)``: ``arch`` is ``str(canonical ArchConfig)``, ``precision`` the
-numeric precision the subnet was evaluated at (``"fp32"``; ``"int8"`` = the BN-recalibrated subnet exported to ONNX,
-quantized per-channel with `supernet.quantize` and run by onnxruntime; see `hwnas.pipeline.quantized_accuracy`) and
+numeric precision the subnet was evaluated at (``"fp32"``; ``"int8"`` = the BN-recalibrated subnet exported and
+lowered with `supernet.quantize` the way the context's recipe says; see `hwnas.pipeline.quantized_accuracy`) and
 ``context`` names what the accuracy was measured *of* (e.g. ``"<supernet checkpoint sha256>/mnist-val/bn-recal-2000"``),
 so accuracies of different supernets, validation sets or precisions never mix. Several processes may share one file
 (WAL journal, busy timeout); a row, once written, is never overwritten (first measurement wins).
@@ -26,12 +26,13 @@ import numpy as np
 from nas.objective import ArchFn
 from supernet.space import ArchConfig, SearchSpace
 
-__all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "AccuracyCache", "DEFAULT_PRECISION", "list_contexts"]
+__all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "AccuracyCache", "DEFAULT_PRECISION", "KNOWN_PRECISIONS", "list_contexts"]
 
 log = logging.getLogger(__name__)
 
 ACCURACY_CACHE_SCHEMA_VERSION = 2
 DEFAULT_PRECISION = "fp32"
+KNOWN_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")  # = supernet.quantize.PRECISIONS (without its imports)
 
 _CREATE_V2 = (
     "CREATE TABLE {name} (context TEXT NOT NULL, arch TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',"
@@ -103,9 +104,10 @@ class AccuracyCache:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
-                db.execute(_CREATE_V2.format(name="accuracy"))
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(ACCURACY_CACHE_SCHEMA_VERSION),))
-                version = ACCURACY_CACHE_SCHEMA_VERSION
+                version = self._probe_version()
+                if version == ACCURACY_CACHE_SCHEMA_VERSION:
+                    db.execute(_CREATE_V2.format(name="IF NOT EXISTS accuracy"))
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
             else:
                 try:
                     version = int(row[0])
@@ -128,11 +130,26 @@ class AccuracyCache:
             db.execute("ROLLBACK")
             raise
 
+    def _probe_version(self) -> int:
+        """The schema of a file whose ``meta`` has no version row (new, or written by an interrupted or foreign
+        opener): none or an empty ``accuracy`` table -> current; the columns tell version 1 from 2; anything else
+        is refused as corrupt."""
+        cols = [r[1] for r in self._db.execute("PRAGMA table_info(accuracy)")]
+        if not cols:
+            return ACCURACY_CACHE_SCHEMA_VERSION
+        if set(cols) == {"context", "arch", "precision", "accuracy", "measured_at"}:
+            return 2
+        if set(cols) == {"context", "arch", "accuracy", "measured_at"}:
+            return 1
+        raise ValueError(f"accuracy cache {self.path!r} is corrupt or not an hwnas accuracy cache: its 'meta' table "
+                         f"has no schema_version and its 'accuracy' table has columns {cols} (expected context, arch, "
+                         "precision, accuracy, measured_at); move it away or pass another path")
+
     @staticmethod
     def _check_precision(precision: str) -> str:
-        if not isinstance(precision, str) or not precision:
-            raise ValueError(f"AccuracyCache: precision must be a non-empty name such as 'fp32' or 'int8', got "
-                             f"{precision!r}")
+        if not isinstance(precision, str) or precision not in KNOWN_PRECISIONS:
+            raise ValueError(f"AccuracyCache: precision {precision!r}: expected one of {', '.join(KNOWN_PRECISIONS)} "
+                             "(lower case)")
         return precision
 
     def _p(self, precision: str | None) -> str:

@@ -64,7 +64,7 @@ def fit_predictor_cmd(
     """Train an accuracy predictor from measured accuracies: fp32 only, or bit-width aware (APQ: an fp32 predictor,
     then fine-tuned on every (subnet, precision) pair) when the cache holds other precisions. Prints held-out
     RMSE and Kendall tau per precision."""
-    from nas.cache import AccuracyCache, list_contexts
+    from nas.cache import KNOWN_PRECISIONS, AccuracyCache, list_contexts
     from nas.predictor import fit_bitwidth_predictor, fit_predictor
     from supernet.space import get_space
 
@@ -79,17 +79,23 @@ def fit_predictor_cmd(
             raise ValueError(f"{cache} has no context {context!r}; it has {contexts}")
         sizes = tuple(int(h) for h in hidden.split(",") if h.strip())
         wanted = None if precisions is None else [p.strip() for p in precisions.split(",") if p.strip()]
+        bad = [p for p in wanted or [] if p not in KNOWN_PRECISIONS]
+        if bad:
+            raise ValueError(f"--precisions {bad}: expected names from {', '.join(KNOWN_PRECISIONS)}")
         with AccuracyCache(cache, space=sp, context=context) as c:
             records = c.records(precisions=wanted)
+        if not records:
+            raise ValueError(f"{cache} context {context!r} has no records" + (f" at {wanted}" if wanted else ""))
+        found = sorted({p for _, p, _ in records})
+        if found == ["fp32"]:
+            pred = fit_predictor(sp, [a for a, _, _ in records], [y for _, _, y in records], hidden=sizes,
+                                 epochs=epochs, test_fraction=test_fraction, seed=seed)
+        else:
+            pred = fit_bitwidth_predictor(sp, records, hidden=sizes, epochs=epochs, test_fraction=test_fraction,
+                                          seed=seed)
     except (KeyError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
         raise typer.Exit(2) from None
-    found = sorted({p for _, p, _ in records})
-    if found == ["fp32"]:
-        pred = fit_predictor(sp, [a for a, _, _ in records], [y for _, _, y in records], hidden=sizes, epochs=epochs,
-                             test_fraction=test_fraction, seed=seed)
-    else:
-        pred = fit_bitwidth_predictor(sp, records, hidden=sizes, epochs=epochs, test_fraction=test_fraction, seed=seed)
     pred.save(out)
     typer.echo(json.dumps({
         "out": str(out), "context": context, "records": len(records), "precisions": list(pred.supported_precisions),

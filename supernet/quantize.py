@@ -6,14 +6,18 @@ Backends (a lazy registry, `get_target`): ``onnxruntime`` (this module) and ``tf
 ``onnxruntime``: the fp32 ONNX file of `supernet.export.export_onnx` ->
   * ``fp16``: every float initializer and op converted to float16, graph inputs/outputs kept float32
     (`onnxruntime.transformers.float16`). On an x86 CPU onnxruntime has few fp16 kernels and inserts casts to
-    fp32 around the rest, so fp16 there halves the file but is not a speed-up; it is for backends with fp16
+    fp32 around the rest, so fp16 there halves the file and gains little speed (measured on this VM's 5
+    subnets: 1.06-1.19x fp32, `benchmarks/results/bitwidth.md`); the real gains are on backends with fp16
     arithmetic (ARM with fp16, GPU, NPU delegates).
   * ``int8``: static post-training quantization in QDQ format (`onnxruntime.quantization.quantize_static`)
     after `quant_pre_process` (shape inference, BN folded into Conv). Weights are symmetric int8, per output
     channel by default; activations are int8 with ranges calibrated on ``calib_images`` seeded training
-    images (min-max, percentile or entropy). Per-tensor weights are available for comparison only: folding
-    BN into MobileNetV3's depthwise convs gives per-channel weight ranges that differ by orders of
-    magnitude, and a single scale per tensor rounds the small channels to zero (known accuracy collapse).
+    images (min-max, percentile or entropy). Per-tensor weights are available for comparison: folding BN
+    into depthwise convs can give per-channel weight ranges that differ by orders of magnitude, and one
+    scale per tensor then rounds the small channels to zero. That collapse is reported for MobileNets at
+    ImageNet scale (MobileNetV2, 8-bit per-tensor PTQ: 71.7 -> 0.1 % top-1, Nagel et al. 2019,
+    arXiv:1906.04721; Krishnamoorthi 2018, arXiv:1806.08342); it was not seen on this repository's
+    digits-trained subnets, whose worst per-tensor loss was 0.9 points (`benchmarks/results/bitwidth.md`).
 ``tflite``: fp16 weights and full-integer int8 through ai-edge-quantizer, see `supernet.quantize_tflite`.
 
 QAT (`supernet.qat`) fine-tunes a BN-folded copy of the subnet with fake quantization matching these
@@ -40,7 +44,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
@@ -75,6 +79,7 @@ __all__ = [
     "OnnxRuntimeTarget",
     "qat_spec_for",
     "Runner",
+    "runner_top1",
     "onnx_weight_dtypes",
     "precision_report",
     "ptq_loss",
@@ -127,7 +132,9 @@ class QuantConfig:
             AVX2 but no VNNI, whose u8 x s8 kernels (VPMADDUBSW) saturate int16 pair sums with full-range
             weights; measured on such a CPU on a digits-trained subnet: per-channel top-1 agreement with fp32
             0.94 without, 0.98 with (the un-fused QDQ graph gives 0.98 either way). On a VNNI CPU and on ARM
-            full-range weights are exact (`default_reduce_range` picks by CPU). Ignored by tflite.
+            full-range weights are exact. Default: `default_reduce_range` (by this CPU's VNNI flag), the one
+            default every caller shares (the CLI, search-time int8 accuracy, int8 LUTs, the benchmarks), so
+            what a search measures is what ``hwnas quantize`` ships. Ignored by tflite.
         entropy_bins: for ``calibration="entropy"``: histogram bins searched for the 128-level range with the
             least KL divergence (TensorRT uses 2048). onnxruntime's search is a Python loop, roughly
             quadratic in the bins: on the tiny test subnet (120 tensors, loaded 2-core VM) 2048 bins took
@@ -140,7 +147,7 @@ class QuantConfig:
     per_channel: bool = True
     calibration: str = "minmax"
     percentile: float = 99.999
-    reduce_range: bool = True
+    reduce_range: bool = field(default_factory=default_reduce_range)
     entropy_bins: int = 512
     calib_images: int = 256
     seed: int = 0
@@ -382,22 +389,9 @@ def export_precision(
     """Export ``model`` (eval mode, BN already recalibrated) at ``config.precision`` to ``out_path``.
 
     int8 calibrates on ``config.calib_images`` un-augmented training images of ``data`` at the model's
-    resolution (seeded by ``config.seed``), normalised as at inference.
+    resolution (seeded by ``config.seed``), normalised as at inference. The onnxruntime case of `export_variant`.
     """
-    from supernet.evaluate import calibration_batches
-    from supernet.export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-export-") as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", input_shape=model.input_shape)
-        calib = None
-        if config.precision == "int8":
-            calib = (
-                x.numpy()
-                for x in calibration_batches(
-                    data, n_images=config.calib_images, resolution=model.arch.resolution, seed=config.seed
-                )
-            )
-        return quantize_onnx(fp32, out_path, config=config, calib_batches=calib)
+    return export_variant(model, out_path, backend="onnxruntime", config=config, data=data)
 
 
 def onnx_weight_dtypes(onnx_path: str | os.PathLike[str]) -> dict[str, int]:
@@ -682,7 +676,9 @@ def compare_variants(
     """Export every variant of one subnet, then measure them side by side; return rows and the protocol.
 
     ``models``: ``"fp32"`` (required: the BN-recalibrated static subnet, eval mode) and ``"qat"`` (the
-    `supernet.qat.qat_finetune` result, required if a variant has ``qat=True``). Files go to
+    `supernet.qat.qat_finetune` result, required if a variant has ``qat=True``); ``"qat:<backend>"`` takes
+    precedence over ``"qat"`` for that backend's QAT variants (QAT models trained on different grids, e.g.
+    onnxruntime's 7-bit reduce_range and TFLite's 8 bits). Files go to
     ``out_dir/<label><suffix>`` (``.onnx`` / ``.tflite``); each backend exports each model to fp32 once.
 
     Accuracy: top-1 on the first ``max_eval_images`` images of ``data.<split>``, plus top-1 agreement and max
@@ -697,8 +693,15 @@ def compare_variants(
 
     if "fp32" not in models:
         raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
-    if any(v.qat for v in variants) and "qat" not in models:
-        raise ValueError("compare_variants: a QAT variant needs the fine-tuned model under key 'qat'")
+    def model_key(v: Variant) -> str:
+        if not v.qat:
+            return "fp32"
+        return f"qat:{v.backend}" if f"qat:{v.backend}" in models else "qat"
+
+    missing = sorted({v.backend for v in variants if model_key(v) not in models})
+    if missing:
+        raise ValueError(f"compare_variants: a QAT variant needs the fine-tuned model under key 'qat' (or "
+                         f"'qat:<backend>'); none for {', '.join(missing)}")
     labels = [(v.backend, v.label) for v in variants]
     if len(set(labels)) != len(labels):
         raise ValueError(f"compare_variants: duplicate variants {labels}")
@@ -719,11 +722,11 @@ def compare_variants(
         fp32_files: dict[tuple[str, str], Path] = {}
         lowered: dict[Path, Path] = {}
         for v in variants:
-            key = "qat" if v.qat else "fp32"
+            key = model_key(v)
             t = targets[v.backend]
             path = out / f"{v.label}{t.suffix}"
             if path not in lowered and (v.backend, key) not in fp32_files:
-                fp32_files[(v.backend, key)] = t.export_fp32(models[key], Path(tmp) / f"{v.backend}-{key}{t.suffix}")
+                fp32_files[(v.backend, key)] = t.export_fp32(models[key], Path(tmp) / f"{v.backend}-{key.replace(':', '-')}{t.suffix}")
             calib = None
             if v.config.precision == "int8":
                 ck = (v.config.calib_images, v.config.seed)
@@ -841,6 +844,7 @@ def precision_report(
     runs: int = 50,
     backends: Sequence[str] = ("onnxruntime",),
     qat_model: Any = None,
+    qat_spec: Any = None,
     simulated: Sequence[SimulatedVariant] = (),
     threads: int = 1,
 ) -> list[dict[str, Any]]:
@@ -849,12 +853,17 @@ def precision_report(
     Variants per backend: fp32 first (the reference, always), then each other entry of ``precisions``; int8
     once per ``per_channel`` setting, with the other int8 settings of ``config`` (default `QuantConfig()`),
     plus ``int8-qat-*`` rows when ``qat_model`` is given, then the ``simulated`` rows (torch only, no
-    latency). Rows, measurement and protocol as in `compare_variants`; written with the machine state to
+    latency). ``qat_spec`` (required with ``qat_model``) is the `supernet.qat.FakeQuantSpec` it was trained with:
+    a QAT row is emitted only for the (backend, int8 setting) whose `qat_spec_for` is that spec, so a model
+    trained per channel is never reported as ``int8-qat-pt-*`` (nor one trained on onnxruntime's 7-bit grid
+    as a TFLite file). Rows, measurement and protocol as in `compare_variants`; written with the machine state to
     ``out_dir/precision_report.json``; models go to ``out_dir/<label>.onnx`` / ``.tflite``.
     """
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"precisions {list(precisions)!r}: expected a non-empty subset of {', '.join(PRECISIONS)}")
+    if qat_model is not None and qat_spec is None:
+        raise ValueError("precision_report: qat_model needs qat_spec, the FakeQuantSpec it was trained with")
     base = config or QuantConfig()
     variants: list[Variant] = []
     for backend in backends:
@@ -864,7 +873,8 @@ def precision_report(
                 int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
                 variants += [Variant(backend=backend, config=c) for c in int8]
                 if qat_model is not None:
-                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8]
+                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8
+                                 if qat_spec_for(c, backend=backend) == qat_spec]
             elif p != "fp32":
                 variants.append(Variant(backend=backend, config=base.replace(precision=p)))
     models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
@@ -906,7 +916,8 @@ def qat_spec_for(config: QuantConfig, *, backend: str) -> Any:
     return FakeQuantSpec(weight_bits=8, per_channel=config.per_channel, weight_qmax=qmax, act_bits=8)
 
 
-def _top1(runner: Runner, xs: np.ndarray, ys: np.ndarray) -> float:
+def runner_top1(runner: Runner, xs: np.ndarray, ys: np.ndarray) -> float:
+    """Top-1 of a loaded model on inputs ``xs`` (N, C, H, W) with labels ``ys`` (N,)."""
     return float((runner(xs).argmax(1) == ys).mean())
 
 
@@ -927,11 +938,11 @@ def ptq_loss(
     with tempfile.TemporaryDirectory(prefix="hwnas-ptq-loss-") as tmp:
         fp32 = export_variant(model, Path(tmp) / f"fp32{target.suffix}", backend=backend,
                               config=config.replace(precision="fp32"), data=data)
-        fp32_top1 = _top1(target.runner(fp32), xs, ys)
+        fp32_top1 = runner_top1(target.runner(fp32), xs, ys)
         if ptq_path is None:
             ptq_path = export_variant(model, Path(tmp) / f"ptq{target.suffix}", backend=backend, config=config,
                                       data=data)
-        ptq_top1 = _top1(target.runner(Path(ptq_path)), xs, ys)
+        ptq_top1 = runner_top1(target.runner(Path(ptq_path)), xs, ys)
     return {"backend": backend, "variant": config.label, "split": split, "images": int(len(ys)),
             "fp32_top1": fp32_top1, "ptq_top1": ptq_top1, "ptq_drop_pts": 100 * (fp32_top1 - ptq_top1)}
 
@@ -970,7 +981,7 @@ def quantize_subnet(
         "quant_config": asdict(config), "path": str(ptq), "ptq_path": str(ptq), "size_bytes": ptq.stat().st_size,
         "weight_dtypes": target.weight_dtypes(ptq), "qat": None,
     }
-    qat_model = None
+    qat_model = qat_spec = None
     if qat is not None:
         from supernet.qat import QATConfig, qat_finetune, should_run_qat
 
@@ -984,13 +995,14 @@ def quantize_subnet(
         fp32_top1 = decision["fp32_top1"]
         if run:
             qcfg = qat.config or QATConfig()
-            res = qat_finetune(model, data, config=qcfg, spec=qat_spec_for(config, backend=backend),
-                               calib_images=config.calib_images, calib_seed=config.seed)
+            qat_spec = qat_spec_for(config, backend=backend)
+            res = qat_finetune(model, data, config=qcfg, spec=qat_spec, calib_images=config.calib_images,
+                               calib_seed=config.seed)
             qat_model = res.model
             variant = Variant(backend=backend, config=config, qat=True)
             qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
                                    config=config, data=data)
-            qat_top1 = _top1(target.runner(qpath), xs, ys)
+            qat_top1 = runner_top1(target.runner(qpath), xs, ys)
             decision.update({"qat_top1": qat_top1, "qat_drop_pts": 100 * (fp32_top1 - qat_top1), "path": str(qpath),
                              "steps": res.steps, "images_seen": res.images, "seconds": res.seconds,
                              "loss_first": res.loss_first, "loss_last": res.loss_last, "config": res.config})
@@ -999,7 +1011,7 @@ def quantize_subnet(
         summary["qat"] = decision
     if report:
         rows = precision_report(model, data, out_dir=out / f"{arch}.report", config=config, split=split,
-                                backends=(backend,), qat_model=qat_model, simulated=simulated, warmup=warmup,
+                                backends=(backend,), qat_model=qat_model, qat_spec=qat_spec, simulated=simulated, warmup=warmup,
                                 runs=runs)
         summary["report"] = {"path": str(out / f"{arch}.report" / "precision_report.json"), "rows": rows}
     atomic_write_json(out / f"{arch}.{config.label}.json", summary)

@@ -32,7 +32,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,8 +42,6 @@ import numpy as np
 from supernet.io import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from supernet.data import DataSplits
-    from supernet.layers import StaticSubnet
     from supernet.quantize import QuantConfig
 
 __all__ = [
@@ -52,7 +49,6 @@ __all__ = [
     "TFLiteRunner",
     "TFLiteBuiltinTarget",
     "TFLiteTarget",
-    "export_tflite_precision",
     "quantize_tflite",
     "tflite_weight_dtypes",
 ]
@@ -154,26 +150,6 @@ def quantize_tflite(
     atomic_write_bytes(target, bytes(result.quantized_model))
     log.info("wrote %s (tflite %s, %d calibration feeds)", target, config.label, n_feeds)
     return target
-
-
-def export_tflite_precision(
-    model: StaticSubnet, out_path: str | os.PathLike[str], *, config: QuantConfig, data: DataSplits
-) -> Path:
-    """Convert ``model`` (eval mode, BN recalibrated) to TFLite at ``config.precision``; write ``out_path``.
-
-    int8 calibrates on ``config.calib_images`` un-augmented training images of ``data`` at the model's
-    resolution (seeded by ``config.seed``), as `supernet.quantize.export_precision` does for onnxruntime.
-    """
-    from supernet.evaluate import calibration_batches
-    from supernet.export import export_tflite
-
-    with tempfile.TemporaryDirectory(prefix="hwnas-tflite-") as tmp:
-        fp32 = export_tflite(model, Path(tmp) / "fp32.tflite", input_shape=model.input_shape)
-        calib = None
-        if config.precision == "int8":
-            calib = (x.numpy() for x in calibration_batches(
-                data, n_images=config.calib_images, resolution=model.arch.resolution, seed=config.seed))
-        return quantize_tflite(fp32, out_path, config=config, calib_batches=calib)
 
 
 def tflite_weight_dtypes(path: str | os.PathLike[str]) -> dict[str, int]:

@@ -88,6 +88,48 @@ def _int8_copy_of_fixture(tmp_path: Path) -> tuple[Path, float]:
     return out, 3.0
 
 
+def _int8_model(v: Variant, tmp_path: Path) -> Path:
+    """``v``'s ONNX file quantized to int8 (QDQ per-channel, seeded random calibration)."""
+    import numpy as np
+
+    from supernet.quantize import QuantConfig, quantize_onnx
+
+    side = int(v.arch.rsplit("-r", 1)[1])
+    calib = [np.random.default_rng(0).standard_normal((1, 1, side, side)).astype(np.float32)]
+    return quantize_onnx(v.model_path or "", tmp_path / "int8.onnx", config=QuantConfig(calib_images=1),
+                         calib_batches=calib)
+
+
+def test_a_variant_whose_file_is_not_at_its_precision_is_refused(
+        tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    """An int8 label on an fp32 file would get int8-table latency for a model that runs at fp32, and back."""
+    int8_path, _ = _int8_copy_of_fixture(tmp_path)
+    fp32_file, int8_file = tiny_variants[0].model_path, str(_int8_model(tiny_variants[0], tmp_path))
+    for label, f, stored in (("int8", fp32_file, "float32 100%"), ("fp32", int8_file, "int8 100%")):
+        v = Variant(name="v", arch="a", precision=label, predicted_latency_ms=1.0, accuracy=0.5, model_path=f)
+        with pytest.raises(BundleError, match=f"'v' is labelled {label} but its model file .* stores weights as "
+                                              f"{stored}"):
+            build_bundle([v], tmp_path / f"b-{label}")
+
+
+def test_a_column_refuses_tables_of_different_devices_or_backends(
+        tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    import hashlib
+
+    int8_path, _ = _int8_copy_of_fixture(tmp_path)
+    for field, value in (("device", "another-phone"), ("threads", 4), ("backend", "onnxruntime")):
+        meta = json.loads(Path(f"{int8_path}.meta.json").read_text())
+        if meta[field] == value:
+            value = "other"
+        meta[field] = value
+        other = tmp_path / f"int8-{field}.csv"
+        shutil.copyfile(int8_path, other)
+        meta["csv_sha256"] = hashlib.sha256(other.read_bytes()).hexdigest()
+        Path(f"{other}.meta.json").write_text(json.dumps(meta))
+        with pytest.raises(BundleError, match=f"column 'cpu': its tables differ in {field}"):
+            build_bundle(tiny_variants, tmp_path / f"b-{field}", tables={"cpu": [FIXTURE_TABLE, other]})
+
+
 def test_each_variant_takes_latency_from_the_table_of_its_own_precision(
         tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     from latency_tables import LatencyTable
@@ -95,9 +137,9 @@ def test_each_variant_takes_latency_from_the_table_of_its_own_precision(
     fp32 = LatencyTable.load(FIXTURE_TABLE)
     int8_path, factor = _int8_copy_of_fixture(tmp_path)
     arch = str(fp32.space.smallest())
-    path = tiny_variants[0].model_path
-    vs = [Variant(name=f"s@{p}", arch=arch, precision=p, predicted_latency_ms=1.0, accuracy=0.5, model_path=path)
-          for p in ("fp32", "int8")]
+    paths = {"fp32": tiny_variants[0].model_path, "int8": str(_int8_model(tiny_variants[0], tmp_path))}
+    vs = [Variant(name=f"s@{p}", arch=arch, precision=p, predicted_latency_ms=1.0, accuracy=0.5,
+                  model_path=paths[p]) for p in ("fp32", "int8")]
     b = build_bundle(vs, tmp_path / "b", tables={"cpu": [FIXTURE_TABLE, int8_path]}, default_table="cpu")
     ms = {e.precision: e.predicted_latency_ms["cpu"] for e in b.entries}
     assert ms["fp32"] == pytest.approx(fp32.sum_ms(fp32.space.smallest()))

@@ -76,6 +76,9 @@ def test_search_at_int8_uses_the_int8_table_and_int8_accuracy(setup: dict[str, P
     assert json.loads((out / w["arch_file"]).read_text())["precision"] == "int8"
     with sqlite3.connect(out / "accuracy.sqlite") as con:  # accuracies were measured (and cached) at int8
         assert {p for (p,) in con.execute("SELECT precision FROM accuracy")} == {"int8"}
+        (ctx,) = {c for (c,) in con.execute("SELECT context FROM accuracy")}
+    assert ctx.endswith(":onnxruntime:pc-minmax:rr" + str(int(__import__("supernet.quantize").quantize
+                                                             .default_reduce_range())))  # the recipe is in the key
     assert json.loads((out / "search_config.json").read_text())["precision"] == "int8"
 
 
@@ -146,3 +149,57 @@ def test_measure_accuracy_pairs_measures_each_pair_once(net_data: tuple, tmp_pat
         assert len(cache.records()) == 2
         cache.put_many([(archs[0], 0.123)], precision="int8")  # first measurement wins: ignored
     assert measure_accuracy_pairs(net, data, archs, **kw) == first  # type: ignore[arg-type]
+
+
+def test_quantized_accuracy_is_the_top1_of_an_int8_file(net_data: tuple, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    """The int8 number comes from running an int8 file (spied on the export), and equals that file's top-1."""
+    import supernet.quantize as q
+    from hwnas.pipeline import quantized_accuracy
+
+    net, data = net_data
+    cfg = SPACE.smallest()
+    xs, ys = q.split_arrays(data, split="val", resolution=cfg.resolution, max_images=None)  # type: ignore[arg-type]
+    seen: list[tuple[str, object, float, float]] = []
+    real = q.export_variant
+
+    def spy(model, out_path, **kw):  # noqa: ANN001, ANN003, ANN202
+        p = real(model, out_path, **kw)
+        top1 = q.runner_top1(q.get_target(kw["backend"]).runner(p), xs, ys)
+        seen.append((kw["backend"], kw["config"], q.int8_weight_fraction(p), top1))
+        return p
+
+    monkeypatch.setattr(q, "export_variant", spy)
+    acc = quantized_accuracy(net, cfg, data, precision="int8", bn_images=32, seed=0, calib_images=8)
+    [(backend, config, frac, top1)] = seen
+    assert backend == "onnxruntime" and config.precision == "int8" and config.calib_images == 8  # type: ignore[attr-defined]
+    assert config.reduce_range == q.default_reduce_range()  # type: ignore[attr-defined]
+    assert frac > 0.9 and acc == top1
+    seen.clear()
+    per_tensor = q.QuantConfig(per_channel=False, calib_images=8)
+    quantized_accuracy(net, cfg, data, precision="int8", bn_images=32, seed=0, quant=per_tensor)
+    assert seen[0][1] == per_tensor and seen[0][2] > 0.9
+
+
+def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setup: dict[str, Path]) -> None:
+    import dataclasses
+
+    from hwnas.pipeline import accuracy_context, accuracy_quant_recipe, quant_recipe_tag
+    from latency_tables.table import LatencyTable
+    from supernet.quantize import default_reduce_range
+
+    meta = LatencyTable.load(setup["int8"]).meta
+    backend, config = accuracy_quant_recipe(meta, calib_images=8)
+    assert backend == "onnxruntime" and config.precision == "int8" and config.per_channel  # fake table: defaults
+    assert config.reduce_range == default_reduce_range()
+    env = {**meta.environment, "backend_kwargs": {"per_channel": False, "threads": 1}}
+    tfl = dataclasses.replace(meta, backend="tflite", environment=env)
+    backend, config = accuracy_quant_recipe(tfl, calib_images=8)
+    assert (backend, config.per_channel, config.calibration) == ("tflite", False, "minmax")
+    assert quant_recipe_tag(backend, config) == "tflite:pt-minmax"
+    ort_env = {**meta.environment, "quantization": {"reduce_range": True, "calibration": "entropy"}}
+    backend, config = accuracy_quant_recipe(dataclasses.replace(meta, backend="onnxruntime", environment=ort_env))
+    assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1"
+    kw = dict(supernet_path=setup["supernet"], bn_images=32, seed=0)
+    contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
+                accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]
+    assert len(contexts) == 3

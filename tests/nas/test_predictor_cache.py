@@ -264,8 +264,12 @@ def test_cache_measures_each_precision_once(tmp_path: Path) -> None:
         assert calls == [("fp32", 4), ("int8", 4)] and np.all(i8 < f32)
         recs = cache.records()
         assert len(recs) == 8 and {p for _, p, _ in recs} == {"fp32", "int8"}
-        with pytest.raises(ValueError, match="precision must be a non-empty name"):
+        with pytest.raises(ValueError, match="precision '': expected one of fp32, fp16, int8"):
             cache.get(archs[0], precision="")
+        with pytest.raises(ValueError, match="precision 'INT8': expected one of fp32, fp16, int8"):
+            cache.put_many([(archs[0], 0.5)], precision="INT8")
+    with pytest.raises(ValueError, match="precision 'int4'"):
+        AccuracyCache(tmp_path / "c.sqlite", space=obj.space, context="s/val", precision="int4")
 
 
 def test_fit_predictor_command_trains_apq_from_a_cache(pairs: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -290,3 +294,50 @@ def test_fit_predictor_command_trains_apq_from_a_cache(pairs: tuple, tmp_path: P
     bad = CliRunner().invoke(app, ["fit-predictor", "--cache", str(tmp_path / "acc.sqlite"), "--space", "mnist",
                                    "--out", str(tmp_path / "x.npz"), "--context", "nope"])
     assert bad.exit_code == 2 and "has no context 'nope'" in bad.output
+
+
+def test_cache_without_a_schema_row_opens_or_says_it_is_corrupt(tmp_path: Path) -> None:
+    """A ``meta`` table without its version row next to an ``accuracy`` table (an interrupted first open, or an
+    old writer): the columns tell the version; a foreign ``accuracy`` table gets a clear error, not sqlite's."""
+    space = get_space("mnist")
+    arch = space.smallest()
+    v2 = tmp_path / "v2.sqlite"
+    with AccuracyCache(v2, space=space, context="c") as cache:
+        cache.put_many([(arch, 0.7)], precision="int8")
+    with sqlite3.connect(v2) as con:
+        con.execute("DELETE FROM meta")
+    with AccuracyCache(v2, space=space, context="c", precision="int8") as cache:
+        assert cache.get(arch) == 0.7
+    v1 = tmp_path / "v1.sqlite"
+    shutil.copyfile(FIXTURES / "accuracy-cache-v1.sqlite", v1)
+    with sqlite3.connect(v1) as con:
+        con.execute("DELETE FROM meta")
+    with AccuracyCache(v1, space=space, context="fixture-supernet/val") as cache:
+        assert len(cache) == 6 and cache.precisions() == ["fp32"]
+    with sqlite3.connect(v1) as con:
+        assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    bad = tmp_path / "bad.sqlite"
+    with sqlite3.connect(bad) as con:
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("CREATE TABLE accuracy (x INTEGER)")
+    with pytest.raises(ValueError, match=r"corrupt or not an hwnas accuracy cache.*columns \['x'\]"):
+        AccuracyCache(bad, space=space, context="c")
+
+
+def test_fit_predictor_command_with_too_few_records_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    space = get_space("mnist")
+    rng = np.random.default_rng(0)
+    with AccuracyCache(tmp_path / "acc.sqlite", space=space, context="sn/val") as cache:
+        cache.put_many([(space.sample(rng), 0.5 + 0.1 * i) for i in range(3)])
+        cache.put_many([(space.smallest(), 0.4)], precision="int8")
+    args = ["fit-predictor", "--cache", str(tmp_path / "acc.sqlite"), "--space", "mnist", "--out",
+            str(tmp_path / "p.npz"), "--epochs", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "Traceback" not in res.output
+    assert not (tmp_path / "p.npz").exists()
+    res = CliRunner().invoke(app, [*args, "--precisions", "INT8"])
+    assert res.exit_code == 2 and "expected names from fp32, fp16, int8" in res.output

@@ -159,3 +159,26 @@ def test_quick_benchmark_all_backends(tmp_path: Path) -> None:
     by = {(r["backend"], r["variant"]): r for r in rows}
     assert by[("tflite", "int8-pc-minmax")]["path"] == by[("tflite-builtin", "int8-pc-minmax")]["path"]
     assert "| tflite-builtin | int8-pc-minmax |" in (tmp_path / "out" / "bitwidth.quick.md").read_text()
+
+
+def test_resume_reuses_results_only_of_the_same_supernet_size_and_config(tmp_path: Path) -> None:
+    """smallest/largest have the same architecture on every supernet: cached results and QAT weights are reused
+    only when the supernet file's sha256, the size and the quant config match."""
+    from supernet.io import atomic_write_json
+    from supernet.quantize import QuantConfig
+
+    bench = _load()
+    size = bench.SIZES["quick"]
+    want = bench.fingerprint(supernet_sha256="a" * 64, size=size, base=QuantConfig(), backends=("onnxruntime",))
+    path = tmp_path / "smallest.json"
+    atomic_write_json(path, {"arch": "x", "fingerprint": want})
+    assert bench._reusable(path, want, what="smallest") == {"arch": "x", "fingerprint": want}
+    for other in (bench.fingerprint(supernet_sha256="b" * 64, size=size, base=QuantConfig(), backends=("onnxruntime",)),
+                  bench.fingerprint(supernet_sha256="a" * 64, size=bench.SIZES["full"], base=QuantConfig(),
+                                    backends=("onnxruntime",)),
+                  bench.fingerprint(supernet_sha256="a" * 64, size=size, base=QuantConfig(reduce_range=True,
+                                                                                          calib_images=7),
+                                    backends=("onnxruntime",))):
+        assert bench._reusable(path, other, what="smallest") is None
+    atomic_write_json(path, {"arch": "x"})  # written before fingerprints existed: recomputed
+    assert bench._reusable(path, want, what="smallest") is None

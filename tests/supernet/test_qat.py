@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.data import iterate_batches, load_dataset
-from supernet.evaluate import calibration_batches, recalibrate_bn
-from supernet.layers import Backbone, StaticSubnet, build_static_model
+from supernet.evaluate import calibration_batches
+from supernet.layers import StaticSubnet
 from supernet.qat import (
     FakeQuant,
     FakeQuantSpec,
@@ -33,36 +32,44 @@ from supernet.quantize import (
     export_variant,
     qat_spec_for,
     quantize_subnet,
+    split_arrays,
 )
-from supernet.space import get_space
 
 RES = 24
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[StaticSubnet, object]:
-    """Tiny subnet trained 2 epochs on digits (a few seconds), BN recalibrated: random nets amplify any error."""
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    space = get_space("mnist")
-    model = build_static_model(
-        Backbone(in_channels=1, num_classes=10, width_mult=0.25), space.smallest(resolution=RES), space=space
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(2):
-        model.train()
-        g = torch.Generator().manual_seed(epoch)
-        for x, y in iterate_batches(data.train, batch_size=64, mean=data.mean, std=data.std, resolution=RES, generator=g):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    recalibrate_bn(model, calibration_batches(data, n_images=256, resolution=RES, seed=0))
-    return model.eval(), data
+def trained(tiny_trained) -> tuple[StaticSubnet, object]:  # noqa: ANN001
+    """The shared tiny subnet trained 2 epochs on digits (conftest): random nets amplify any error."""
+    return tiny_trained  # type: ignore[no-any-return]
 
 
-def _xs(data: object, n: int = 48, seed: int = 123) -> torch.Tensor:
-    return torch.cat(list(calibration_batches(data, n_images=n, resolution=RES, seed=seed)))
+def _xs(data: object, n: int = 48) -> torch.Tensor:
+    """``n`` held-out validation inputs (never used for training or calibration)."""
+    xs, _ = split_arrays(data, split="val", resolution=RES, max_images=n)  # type: ignore[arg-type]
+    return torch.from_numpy(xs)
+
+
+def _dequantized_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(dequantized weight, per-output-channel step) of every Conv of a QDQ ONNX file, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for node in model.graph.node:
+        if node.op_type != "Conv":
+            continue
+        dq = producer[node.input[1]]
+        assert dq.op_type == "DequantizeLinear"
+        q, scale = inits[dq.input[0]], inits[dq.input[1]].astype(np.float64)
+        assert q.dtype == np.int8
+        step = scale.reshape(-1, *([1] * (q.ndim - 1))) if scale.ndim else np.full((q.shape[0],) + (1,) * (q.ndim - 1),
+                                                                                   float(scale))
+        out.append((q.astype(np.float64) * step, step))
+    return out
 
 
 def test_fold_batchnorm_is_exact_and_leaves_the_model_alone(trained) -> None:
@@ -115,6 +122,17 @@ def test_qat_model_exports_to_int8_onnx_matching_the_simulation(trained, tmp_pat
     from supernet.quantize import get_target, int8_weight_fraction
 
     assert int8_weight_fraction(path) > 0.9
+    # the file holds the QAT weights (on their grid, so stored exactly), not a rounding of the fp32 weights
+    qat_w = [m.weight.detach().double().numpy() for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    fp32_w = [m.weight.detach().double().numpy() for m in fold_batchnorm(model).modules()
+              if isinstance(m, torch.nn.Conv2d)]
+    stored = _dequantized_conv_weights(path)
+    assert [w.shape for w, _ in stored] == [w.shape for w in qat_w] == [w.shape for w in fp32_w]
+    off_fp32 = 0
+    for (deq, step), wq, wf in zip(stored, qat_w, fp32_w):
+        assert np.all(np.abs(deq - wq) <= 0.01 * step + 1e-7), "exported weights are not the QAT weights"
+        off_fp32 += int((np.abs(deq - wf) > 0.5 * step + 1e-7).sum())
+    assert off_fp32 > 0, "every stored weight is the rounding of an fp32 weight: the fp32 model was exported"
     x = _xs(data)
     got = get_target("onnxruntime").runner(path)(x.numpy())
     sim = simulate_quantized(res.model, spec=spec, calib_batches=calibration_batches(data, n_images=64,
@@ -181,6 +199,30 @@ def test_qat_rule() -> None:
     assert should_run_qat(fp32_top1=0.95, ptq_top1=0.95, threshold_pts=1.0, force=True)
     with pytest.raises(ValueError, match="threshold"):
         QATPolicy(threshold_pts=-1)
+
+
+@pytest.mark.parametrize(("drop_pts", "ran"), [(2.5, True), (0.5, False)])
+def test_the_rule_triggers_unforced_qat_only_above_the_threshold(trained, tmp_path: Path, monkeypatch,  # noqa: ANN001
+                                                                 drop_pts: float, ran: bool) -> None:
+    """Unforced QAT: the PTQ loss measured on validation (stubbed here) decides, threshold 1 point."""
+    import supernet.quantize as q
+
+    model, data = trained
+    seen: list[dict] = []
+
+    def fake_ptq_loss(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        seen.append(kw)
+        return {"backend": kw["backend"], "variant": kw["config"].label, "split": kw["split"], "images": 64,
+                "fp32_top1": 0.9, "ptq_top1": 0.9 - drop_pts / 100, "ptq_drop_pts": drop_pts}
+
+    monkeypatch.setattr(q, "ptq_loss", fake_ptq_loss)
+    res = quantize_subnet(model, data, out_dir=tmp_path, config=QuantConfig(calib_images=16), report=False,
+                          qat=QATPolicy(threshold_pts=1.0, decide_max_images=64,
+                                        config=QATConfig(epochs=1, max_train_images=32)))
+    assert seen and seen[0]["split"] == "val"
+    d = res["qat"]
+    assert d["ran"] is ran and d["forced"] is False and d["ptq_drop_pts"] == drop_pts
+    assert (res["path"] != res["ptq_path"]) is ran and (".int8-qat-" in res["path"]) is ran
 
 
 def test_quantize_subnet_runs_qat_only_when_the_rule_says_so(trained, tmp_path: Path) -> None:

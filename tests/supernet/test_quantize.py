@@ -10,10 +10,9 @@ import onnx
 import pytest
 import torch
 
-from supernet.data import iterate_batches, load_dataset
-from supernet.evaluate import calibration_batches, recalibrate_bn
+from supernet.evaluate import calibration_batches
 from supernet.export import export_onnx
-from supernet.layers import Backbone, StaticSubnet, build_static_model
+from supernet.layers import Backbone, StaticSubnet
 from supernet.quantize import (
     QuantConfig,
     export_precision,
@@ -27,33 +26,12 @@ RES = 24
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[StaticSubnet, object, Path, np.ndarray]:
-    """Tiny subnet briefly trained on digits, BN recalibrated; its fp32 ONNX file; held-out calibration-like inputs.
-
-    Two epochs (a few seconds): with random weights the deep, untrained network amplifies any perturbation
-    (int8 per-channel error 0.46 of the logit spread vs 0.10 after training), so a bound on a random net
-    would either be loose enough to hide a bug or flaky.
-    """
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    space = get_space("mnist")
-    model = build_static_model(
-        Backbone(in_channels=1, num_classes=10, width_mult=0.25), space.smallest(resolution=RES), space=space
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(2):
-        model.train()
-        g = torch.Generator().manual_seed(epoch)
-        for x, y in iterate_batches(data.train, batch_size=64, mean=data.mean, std=data.std, resolution=RES, generator=g):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    recalibrate_bn(model, calibration_batches(data, n_images=256, resolution=RES, seed=0))
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_trained, tiny_val_inputs
+          ) -> tuple[StaticSubnet, object, Path, np.ndarray]:
+    """The shared trained tiny subnet (conftest), its fp32 ONNX file, held-out validation inputs."""
+    model, data = tiny_trained
     fp32 = export_onnx(model, tmp_path_factory.mktemp("q") / "fp32.onnx", input_shape=model.input_shape)
-    xs = np.concatenate([x.numpy() for x in calibration_batches(data, n_images=48, resolution=RES, seed=123)])
-    return model, data, fp32, xs
+    return model, data, fp32, tiny_val_inputs
 
 
 def _run(path: Path, xs: np.ndarray) -> np.ndarray:
@@ -86,15 +64,73 @@ def test_int8_per_channel_is_close_to_fp32_and_stores_int8_weights(setup, tmp_pa
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
-def test_per_tensor_and_every_calibration_method_run(setup, tmp_path, calibration: str) -> None:
-    model, data, fp32, xs = setup
+def _activation_scales(path: Path) -> dict[str, float]:
+    """Scale of every activation QuantizeLinear (input name -> scale) of a QDQ file."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def _conv_weight_scale_shapes(path: Path) -> set[tuple[int, ...]]:
+    """Shapes of the DequantizeLinear scales feeding Conv weights (``()`` per tensor, ``(out_ch,)`` per channel)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return {tuple(inits[producer[n.input[1]].input[1]].shape) for n in model.graph.node if n.op_type == "Conv"}
+
+
+@pytest.fixture(scope="module")
+def per_method(setup, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The per-tensor int8 file of every onnxruntime calibration method, on the same 16 calibration images.
+
+    Percentile at 99 %: the default 99.999 % of ~10^5 values clips about one value per tensor here, so its ranges
+    are within 0.1 % of min-max (measured) and could not tell a fallback from the real method."""
+    _, data, fp32, _ = setup
     calib = [x.numpy() for x in calibration_batches(data, n_images=16, resolution=RES, seed=1)]
-    cfg = QuantConfig(per_channel=False, calibration=calibration, calib_images=16, entropy_bins=256)
-    q = quantize_onnx(fp32, tmp_path / f"{calibration}.onnx", config=cfg, calib_batches=calib)
+    out = tmp_path_factory.mktemp("methods")
+    return {m: quantize_onnx(fp32, out / f"{m}.onnx", calib_batches=calib,
+                             config=QuantConfig(per_channel=False, calibration=m, calib_images=16, entropy_bins=256,
+                                                percentile=99.0))
+            for m in ("minmax", "percentile", "entropy")}
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "percentile", "entropy"])
+def test_per_tensor_and_every_calibration_method_run(setup, per_method, calibration: str) -> None:
+    _, _, _, xs = setup
+    q = per_method[calibration]
     got = _run(q, xs[:8])
     assert got.shape == (8, 10) and np.isfinite(got).all()
     assert int8_weight_fraction(q) > 0.9
+    assert _conv_weight_scale_shapes(q) == {()}  # per tensor: one scale per weight
+
+
+def test_calibration_methods_really_differ(per_method) -> None:
+    """Percentile and entropy must not silently fall back to min-max: their activation ranges differ (clipped
+    ranges: smaller scales on most tensors), and from each other."""
+    scales = {m: _activation_scales(p) for m, p in per_method.items()}
+    assert set(scales["minmax"]) == set(scales["percentile"]) == set(scales["entropy"]) and scales["minmax"]
+    names = sorted(scales["minmax"])
+    mm, pc, en = (np.asarray([scales[m][n] for n in names]) for m in ("minmax", "percentile", "entropy"))
+    # measured here: percentile (99 %) shrinks 98 % of the tensors' ranges, entropy (256 bins) 14 % (on
+    # the rest its KL search keeps the full range); a fallback to min-max would change none
+    assert np.mean(pc < mm * (1 - 1e-3)) > 0.5
+    assert np.mean(en < mm * (1 - 1e-3)) > 0.05
+    assert np.mean(~np.isclose(pc, en, rtol=1e-3)) > 0.5
+
+
+def test_ort_per_channel_weights_have_one_scale_per_output_channel(setup, tmp_path) -> None:
+    _, data, fp32, _ = setup
+    calib = [x.numpy() for x in calibration_batches(data, n_images=8, resolution=RES, seed=1)]
+    q = quantize_onnx(fp32, tmp_path / "pc.onnx", config=QuantConfig(calib_images=8), calib_batches=calib)
+    shapes = _conv_weight_scale_shapes(q)
+    assert shapes and all(len(s) == 1 and s[0] > 1 for s in shapes)
+    out_channels = {tuple(i.dims)[0] for i in onnx.load(str(q)).graph.initializer if len(i.dims) == 4}
+    assert {s[0] for s in shapes} <= out_channels
 
 
 def test_fp16_file_holds_float16_weights_and_matches_fp32(setup, tmp_path) -> None:
@@ -152,6 +188,35 @@ def test_precision_report_has_one_row_per_variant(setup, tmp_path) -> None:
     assert saved["protocol"]["backends"]["onnxruntime"]["backend_version"]
     assert by["fp32"]["speed_vs_fp32"]["median"] == pytest.approx(1.0)
     assert by["int8-pc-minmax"]["weight_dtypes"] == {"int8": sum(by["fp32"]["weight_dtypes"].values())}
+
+
+def test_precision_report_emits_qat_rows_only_for_the_spec_the_model_was_trained_with(setup, tmp_path) -> None:
+    """A QAT model trained per channel is not reported as ``int8-qat-pt-*`` (one exported per tensor)."""
+    from supernet.qat import fold_batchnorm
+    from supernet.quantize import qat_spec_for
+
+    model, data, _, _ = setup
+    cfg = QuantConfig(calib_images=8)
+    qat_like = fold_batchnorm(model)  # stands in for a QAT result: only which rows appear matters here
+    kw = dict(precisions=("int8",), config=cfg, max_eval_images=8, warmup=0, runs=1, qat_model=qat_like)
+    rows = precision_report(model, data, out_dir=tmp_path / "pc", qat_spec=qat_spec_for(cfg, backend="onnxruntime"),
+                            **kw)
+    assert [r["variant"] for r in rows] == ["fp32", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pc-minmax"]
+    pt = cfg.replace(per_channel=False)
+    rows = precision_report(model, data, out_dir=tmp_path / "pt", qat_spec=qat_spec_for(pt, backend="onnxruntime"),
+                            **kw)
+    assert [r["variant"] for r in rows] == ["fp32", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pt-minmax"]
+    with pytest.raises(ValueError, match="qat_model needs qat_spec"):
+        precision_report(model, data, out_dir=tmp_path / "x", **kw)
+
+
+def test_reduce_range_has_one_default_everywhere() -> None:
+    """QuantConfig, the onnxruntime LUT backend and the CLI share `default_reduce_range` (by the CPU's VNNI flag)."""
+    from latency_tables.backends.ort import OrtBackend
+    from supernet.quantize import default_reduce_range
+
+    assert QuantConfig().reduce_range == default_reduce_range()
+    assert OrtBackend(precision="int8")._quant_config().reduce_range == default_reduce_range()
 
 
 def test_quantize_cmd_writes_an_int8_file_and_rejects_unknown_backends(tmp_path) -> None:
@@ -213,6 +278,6 @@ def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
     assert meta["qat"]["ran"] and meta["path"].endswith(".int8-qat-pc-minmax.onnx")
     variants = [r["variant"] for r in meta["report"]["rows"]]
     assert variants == ["fp32", "fp16", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pc-minmax",
-                        "int8-qat-pt-minmax", "w4a8-pc (simulated)"]
+                        "w4a8-pc (simulated)"]  # QAT ran per channel: no per-tensor QAT row
     sim = meta["report"]["rows"][-1]
     assert sim["simulated"] and sim["latency_p50_ms"] is None and sim["size_bytes"] is None

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.data import iterate_batches, load_dataset
-from supernet.evaluate import calibration_batches, recalibrate_bn
-from supernet.layers import Backbone, StaticSubnet, build_static_model
+from supernet.evaluate import calibration_batches
+from supernet.layers import StaticSubnet
 from supernet.quantize import QuantConfig, Variant, compare_variants, get_target, int8_weight_fraction, quantize_onnx
 from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
-from supernet.space import get_space
 
 RES = 24
 
@@ -36,32 +34,16 @@ def test_tflite_refuses_calibration_methods_it_does_not_have(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[StaticSubnet, object, Path, np.ndarray]:
-    """Tiny subnet trained 2 epochs on digits, BN recalibrated; its fp32 .tflite; held-out calibration-like inputs."""
+def setup(tmp_path_factory: pytest.TempPathFactory, tiny_trained, tiny_val_inputs
+          ) -> tuple[StaticSubnet, object, Path, np.ndarray]:
+    """The shared trained tiny subnet (conftest), its fp32 .tflite, held-out validation inputs."""
     pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite] extra (litert-torch)")
     pytest.importorskip("ai_edge_quantizer")
     from supernet.export import export_tflite
 
-    torch.manual_seed(0)
-    data = load_dataset("digits")
-    space = get_space("mnist")
-    model = build_static_model(
-        Backbone(in_channels=1, num_classes=10, width_mult=0.25), space.smallest(resolution=RES), space=space
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(2):
-        model.train()
-        g = torch.Generator().manual_seed(epoch)
-        for x, y in iterate_batches(data.train, batch_size=64, mean=data.mean, std=data.std, resolution=RES, generator=g):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    recalibrate_bn(model, calibration_batches(data, n_images=256, resolution=RES, seed=0))
-    model.eval()
+    model, data = tiny_trained
     fp32 = export_tflite(model, tmp_path_factory.mktemp("tfl") / "fp32.tflite", input_shape=model.input_shape)
-    xs = np.concatenate([x.numpy() for x in calibration_batches(data, n_images=48, resolution=RES, seed=123)])
-    return model, data, fp32, xs
+    return model, data, fp32, tiny_val_inputs
 
 
 def _calib(data: object, n: int = 64) -> list[np.ndarray]:
