@@ -21,6 +21,11 @@ P processes, R rounds per process, n models in a chunk, m timed runs per model a
   A table stores ``latency_ms_j = ratio_j * reference_ms`` (one probe scale for all its chunks); `measure_models`
   returns each model's own estimate, or, given a table's ``reference_ms``, ``ratio_j * reference_ms`` on the table's
   scale (removing the machine's drift between the two sessions, at the price of the probe's own noise).
+* **Session level.** Round effects have median 1 *within* one measurement, so own-clock estimates carry the
+  machine's level during that measurement's rounds. A measurement can be shorter than the machine's slow swings
+  (30 LiteRT subnets: 3 x 8 rounds in a few seconds), so two measurements of the same models may differ by one
+  common factor (issue 5: 0 % of subnets within ±10 %, median 30 %, while process pairs agreed to 0.3 %).
+  Test-retest between measurements therefore compares ``ratio_j``; the probe, timed in the same rounds, cancels it.
 * **Several processes.** P worker processes (fresh interpreter, memory layout and thread placement each) take
   turns round by round, in an order shuffled per round, and never run at the same time. Each process's own
   estimate is kept (``per_process``) to report test-retest agreement between independent processes.

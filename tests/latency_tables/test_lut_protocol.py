@@ -58,6 +58,19 @@ def test_estimator_removes_round_slowness_and_bursts() -> None:
     assert eff.shape == (3, 6) and np.median(eff) == pytest.approx(1.0, rel=1e-3)
 
 
+def test_a_whole_measurement_slower_by_one_factor_moves_own_ms_but_not_ratios() -> None:
+    """Round effects have median 1 within a measurement, so a machine 30 % slower for all of a short measurement
+    (issue 5: LiteRT retest, 0 % within ±10 %) shows in own-clock ms; the probe's ratio, the retest's quantity,
+    cancels it."""
+    true_ms = np.array([0.1, 0.15, 0.2, 0.3])
+    a = _synthetic(true_ms, 0.05, seed=1)
+    b = _synthetic(true_ms, 0.05, seed=2)
+    b = ChunkResult(keys=b.keys, runs_s=b.runs_s * 1.3, probe_runs_s=b.probe_runs_s * 1.3)
+    fa, fb = fit_chunk(a, pct=10), fit_chunk(b, pct=10)
+    assert agreement(fa.estimate_ms, fb.estimate_ms).within_10pct == 0.0
+    assert agreement(fa.ratio, fb.ratio).within_5pct == 1.0
+
+
 def test_agreement_shares() -> None:
     a = agreement([1.0, 1.0, 1.0, 1.0], [1.0, 1.04, 1.08, 1.5])
     assert a.within_5pct == 0.5 and a.within_10pct == 0.75 and a.n_models == 4
