@@ -22,10 +22,14 @@ from latency_tables.backends import Prepared, base_environment, check_precision
 __all__ = ["TFLiteBackend"]
 
 
+_LOWERING_PACKAGES = ("litert_torch", "ai_edge_quantizer")  # the `tflite` extra: torch -> .tflite, then quantize
+
+
 def _lowering_available() -> bool:
-    """True when `supernet.quantize_tflite` (TFLite fp16 / full-integer int8 export) is part of this install."""
+    """True when this install can write fp16 / full-integer int8 .tflite layers (`supernet.quantize_tflite`,
+    which needs the ``tflite`` extra's litert-torch and ai-edge-quantizer)."""
     try:
-        return importlib.util.find_spec("supernet.quantize_tflite") is not None
+        return all(importlib.util.find_spec(m) is not None for m in _LOWERING_PACKAGES)
     except (ImportError, ValueError):  # pragma: no cover - broken install
         return False
 
@@ -38,8 +42,9 @@ class TFLiteBackend:
     def __init__(self, *, threads: int = 1, precision: str = "fp32", per_channel: bool = True,
                  calib_samples: int = 8, calib_seed: int = 0) -> None:
         check_precision("tflite", precision, self.precisions,
-                        why="int8/fp16 .tflite layers need supernet.quantize_tflite (TFLite quantizing export), "
-                            "which this install does not have; for int8 latency use --backend onnxruntime")
+                        why="int8/fp16 .tflite layers need the 'tflite' extra (litert-torch and ai-edge-quantizer: "
+                            "pip install -e '.[tflite]'), which this install lacks; for int8 latency use "
+                            "--backend onnxruntime")
         if threads < 1:
             raise ValueError(f"tflite backend: threads must be >= 1, got {threads}")
         if calib_samples < 1:
