@@ -56,6 +56,7 @@ SIZES = {
     "smoke": Size(max_train_images=64, epochs=6, width_mult=0.25, seeds=(0,), bn_images=64),  # checks the script
     "quick": Size(max_train_images=1000, epochs=6, width_mult=0.25, seeds=(0,), bn_images=500),
     "quick12": Size(max_train_images=1000, epochs=12, width_mult=0.25, seeds=(0,), bn_images=500),  # 2x budget
+    "quick24": Size(max_train_images=1000, epochs=24, width_mult=0.25, seeds=(0, 1), bn_images=500),  # 4x budget
     "full": Size(max_train_images=None, epochs=30, width_mult=0.5, seeds=(0, 1, 2), bn_images=2000),
 }
 METHODS = ("ps", "ps-nokd", "one-stage", "bignas")
