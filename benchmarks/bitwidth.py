@@ -111,6 +111,13 @@ def _train_config(size: Size) -> TrainConfig:
 def load_or_train_supernet(size: Size, *, work: Path, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
     """The supernet to quantize: ``run_dir/supernet/supernet.pt`` of an 'hwnas demo' run, else the demo's
     training config trained (resumably) under ``work/supernet``."""
+    return supernet_for_benchmark(_train_config(size), work=work, run_dir=run_dir)
+
+
+def supernet_for_benchmark(cfg: TrainConfig, *, work: Path, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+    """``run_dir/supernet/supernet.pt`` of an 'hwnas demo' run, else ``cfg`` trained (resumably) under
+    ``work/supernet`` and reused there while its ``train_config.json`` matches ``cfg``. Returns the path and a
+    description (``source``, ``train_seconds``: None when not trained by a benchmark; shared by the benchmarks)."""
     from supernet.train import train_supernet
 
     if run_dir is not None:
@@ -120,7 +127,6 @@ def load_or_train_supernet(size: Size, *, work: Path, run_dir: Path | None) -> t
         return path, {"source": f"hwnas demo run {run_dir}", "train_seconds": None}
     out = work / "supernet"
     path = out / "supernet.pt"
-    cfg = _train_config(size)
     source = (f"the demo's training config ({cfg.dataset}, {cfg.max_train_images or 'all'} training images, width "
               f"{cfg.width_mult}, {cfg.epochs} epochs, schedule {cfg.schedule}) trained by this benchmark")
     info = {"source": source, "train_config": cfg.to_json()}
@@ -508,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-    for noisy in ("root", "absl", "jax"):
+    for noisy in ("absl", "jax"):  # not "root": getLogger("root") is the root logger and would mute ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
     size_name = "quick" if args.quick else "full"
     if args.render_only:
