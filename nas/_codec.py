@@ -92,6 +92,33 @@ class SpaceCodec:
         out[:, o + s.n_slots :][~act] = -1
         return out
 
+    def neighbors(self, canon_row: np.ndarray) -> np.ndarray:
+        """Canonical rows differing from ``canon_row`` in exactly one decision, as `SearchSpace.neighbors` (a
+        deeper stage's new blocks copy its last active block), without building `ArchConfig`s."""
+        s = self.space
+        row = np.asarray(canon_row, dtype=np.int64).reshape(-1)
+        n_ch = self.n_choices
+        D, o = s.max_depth, 1 + s.n_stages
+        out = []
+        for p in range(row.size):
+            if row[p] < 0:
+                continue  # an inactive slot: not a decision of this network
+            for c in range(int(n_ch[p])):
+                if c == row[p]:
+                    continue
+                r = row.copy()
+                r[p] = c
+                if 1 <= p < o:  # a depth: (de)activate slots of that stage
+                    st = p - 1
+                    d_old, d_new = s.depth_choices[row[p]], s.depth_choices[c]
+                    src = st * D + d_old - 1
+                    for j in range(d_old, d_new):  # newly active slots copy the last active block
+                        r[o + st * D + j], r[o + s.n_slots + st * D + j] = row[o + src], row[o + s.n_slots + src]
+                    for j in range(d_new, D):
+                        r[o + st * D + j] = r[o + s.n_slots + st * D + j] = -1
+                out.append(r)
+        return np.stack(out) if out else np.zeros((0, row.size), dtype=np.int64)
+
     # ----------------------------------------------------------------- conversion
     def to_archs(self, canon: np.ndarray) -> list[ArchConfig]:
         """Canonical matrix -> canonical `ArchConfig`s (built directly: no per-row validation)."""
@@ -106,13 +133,22 @@ class SpaceCodec:
                 for v in vals]
 
     def from_archs(self, cfgs: Sequence[ArchConfig]) -> np.ndarray:
-        """Canonical `ArchConfig`s -> canonical matrix (inactive = -1)."""
+        """Canonical `ArchConfig`s -> canonical matrix (inactive = -1); values outside a column's choices map to -1.
+
+        Vectorised per column (a value -> index lookup array), since surrogates convert thousands of candidates
+        per step."""
         cols = self.columns
-        maps = [{v: i for i, v in enumerate(c)} for c in cols]
-        out = np.empty((len(cfgs), len(cols)), dtype=np.int64)
-        for r, c in enumerate(cfgs):
-            vals = (c.resolution, *c.depths, *c.kernel_sizes, *c.expand_ratios)
-            out[r] = [maps[p].get(v, -1) for p, v in enumerate(vals)]
+        if not cfgs:
+            return np.zeros((0, len(cols)), dtype=np.int64)
+        vals = np.asarray([(c.resolution, *c.depths, *c.kernel_sizes, *c.expand_ratios) for c in cfgs],
+                          dtype=np.int64)
+        out = np.full(vals.shape, -1, dtype=np.int64)
+        for p, c in enumerate(cols):
+            lut = np.full(max(max(c), int(vals[:, p].max()), 0) + 1, -1, dtype=np.int64)
+            lut[list(c)] = np.arange(len(c))
+            v = vals[:, p]
+            ok = v >= 0
+            out[ok, p] = lut[v[ok]]
         return out
 
     def ordinal_values(self, cfgs: Sequence[ArchConfig]) -> np.ndarray:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg import cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import erfcx, log_ndtr, ndtr
 
@@ -137,8 +137,12 @@ class GroupGP:
         prior_mean: np.ndarray | None = None,
         optimize: bool = True,
         theta0: np.ndarray | None = None,
+        maxiter: int = 100,
     ) -> GroupGP:
-        """Fit to ``X (n, d)``, ``y (n,)``; with ``optimize=False`` keep ``theta0`` (or the last fit's)."""
+        """Fit to ``X (n, d)``, ``y (n,)``; with ``optimize=False`` keep ``theta0`` (or the last fit's).
+
+        ``maxiter`` caps the L-BFGS-B iterations of each hyperparameter optimisation (warm-started from the last
+        fit, so later fits need few)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
         if X.ndim != 2 or X.shape[1] != self.groups.size or len(X) != len(y):
@@ -162,7 +166,7 @@ class GroupGP:
             starts = [theta] if (self._fit is not None and self._n_fits % 4) else [theta, self._default_theta()]
             for start in starts:
                 res = minimize(self._nll, start, args=(D, lin, ys), jac=True, method="L-BFGS-B",
-                               bounds=self._bounds(), options={"maxiter": 100})
+                               bounds=self._bounds(), options={"maxiter": maxiter})
                 if res.fun < best_val:
                     best_val, best_theta = float(res.fun), res.x
             theta = best_theta
@@ -192,9 +196,14 @@ class GroupGP:
             raise RuntimeError("GroupGP: call fit() first")
         Xs = np.asarray(Xs, dtype=np.float64)
         ls, sm, sl, _ = self._unpack(f.theta)
-        D = self._sqdist_groups(Xs, f.X)
+        # r^2 = sum_g D_g / l_g^2 is one squared distance between inputs scaled column-wise by 1 / l_g(column):
+        # one matrix product instead of one per group (candidate pools have thousands of rows)
+        inv = 1.0 / ls[self.groups]
+        A, B = Xs * inv, f.X * inv
+        r2 = np.maximum((A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * A @ B.T, 0.0)
+        r = np.sqrt(r2)
         lin = (Xs - f.center) @ (f.X - f.center).T / Xs.shape[1]
-        Ks = self._kernel_from(D, lin, ls, sm, sl)
+        Ks = sm * (1 + _SQRT5 * r + 5.0 / 3.0 * r2) * np.exp(-_SQRT5 * r) + (sl * lin if self.linear else 0.0)
         mu = Ks @ f.alpha
         V = solve_triangular(f.L, Ks.T, lower=True)
         xc = Xs - f.center

@@ -5,6 +5,9 @@ population are mutations of random parents (each decision resampled with ``mutat
 crossovers of two random parents. Under a hard latency reward (`HardConstraint`, or `Reward` with
 ``alpha == 0 and beta <= -1``) candidates predicted above the target are rejected before evaluation, as OFA does
 with its efficiency constraint (latency comes from the cheap table, so rejection costs no budget).
+
+Candidates are drawn on `nas._codec.SpaceCodec` choice matrices, all children of a generation at once (a long run
+draws hundreds of thousands of candidates, most of them rejected as already seen or too slow).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nas.objective import Objective
+from nas._codec import SpaceCodec
+from nas.objective import Evaluation, Objective
 from nas.reward import HardConstraint, Reward
 from nas.strategies.base import Callback, EvalLoop, SearchResult, SearchStrategy
-from supernet.space import ArchConfig
 
 __all__ = ["EvolutionSearch", "is_hard_reward"]
 
@@ -74,6 +77,7 @@ class EvolutionSearch(SearchStrategy):
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
         space = objective.space
+        codec = SpaceCodec(space)
         loop = EvalLoop(objective, budget=budget, callback=callback)
         pop_size = self.population_size
         if self.adaptive_population:
@@ -82,52 +86,75 @@ class EvolutionSearch(SearchStrategy):
         n_mutate = int(round(self.mutation_ratio * pop_size))
         constrain = self.constrain_latency and is_hard_reward(objective)
         target = float(getattr(objective.reward, "target_ms", np.inf))
+        seen: set[bytes] = set()  # rows of evaluated architectures (`SpaceCodec.keys`)
 
-        def feasible(c: ArchConfig) -> bool:
-            return not constrain or float(objective.predict_latency([c])[0]) <= target
+        def feasible(canon: np.ndarray) -> np.ndarray:
+            if not constrain:
+                return np.ones(len(canon), dtype=bool)
+            return objective.predict_latency(codec.to_archs(canon)) <= target
 
-        def draw(make: Callable[[], ArchConfig], pending: set[ArchConfig]) -> ArchConfig | None:
-            """A new (unseen, not pending) candidate, preferring feasible ones; None if none found."""
-            fallback = None
+        def draw(make: Callable[[np.ndarray], np.ndarray], n: int) -> np.ndarray:
+            """Up to ``n`` distinct unseen canonical candidates: for each, the first of up to ``max_tries`` draws of
+            ``make`` that is unseen and feasible, else the first unseen infeasible one (OFA's rejection sampling,
+            vectorised over the ``n`` children; ``make(rows)`` draws one full candidate per row)."""
+            chosen = np.full((n, codec.n_choices.size), -2, dtype=np.int64)
+            fallback: dict[int, tuple[bytes, np.ndarray]] = {}
+            taken: set[bytes] = set()
+            todo = np.arange(n)
             for _ in range(self.max_tries):
-                c = make()
-                if not loop.is_new(c) or c in pending:
-                    continue
-                if feasible(c):
-                    return c
-                fallback = fallback or c
-            return fallback
+                if todo.size == 0:
+                    break
+                cand = codec.canonicalise(make(todo))
+                ok = feasible(cand)
+                still = []
+                for j, (i, key) in enumerate(zip(todo.tolist(), codec.keys(cand), strict=True)):
+                    if key in seen or key in taken:
+                        still.append(i)
+                    elif ok[j]:
+                        chosen[i] = cand[j]
+                        taken.add(key)
+                    else:
+                        fallback.setdefault(i, (key, cand[j]))
+                        still.append(i)
+                todo = np.asarray(still, dtype=np.int64)
+            for i in todo.tolist():
+                if i in fallback and fallback[i][0] not in taken:
+                    chosen[i] = fallback[i][1]
+                    taken.add(fallback[i][0])
+            return chosen[chosen[:, 0] != -2]
 
-        pending: set[ArchConfig] = set()
-        init: list[ArchConfig] = []
-        for _ in range(min(pop_size, loop.remaining)):
-            c = draw(lambda: space.sample(rng), pending)
-            if c is not None:
-                init.append(c)
-                pending.add(c)
-        population = loop.evaluate(init)
+        def evaluate(canon: np.ndarray) -> list[Evaluation]:
+            evals = loop.evaluate(codec.to_archs(canon))
+            seen.update(codec.keys(codec.from_archs([e.arch for e in evals])))
+            return evals
+
+        population = evaluate(draw(lambda rows: codec.random_full(rng, len(rows)), min(pop_size, loop.remaining)))
         generation = 0
         while not loop.done:
             generation += 1
             parents = sorted(population, key=lambda e: e.reward, reverse=True)[:n_parents]
-            pending = set()
-            children: list[ArchConfig] = []
+            pc = codec.from_archs([e.arch for e in parents])
             n_children = min(pop_size - len(parents), loop.remaining)
-            for i in range(n_children):
-                if i < n_mutate:
-                    p = parents[int(rng.integers(len(parents)))].arch
-                    c = draw(lambda p=p: space.mutate(p, rng, prob=self.mutate_prob), pending)
-                else:
-                    a = parents[int(rng.integers(len(parents)))].arch
-                    b = parents[int(rng.integers(len(parents)))].arch
-                    c = draw(lambda a=a, b=b: space.crossover(a, b, rng), pending)
-                if c is None:
-                    c = draw(lambda: space.sample(rng), pending)
-                if c is not None:
-                    children.append(c)
-                    pending.add(c)
-            if not children:
+            n_mut = min(n_mutate, n_children)
+
+            def mutants(rows: np.ndarray) -> np.ndarray:
+                base = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
+                return codec.mutate_full(base, rng, self.mutate_prob)
+
+            def crosses(rows: np.ndarray) -> np.ndarray:
+                a = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
+                b = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
+                return codec.crossover_full(a, b, rng)
+
+            kids = [draw(mutants, n_mut), draw(crosses, n_children - n_mut)]
+            children = np.concatenate(kids)
+            if len(children) < n_children:  # rows nothing new was found for: uniform samples instead
+                extra = draw(lambda rows: codec.random_full(rng, len(rows)), n_children - len(children))
+                keys = set(codec.keys(children))
+                extra = extra[[k not in keys for k in codec.keys(extra)]] if len(extra) else extra
+                children = np.concatenate([children, extra])
+            if len(children) == 0:
                 log.warning("evolution: no unseen children in generation %d; stopping early", generation)
                 break
-            population = parents + loop.evaluate(children)
+            population = parents + evaluate(children)
         return self._result(loop, seed=seed, t0=t0, info={"population_size": pop_size, "generations": generation})

@@ -30,3 +30,15 @@ def test_balanced_design_uses_every_choice() -> None:
     for col, k in zip(design.T, codec.n_choices, strict=True):
         counts = np.bincount(col, minlength=k)
         assert counts.max() - counts.min() <= 1
+
+
+@pytest.mark.parametrize("name", ["ofa-mbv3", "mnist"])
+def test_codec_neighbors_equal_the_space_neighbors(name: str) -> None:
+    space = get_space(name)
+    codec = SpaceCodec(space)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a = space.sample(rng)
+        nb = codec.neighbors(codec.from_archs([a])[0])
+        assert set(codec.to_archs(nb)) == set(space.neighbors(a))
+        assert len(nb) == len(space.neighbors(a))

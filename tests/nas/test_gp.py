@@ -75,3 +75,36 @@ def test_gp_uses_accuracy_prior_as_mean() -> None:
     res = create_strategy("gp", n_pool=300, n_rounds=2, local_steps=2).search(obj, budget=12, seed=0)
     ref = create_strategy("random").search(make_synthetic_objective("mnist", seed=0), budget=12, seed=0)
     assert res.best.reward > ref.best.reward
+
+
+@pytest.mark.parametrize("encoding", ["ordinal", "both"])
+def test_gp_encodings_run(encoding: str) -> None:
+    obj = make_synthetic_objective("mnist", seed=0, reward="hard")
+    res = create_strategy("gp", encoding=encoding, n_pool=200, n_rounds=1, local_steps=1).search(obj, budget=9, seed=0)
+    assert len(res.history) == 9 and len({e.arch for e in res.history}) == 9
+
+
+def test_gp_choice_matrix_fast_path_gives_the_same_search() -> None:
+    """Latency / features offering ``from_choices`` are used on choice matrices; the search must not change."""
+    from nas._codec import SpaceCodec
+
+    class WithChoices:
+        def __init__(self, fn, space) -> None:  # noqa: ANN001
+            self.fn, self.space, self.calls = fn, space, 0
+
+        def __call__(self, cfgs):  # noqa: ANN001, ANN204
+            return self.fn(cfgs)
+
+        def from_choices(self, canon):  # noqa: ANN001, ANN202
+            self.calls += 1
+            return self.fn(SpaceCodec(self.space).to_archs(canon))
+
+    plain = make_synthetic_objective("mnist", seed=0, reward="hard")
+    fast = make_synthetic_objective("mnist", seed=0, reward="hard")
+    fast.latency_fn = WithChoices(fast.latency_fn, fast.space)
+    fast.features = {k: WithChoices(f, fast.space) for k, f in fast.features.items()}
+    kw = {"n_pool": 200, "n_rounds": 2, "local_steps": 2}
+    a = create_strategy("gp", **kw).search(plain, budget=12, seed=0)
+    b = create_strategy("gp", **kw).search(fast, budget=12, seed=0)
+    assert [e.arch for e in a.history] == [e.arch for e in b.history]
+    assert fast.latency_fn.calls > 0 and all(f.calls > 0 for f in fast.features.values())
