@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
-from optuna.trial import TrialState
 
 from nas.search import search
 from nas.study import open_storage
 from nas.synthetic import make_synthetic_objective
+from study_helpers import assert_two_workers_share_one_study, counted_trials
 
 
 class Killed(Exception):
@@ -26,11 +23,6 @@ def _kill_after(n: int):  # noqa: ANN202
             raise Killed
 
     return cb
-
-
-def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-            if not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
 
 
 @pytest.mark.parametrize("suffix", ["db", "log"])
@@ -47,7 +39,7 @@ def test_optuna_search_resumes_with_same_study_name(tmp_path: Path, suffix: str)
     assert obj2.n_measured == 4, "stored evaluations must not be measured again"
     assert len(res.history) == 9 and len({e.arch for e in res.history}) == 9
     study = optuna.load_study(study_name="s", storage=open_storage(storage))
-    assert len(_counted(study)) == 9
+    assert len(counted_trials(study)) == 9
     # re-running a finished study evaluates nothing; a larger budget continues it
     obj3 = make_synthetic_objective("mnist")
     assert len(search(obj3.space, obj3, strategy="optuna-tpe", budget=9, seed=0, storage=storage,
@@ -84,40 +76,6 @@ def test_replayed_strategy_resume_equals_uninterrupted_run(tmp_path: Path, strat
         search(obj2.space, obj2, strategy=strategy, budget=12, seed=4, storage=storage, study_name="r", **kw)
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys
-    from nas.search import search
-    from nas.synthetic import make_synthetic_objective
-    storage, seed, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    obj = make_synthetic_objective("mnist")
-    search(obj.space, obj, strategy="optuna-tpe", budget=budget, seed=seed, storage=storage, study_name="shared",
-           n_startup_trials=4)
-    print(obj.n_measured)
-    """
-)
-
-
 @pytest.mark.parametrize("suffix", ["log", "db"])
 def test_two_workers_share_one_study(tmp_path: Path, suffix: str) -> None:
-    storage = str(tmp_path / f"shared.{suffix}")
-    budget = 16
-    # create the study first so the two workers do not race on its creation
-    obj = make_synthetic_objective("mnist")
-    search(obj.space, obj, strategy="optuna-tpe", budget=1, seed=99, storage=storage, study_name="shared")
-    root = Path(__file__).resolve().parents[2]
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, storage, str(seed), str(budget)], cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
-    measured = [int(out.strip().splitlines()[-1]) for out, _ in outs]
-    study = optuna.load_study(study_name="shared", storage=open_storage(storage))
-    counted = _counted(study)
-    numbers = [t.number for t in study.get_trials()]
-    assert len(numbers) == len(set(numbers))
-    assert not study.get_trials(states=(TrialState.RUNNING,)), "no trial may be left running"
-    assert len(counted) == budget, "exactly the budget: nothing lost, nothing extra"
-    archs = [t.user_attrs["arch"] for t in counted]
-    assert len(set(archs)) == budget, "no architecture evaluated twice"
-    assert sum(measured) == budget - 1, "each counted trial measured by exactly one worker"
+    assert_two_workers_share_one_study(str(tmp_path / f"shared.{suffix}"))

@@ -13,9 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,46 +88,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_WORKER = textwrap.dedent(
-    """
-    import sys
-    from nas.search import search
-    from nas.synthetic import make_synthetic_objective
-    storage, seed, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    obj = make_synthetic_objective("mnist")
-    search(obj.space, obj, strategy="optuna-tpe", budget=budget, seed=seed, storage=storage, study_name="shared",
-           n_startup_trials=4)
-    print(obj.n_measured)
-    """
-)
-
-
 def test_two_workers_share_one_postgres_study(postgres_url: str) -> None:
-    import optuna
-    from optuna.trial import TrialState
+    from study_helpers import assert_two_workers_share_one_study
 
-    from nas.search import search
-    from nas.study import open_storage
-    from nas.synthetic import make_synthetic_objective
-
-    budget = 16
-    obj = make_synthetic_objective("mnist")  # create the study first so the workers do not race on its creation
-    search(obj.space, obj, strategy="optuna-tpe", budget=1, seed=99, storage=postgres_url, study_name="shared")
-    root = Path(__file__).resolve().parents[2]
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, postgres_url, str(seed), str(budget)], cwd=root,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
-    measured = [int(out.strip().splitlines()[-1]) for out, _ in outs]
-    study = optuna.load_study(study_name="shared", storage=open_storage(postgres_url))
-    trials = study.get_trials()
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers))
-    assert not study.get_trials(states=(TrialState.RUNNING,)), "no trial may be left running"
-    counted = [t for t in study.get_trials(states=(TrialState.COMPLETE,))
-               if not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
-    assert len(counted) == budget, "exactly the budget: nothing lost, nothing extra"
-    archs = [t.user_attrs["arch"] for t in counted]
-    assert len(set(archs)) == budget, "no architecture evaluated twice"
-    assert sum(measured) == budget - 1, "each counted trial measured by exactly one worker"
+    assert_two_workers_share_one_study(postgres_url)
