@@ -125,8 +125,8 @@ def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, thread
 
 
 def step_validate(table: Path, n_fit: int, n_test: int, pr: Protocol, retest: bool, work: Path, tag: str,
-                  plot: Path) -> dict[str, Any]:
-    rep = validate(table, n_fit=n_fit, n_test=n_test, seed=0, protocol=pr, retest=retest,
+                  plot: Path, seed: int = 0) -> dict[str, Any]:
+    rep = validate(table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest,
                    predictor_out=work / f"predictor-{tag}.json", report_out=work / f"validate-{tag}.json",
                    plot_out=plot, progress=sys.stderr.isatty(), workdir=work / f"models-{tag}")
     y = np.asarray([r["measured_ms"] for r in rep.rows])
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None, help="tables, reports, models (default results/.latency-work[-quick])")
     ap.add_argument("--device", default=None, help="device name for the manifests (default: host name)")
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random fit and held-out subnets (default 0)")
     ap.add_argument("--note", action="append", default=[],
                     help="a remark to print with the results (repeatable), e.g. how artifacts were exported")
     a = ap.parse_args(argv)
@@ -407,8 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                 entry["build"] = {**b["result"], "wall_s": b["wall_s"], "load": b["load"]}
                 write(load)
                 retest = threads in retest_threads
-                v = state.run(f"validate:{tag}", {**common, "n_fit": nf, "n_test": nt, "retest": retest},
-                              lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png"), load)
+                v = state.run(f"validate:{tag}", {**common, "n_fit": nf, "n_test": nt, "retest": retest, "seed": a.seed},
+                              lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png",
+                                                            seed=a.seed), load)
                 entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
             except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' results
                 log.exception("%s failed", tag)

@@ -298,8 +298,8 @@ def test_measured_archs_csv_fits_and_checks_a_predictor(tmp_path: Path, tflite_k
     (tmp_path / "archs.csv").write_text("\n".join(lines) + "\n")
     archs, ys = read_measured_archs(tmp_path / "archs.csv", table=table)
     assert archs == [a] * 8 and np.allclose(ys, 0.8 * s - 0.02, atol=1e-6)
-    rep = validate_measured(table, archs, ys, n_fit=4, predictor_out=tmp_path / "pred.json", report_out=tmp_path / "r.json")
-    assert rep.n_fit == 4 and rep.n_test == 4 and rep.corrected.within_5pct == 1.0 and rep.plain_sum.within_10pct == 0.0
+    rep = validate_measured(table, archs, ys, n_fit=5, predictor_out=tmp_path / "pred.json", report_out=tmp_path / "r.json")
+    assert rep.n_fit == 5 and rep.n_test == 3 and rep.corrected.within_5pct == 1.0 and rep.plain_sum.within_10pct == 0.0
     assert set(rep.rows[0]) >= {"measured_ms", "predicted_sum_ms", "predicted_corrected_ms"}
     check = validate_measured(table, archs, ys, predictor=tmp_path / "pred.json")
     assert check.n_test == 8 and check.corrected.within_5pct == 1.0
@@ -324,11 +324,11 @@ def test_cli_kit_import_and_validate_measured(tmp_path: Path, tflite_kit: Path) 
     assert res.exit_code == 0, res.output
     assert f"{len(m.layers) - 1} layers" in res.output and LatencyTable.load(tmp_path / "cli.csv").meta.device == "Pixel"
     a = KIT_SPACE.smallest()
-    (tmp_path / "archs.csv").write_text("arch,latency_ms\n" + "".join(f"{a},{0.5 * table.sum_ms(a):.6f}\n" for _ in range(6)))
+    (tmp_path / "archs.csv").write_text("arch,latency_ms\n" + "".join(f"{a},{0.5 * table.sum_ms(a):.6f}\n" for _ in range(7)))
     res = runner.invoke(app, ["validate", str(tmp_path / "cli.csv"), "--measured", str(tmp_path / "archs.csv"),
-                              "--n-fit", "4", "--out-dir", str(tmp_path / "v")])
+                              "--n-fit", "5", "--out-dir", str(tmp_path / "v")])
     assert res.exit_code == 0, res.output
-    assert "held-out subnets: 2 (correction fitted on 4)" in res.output and (tmp_path / "v" / "predictor.json").exists()
+    assert "held-out subnets: 2 (correction fitted on 5)" in res.output and (tmp_path / "v" / "predictor.json").exists()
     res = runner.invoke(app, ["import", str(tflite_kit), "--out", str(tmp_path / "none.csv")])
     assert res.exit_code == 1 and "15 of 15 layers have no usable measurement" in res.output
 
