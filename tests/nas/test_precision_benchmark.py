@@ -7,33 +7,19 @@ twice to check that the second call measures nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_scripts import load_benchmark
 
 from nas.cache import AccuracyCache
 from supernet.space import ArchConfig, get_space
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_precision_script", ROOT / "benchmarks" / "precision.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _bench_module()
+bench = load_benchmark("precision")
 
 
 def _synthetic_records(n_both: int, n_fp32: int) -> list[tuple[ArchConfig, str, float]]:

@@ -7,17 +7,15 @@ the benchmark's business): a fast one on a tiny untrained supernet with the fake
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_scripts import load_benchmark
 import torch
 
 from nas.bench import (
@@ -31,16 +29,6 @@ from nas.bench import (
 from nas.synthetic import SyntheticAccuracy, SyntheticLatency, make_synthetic_objective, synthetic_macs
 from supernet.space import get_space
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_search_script", ROOT / "benchmarks" / "search.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # --------------------------------------------------------------------------- helpers
@@ -165,7 +153,7 @@ def tiny_run(tmp_path: Path) -> Path:
 
 
 def test_tiny_benchmark_end_to_end_and_resume(tmp_path: Path, tiny_run: Path) -> None:
-    bench = _bench_module()
+    bench = load_benchmark("search")
     st = replace(bench.Settings.preset(quick=True), backend="fake", n_subnets=12, bn_images=32,
                  predictor_hidden=(32, 32), predictor_epochs=20, latency_fit=6, latency_check=4,
                  budgets={"gp": 8, "optuna-tpe": 8, "evolution": 16, "random": 16, "rl": 16},
@@ -186,7 +174,7 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path: Path, tiny_run: Path) ->
 @pytest.mark.slow
 def test_quick_mode_end_to_end(tmp_path: Path) -> None:
     """``benchmarks/search.py --quick`` as a user runs it (trains a tiny supernet, onnxruntime LUT)."""
-    bench = _bench_module()
+    bench = load_benchmark("search")
     out = tmp_path / "out"
     assert bench.main(["--quick", "--out", str(out), "--workers", "1"]) == 0
     res = json.loads((out / "search.quick.json").read_text())

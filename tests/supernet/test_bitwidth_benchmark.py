@@ -4,24 +4,13 @@ resumes from the stored subnets instead of measuring again."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_bitwidth_script", ROOT / "benchmarks" / "bitwidth.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _check(results: dict, backends: tuple[str, ...], bench: ModuleType) -> None:
@@ -87,7 +76,7 @@ def _fake_results(bench: ModuleType) -> dict:
 
 
 def test_summary_and_markdown_report_misses_with_their_numbers() -> None:
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     results = _fake_results(bench)
     s = bench.summarise(results)
     results["summary"] = s
@@ -109,7 +98,7 @@ def test_pick_subnets_spreads_between_smallest_and_largest() -> None:
     from supernet.layers import Backbone, count_macs
     from supernet.space import get_space
 
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     space, backbone = get_space("mnist"), Backbone(in_channels=1, num_classes=10, width_mult=0.35)
     picks = bench.pick_subnets(space, backbone, 5)
     assert list(picks) == ["smallest", "p25", "p50", "p75", "largest"]
@@ -120,7 +109,7 @@ def test_pick_subnets_spreads_between_smallest_and_largest() -> None:
 @pytest.mark.slow  # ~40 s alone, 2 min on the loaded shared VM (trains a tiny supernet)
 def test_quick_benchmark_onnxruntime_structure_and_resume(tmp_path: Path) -> None:
     """onnxruntime only (TFLite conversion takes ~15 s per model; the test below covers it)."""
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     work, out = tmp_path / "work", tmp_path / "out"
     results = bench.run("quick", work=work, out=out, run_dir=None, backends=("onnxruntime",))
     _check(results, ("onnxruntime",), bench)
@@ -141,7 +130,7 @@ def test_quick_benchmark_onnxruntime_structure_and_resume(tmp_path: Path) -> Non
 
 
 def test_run_dir_without_a_supernet_is_refused(tmp_path: Path) -> None:
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     with pytest.raises(FileNotFoundError, match="no supernet/supernet.pt"):
         bench.run("quick", work=tmp_path, out=tmp_path, run_dir=tmp_path / "nothing", backends=("onnxruntime",))
 
@@ -151,7 +140,7 @@ def test_run_dir_without_a_supernet_is_refused(tmp_path: Path) -> None:
 def test_quick_benchmark_all_backends(tmp_path: Path) -> None:
     """``python benchmarks/bitwidth.py --quick`` with every backend (about 2.5 min on the shared VM)."""
     pytest.importorskip("litert_torch")
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     bench.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
     results = json.loads((tmp_path / "out" / "bitwidth.quick.json").read_text())
     _check(results, bench.BACKENDS, bench)
@@ -167,7 +156,7 @@ def test_resume_reuses_results_only_of_the_same_supernet_size_and_config(tmp_pat
     from supernet.io import atomic_write_json
     from supernet.quantize import QuantConfig
 
-    bench = _load()
+    bench = load_benchmark("bitwidth")
     size = bench.SIZES["quick"]
     want = bench.fingerprint(supernet_sha256="a" * 64, size=size, base=QuantConfig(), backends=("onnxruntime",))
     path = tmp_path / "smallest.json"
