@@ -100,24 +100,17 @@ def pick_subnets(space: SearchSpace, backbone: Any, n: int, *, seed: int = 0) ->
     return picks
 
 
-def _train_config(size: Size) -> TrainConfig:
-    if size.train is not None:
-        return size.train
-    from hwnas.demo import DemoConfig
-
-    return DemoConfig.preset(quick=False).train
-
-
 def load_or_train_supernet(size: Size, *, work: Path, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
     """The supernet to quantize: ``run_dir/supernet/supernet.pt`` of an 'hwnas demo' run, else the demo's
     training config trained (resumably) under ``work/supernet``."""
-    return supernet_for_benchmark(_train_config(size), work=work, run_dir=run_dir)
+    return supernet_for_benchmark(size.train, work=work, run_dir=run_dir)
 
 
-def supernet_for_benchmark(cfg: TrainConfig, *, work: Path, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
-    """``run_dir/supernet/supernet.pt`` of an 'hwnas demo' run, else ``cfg`` trained (resumably) under
-    ``work/supernet`` and reused there while its ``train_config.json`` matches ``cfg``. Returns the path and a
-    description (``source``, ``train_seconds``: None when not trained by a benchmark; shared by the benchmarks)."""
+def supernet_for_benchmark(cfg: TrainConfig | None, *, work: Path, run_dir: Path | None) -> tuple[Path, dict[str, Any]]:
+    """``run_dir/supernet/supernet.pt`` of an 'hwnas demo' run, else ``cfg`` (None: the demo's full-run training
+    config) trained (resumably) under ``work/supernet`` and reused there while its ``train_config.json`` matches.
+    Returns the path and a description (``source``, ``train_seconds``: None when not trained by a benchmark;
+    shared by the benchmarks)."""
     from supernet.train import train_supernet
 
     if run_dir is not None:
@@ -125,6 +118,10 @@ def supernet_for_benchmark(cfg: TrainConfig, *, work: Path, run_dir: Path | None
         if not path.is_file():
             raise FileNotFoundError(f"--run {str(run_dir)!r}: no supernet/supernet.pt (run 'hwnas demo' first)")
         return path, {"source": f"hwnas demo run {run_dir}", "train_seconds": None}
+    if cfg is None:
+        from hwnas.demo import DemoConfig
+
+        cfg = DemoConfig.preset(quick=False).train
     out = work / "supernet"
     path = out / "supernet.pt"
     source = (f"the demo's training config ({cfg.dataset}, {cfg.max_train_images or 'all'} training images, width "

@@ -86,14 +86,6 @@ SIZES = {
 }
 
 
-def _train_config(size: Size) -> TrainConfig:
-    if size.train is not None:
-        return size.train
-    from hwnas.demo import DemoConfig
-
-    return DemoConfig.preset(quick=False).train
-
-
 def sample_archs(space: SearchSpace, n: int, *, seed: int = SAMPLE_SEED) -> list[ArchConfig]:
     """``n`` distinct canonical architectures from one seeded stream (a prefix of a longer call's list, so a
     larger N reuses the cached measurements of a smaller one). Bounded: gives up after ``100 n`` draws."""
@@ -305,7 +297,7 @@ def run(size: Size, *, size_name: str, work: Path, out: Path, run_dir: Path | No
     work.mkdir(parents=True, exist_ok=True)
     t_call = time.perf_counter()
     state_start = machine_state()
-    sn_path, sn_info = supernet_for_benchmark(_train_config(size), work=work, run_dir=run_dir)
+    sn_path, sn_info = supernet_for_benchmark(size.train, work=work, run_dir=run_dir)
     net, data = load_supernet_and_data(sn_path)
     quant = QuantConfig(precision="int8", calib_images=size.calib_images, seed=0)
     recipe = quant_recipe_tag("onnxruntime", quant)
