@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supernet.io import atomic_write_json, read_json
+from supernet.space import PRECISIONS  # the vocabulary shared with quantization, tables and search
 
 __all__ = [
     "PRECISIONS",
@@ -27,7 +28,6 @@ __all__ = [
 ]
 
 VARIANT_SCHEMA_VERSION = 1
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 
 class InvalidVariantError(ValueError):

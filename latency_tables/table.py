@@ -53,7 +53,7 @@ from latency_tables.protocol import (
 )
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
-from supernet.space import ArchConfig, InvalidArchError, SearchSpace
+from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
     "TABLE_SCHEMA_VERSION",
@@ -229,7 +229,11 @@ class LatencyTable:
         return self.meta.precision
 
     def check_precision(self, precision: str | None, *, what: str = "latency") -> str:
-        """The table's precision; `PrecisionMismatchError` when ``precision`` is given and differs from it."""
+        """The table's precision; `PrecisionMismatchError` when ``precision`` is given and differs from it, or is
+        not a precision name at all (`supernet.space.PRECISIONS`)."""
+        if precision is not None and precision not in PRECISIONS:
+            raise PrecisionMismatchError(f"{what} at precision {precision!r}: unknown precision; expected one of "
+                                         f"{', '.join(PRECISIONS)}")
         if precision is not None and precision != self.meta.precision:
             raise PrecisionMismatchError(
                 f"{what} at precision {precision!r} was asked of latency table {self._where()}, which was measured at "

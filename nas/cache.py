@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.objective import ArchFn
-from supernet.space import ArchConfig, SearchSpace
+from supernet.space import PRECISIONS, ArchConfig, SearchSpace
 
 __all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "AccuracyCache", "DEFAULT_PRECISION", "KNOWN_PRECISIONS", "list_contexts"]
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ACCURACY_CACHE_SCHEMA_VERSION = 2
 DEFAULT_PRECISION = "fp32"
-KNOWN_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")  # = supernet.quantize.PRECISIONS (without its imports)
+KNOWN_PRECISIONS: tuple[str, ...] = PRECISIONS  # supernet.space's vocabulary
 
 _CREATE_V2 = (
     "CREATE TABLE {name} (context TEXT NOT NULL, arch TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32',"

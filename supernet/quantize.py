@@ -52,6 +52,7 @@ import numpy as np
 import typer
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
     from supernet.data import DataSplits
@@ -92,7 +93,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 ORT_CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
 # every method some backend has; `QuantTarget.calibration_methods` says which one has which
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "moving-average")

@@ -27,12 +27,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ARCH_SCHEMA_VERSION = 1
 SPACE_SCHEMA_VERSION = 1
+# Numeric precisions a subnet can be deployed at, the one vocabulary of quantized export (`supernet.quantize`),
+# latency tables (`latency_tables`), the accuracy cache and search (`nas`) and the device agents' bundles.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INACTIVE = 0
 
 __all__ = [
     "ARCH_SCHEMA_VERSION",
     "ArchConfig",
     "InvalidArchError",
+    "PRECISIONS",
     "SearchSpace",
     "get_space",
     "list_spaces",

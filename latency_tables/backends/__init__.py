@@ -22,6 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from supernet.space import PRECISIONS
+
 __all__ = [
     "KNOWN_PRECISIONS",
     "Backend",
@@ -37,9 +39,9 @@ __all__ = [
     "supported_precisions",
 ]
 
-# Every precision name any backend may accept, lowest to highest precision last: the vocabulary of tables,
-# predictors and the search (``supernet.quantize.PRECISIONS`` lowers models to these).
-KNOWN_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# Every precision name any backend may accept: the vocabulary of tables, predictors and the search
+# (`supernet.space.PRECISIONS`; ``supernet.quantize`` lowers models to these).
+KNOWN_PRECISIONS: tuple[str, ...] = PRECISIONS
 
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "latency_tables.backends.ort:OrtBackend",

@@ -125,6 +125,14 @@ def test_cli_search_at_int8(setup: dict[str, Path], tmp_path: Path) -> None:
     assert json.loads((tmp_path / "search_results.json").read_text())["precision"] == "int8"
 
 
+def test_cli_search_refuses_an_unknown_precision(setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "--table", str(setup["int8"]), "--supernet", str(setup["supernet"]),
+                              "--latency-ms", "1000", "--budget", "1", "--precision", "int4", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    assert "precision 'int4': unknown precision; expected one of fp32, fp16, int8" in _plain(res.output), res.output
+    assert not (tmp_path / "search_results.json").exists()
+
+
 def test_latency_evaluator_checks_the_precision(setup: dict[str, Path]) -> None:
     from hwnas.pipeline import latency_evaluator
 

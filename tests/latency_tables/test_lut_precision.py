@@ -189,6 +189,8 @@ def test_predicting_another_precision_is_refused(fake_table: LatencyTable, fake_
         predict_latency(a, table=fake_table, precision="int8")
     with pytest.raises(PrecisionMismatchError):
         LatencyPredictor.from_table(fake_int8_table).predict([a], precision="fp32")
+    with pytest.raises(PrecisionMismatchError, match=r"precision 'INT8': unknown precision; expected one of fp32, "):
+        predict_latency(a, table=fake_int8_table, precision="INT8")
     # mixing: an int8 correction with an fp32 table, as object or as file
     rng = np.random.default_rng(1)
     archs = [small_space.sample(rng) for _ in range(8)]
