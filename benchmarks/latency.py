@@ -107,14 +107,14 @@ class State:
 
 # --------------------------------------------------------------------------- steps
 def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, threads: int, pr: Protocol,
-               device: str) -> dict[str, Any]:
+               device: str, export_jobs: int = 1) -> dict[str, Any]:
     resumed = out.with_name(out.name + ".partial.jsonl").exists()
     if out.exists() and meta_path_for(out).exists():
         table = LatencyTable.load(out)
         resumed = None  # finished in an earlier run; build_seconds is from the manifest
     else:
         table = build_table(space, bb, out=out, backend=backend, threads=threads, protocol=pr, resume=True,
-                            progress=sys.stderr.isatty(), device=device)
+                            progress=sys.stderr.isatty(), device=device, export_jobs=export_jobs)
     m = table.meta
     rows = np.asarray([r.latency_ms for r in table.rows.values()])
     return {"table": str(out), "rows": m.n_rows, "build_seconds": m.build_seconds, "resumed_from_checkpoint": resumed,
@@ -125,10 +125,11 @@ def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, thread
 
 
 def step_validate(table: Path, n_fit: int, n_test: int, pr: Protocol, retest: bool, work: Path, tag: str,
-                  plot: Path, seed: int = 0) -> dict[str, Any]:
+                  plot: Path, seed: int = 0, export_jobs: int = 1) -> dict[str, Any]:
     rep = validate(table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest,
                    predictor_out=work / f"predictor-{tag}.json", report_out=work / f"validate-{tag}.json",
-                   plot_out=plot, progress=sys.stderr.isatty(), workdir=work / f"models-{tag}")
+                   plot_out=plot, progress=sys.stderr.isatty(), workdir=work / f"models-{tag}",
+                   export_jobs=export_jobs)
     y = np.asarray([r["measured_ms"] for r in rep.rows])
     iqr_rel = np.asarray([r["measured_iqr_ms"] / r["measured_p50_ms"] for r in rep.rows])
     ratio_sum = np.asarray([r["predicted_sum_ms"] / r["measured_ms"] for r in rep.rows])
@@ -334,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="device name for the manifests (default: host name)")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random fit and held-out subnets (default 0)")
+    ap.add_argument("--export-jobs", type=int, default=1,
+                    help="processes converting models in parallel before anything is timed (default 1)")
     ap.add_argument("--note", action="append", default=[],
                     help="a remark to print with the results (repeatable), e.g. how artifacts were exported")
     a = ap.parse_args(argv)
@@ -404,13 +407,14 @@ def main(argv: list[str] | None = None) -> int:
             res["configs"][tag] = entry
             try:
                 b = state.run(f"build:{tag}", common,
-                              lambda: step_build(space, bb, table, backend, threads, pr, device), load)
+                              lambda: step_build(space, bb, table, backend, threads, pr, device, a.export_jobs),
+                              load)
                 entry["build"] = {**b["result"], "wall_s": b["wall_s"], "load": b["load"]}
                 write(load)
                 retest = threads in retest_threads
                 v = state.run(f"validate:{tag}", {**common, "n_fit": nf, "n_test": nt, "retest": retest, "seed": a.seed},
                               lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png",
-                                                            seed=a.seed), load)
+                                                    seed=a.seed, export_jobs=a.export_jobs), load)
                 entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
             except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' results
                 log.exception("%s failed", tag)

@@ -47,6 +47,8 @@ def build(
     processes: int | None = typer.Option(None, min=1, help="override: measuring processes"),
     resume: bool = typer.Option(True, help="continue an interrupted build with the same settings"),
     device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
+    export_jobs: int = typer.Option(1, min=1, help="processes converting one-layer models in parallel before "
+                                    "anything is timed (tflite conversion takes seconds per model)"),
 ) -> None:
     """Measure every distinct layer of a search space at one precision and write CSV + manifest."""
     from latency_tables.backends import UnknownBackendError, supported_precisions
@@ -76,7 +78,8 @@ def build(
         extra = {"calibration": calibration, "calib_samples": calib_samples}
     try:
         table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
-                            resume=resume, progress=True, device=device, backend_kwargs=extra)
+                            resume=resume, progress=True, device=device, backend_kwargs=extra,
+                            export_jobs=export_jobs)
     except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
         _fail(str(e))
     m = table.meta
@@ -102,6 +105,10 @@ def validate(
         None, help="CSV of (arch, latency_ms) measured elsewhere (e.g. a phone): fit on the first --n-fit rows and "
         "score the rest, instead of measuring here"),
     predictor: Path | None = typer.Option(None, help="with --measured: check this fitted predictor on all rows"),
+    models_dir: Path | None = typer.Option(
+        None, help="keep the exported subnet models here, so a killed validation started again re-exports nothing "
+        "(default: a temporary directory)"),
+    export_jobs: int = typer.Option(1, min=1, help="processes exporting subnets in parallel before anything is timed"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
     from latency_tables.predictor import read_measured_archs, validate_measured
@@ -129,10 +136,14 @@ def validate(
         typer.echo("wrote " + ", ".join(str(w) for w in wrote))
         return
     pr = _protocol(preset, rounds, runs, processes)
-    report = run_validate(
-        table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
-        predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
-    )
+    try:
+        report = run_validate(
+            table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
+            workdir=models_dir, export_jobs=export_jobs, predictor_out=out_dir / "predictor.json",
+            report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
+        )
+    except ValueError as e:  # e.g. --n-fit too small for the correction's features
+        _fail(str(e))
     typer.echo(report.summary())
     typer.echo(f"wrote {out_dir / 'report.json'}, {out_dir / 'predictor.json'}, {out_dir / 'plot.png'}")
 

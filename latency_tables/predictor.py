@@ -377,6 +377,7 @@ def validate(
     progress: bool = False,
     backend_kwargs: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    export_jobs: int = 1,
 ) -> ValidationReport:
     """Measure ``n_fit + n_test`` random subnets of the table's space end to end (same backend, threads and
     precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
@@ -392,7 +393,8 @@ def validate(
     ``scale="own"`` carries each session's level (one factor common to all models of a session, which the
     correction, fitted within the same session, absorbs; so it does not bound this report's accuracy figures).
     ``workdir`` keeps the exported subnet models, so a validation killed and started again re-exports nothing
-    (TFLite conversion is the slow part); default: a temporary directory. ``backend_kwargs`` default: the
+    (TFLite conversion is the slow part; ``export_jobs`` processes convert in parallel); default: a temporary
+    directory. ``backend_kwargs`` default: the
     settings the table was built with (`latency_tables.table.table_backend_kwargs`).
     """
     import time
@@ -403,6 +405,9 @@ def validate(
         raise ValueError(f"validate: scale must be 'table' or 'own', got {scale!r}")
     if n_test < 1:
         raise ValueError(f"validate: n_test must be >= 1, got {n_test}")
+    if 0 < n_fit <= len(features):  # checked before minutes of measuring, not after
+        raise ValueError(f"validate: n_fit must be 0 (plain sum only) or >= {len(features) + 1} to fit the correction's "
+                         f"{len(features)} features ({', '.join(features)}), got {n_fit}")
     pr = protocol or Protocol()
     rng = np.random.default_rng(seed)
     space = tab.space
@@ -420,7 +425,7 @@ def validate(
     bkw = table_backend_kwargs(tab.meta) if backend_kwargs is None else backend_kwargs
     common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
                   protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=bkw,
-                  workdir=workdir)
+                  workdir=workdir, export_jobs=export_jobs)
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
     measured = np.asarray([m.latency_ms for m in ms])
     y_fit, y_test = measured[:n_fit], measured[n_fit:]

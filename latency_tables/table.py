@@ -443,14 +443,61 @@ def _prepare_items(
     *,
     on_export: Callable[[], None] | None = None,
     tag: str = "",
+    jobs: int = 1,
+    backend_spec: tuple[str, Mapping[str, Any]] | None = None,
 ) -> list[MeasureItem]:
     """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable).
 
-    ``tag`` (`_artifact_tag` of the backend settings) goes into the file names."""
-    items = []
+    ``tag`` (`_artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
+    files in that many spawned processes (``backend_spec`` = (name, kwargs) recreates the backend there): TFLite
+    conversion takes seconds per model and uses one core, and exports are not timed, so they parallelise freely.
+    Every file is written atomically, so a killed parallel export leaves only whole models behind."""
+    if jobs < 1:
+        raise ValueError(f"export jobs must be >= 1, got {jobs}")
+    missing = [] if backend.artifact_suffix is None else [
+        (key, factory, shape, workdir / _artifact_name(key, backend.artifact_suffix, tag))
+        for key, factory, shape in entries
+        if not (workdir / _artifact_name(key, backend.artifact_suffix, tag)).exists()
+    ]
+    reported: set[str] = set()
+    if jobs > 1 and len(missing) > 1:
+        if backend_spec is None:
+            raise ValueError("parallel export needs backend_spec=(backend name, backend kwargs)")
+        _export_parallel([m[1:] for m in missing], backend_spec, jobs, on_export)
+        reported = {m[0] for m in missing}
     with _torch_single_thread():
-        items = _prepare_items_inner(entries, backend, workdir, on_export, tag)
-    return items
+        return _prepare_items_inner(entries, backend, workdir, on_export, tag, reported=reported)
+
+
+def _export_one(backend_name: str, backend_kwargs: Mapping[str, Any], factory: Callable[[], Any],
+                shape: tuple[int, ...], path: Path) -> str:
+    """One export in a worker process of `_export_parallel` (module level: it is pickled by reference)."""
+    import torch
+
+    torch.set_num_threads(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    create_backend(backend_name, **dict(backend_kwargs)).export(_seeded_build(factory, 0), shape, path)
+    return str(path)
+
+
+def _export_parallel(missing: Sequence[tuple[Callable[[], Any], tuple[int, ...], Path]],
+                     backend_spec: tuple[str, Mapping[str, Any]], jobs: int,
+                     on_export: Callable[[], None] | None) -> None:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    name, kwargs = backend_spec
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(missing)), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_export_one, name, dict(kwargs), f, shape, path) for f, shape, path in missing]
+        try:
+            for fut in cf.as_completed(futures):
+                fut.result()  # re-raises a worker's export error here, naming nothing else lost: files are whole
+                if on_export is not None:
+                    on_export()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
 
 
 def _prepare_items_inner(
@@ -459,7 +506,10 @@ def _prepare_items_inner(
     workdir: Path,
     on_export: Callable[[], None] | None,
     tag: str,
+    reported: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[MeasureItem]:
+    """Items for ``entries``, exporting the files not already in ``workdir``; ``on_export`` is called once per
+    entry whose key is not in ``reported`` (a parallel export already advanced the progress for those)."""
     items = []
     for key, factory, shape in entries:
         if backend.artifact_suffix is None:
@@ -469,7 +519,7 @@ def _prepare_items_inner(
             if not path.exists():
                 backend.export(_seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
-        if on_export is not None:
+        if on_export is not None and key not in reported:
             on_export()
     return items
 
@@ -587,12 +637,14 @@ def build_table(
     backend_kwargs: Mapping[str, Any] | None = None,
     keep_artifacts: bool = False,
     on_chunk: Callable[[ChunkDone], None] | None = None,
+    export_jobs: int = 1,
 ) -> LatencyTable:
     """Measure every distinct layer of ``space`` (all resolutions) and write ``out`` (CSV) + ``out.meta.json``.
 
     Resumable: after each chunk the measured rows are appended (fsynced) to ``<out>.partial.jsonl``, and exported
     one-layer models are kept in ``.<out>.work/``; a build started again with the same settings measures only the
-    missing rows. ``on_chunk`` is called after each checkpoint (tests use it to simulate a kill).
+    missing rows. ``on_chunk`` is called after each checkpoint (tests use it to simulate a kill). ``export_jobs``
+    processes convert the one-layer models in parallel before anything is timed (TFLite: seconds per model).
 
     ``precision``: every one-layer model (and the reference probe) is exported at this precision by the backend —
     for onnxruntime int8, QDQ-quantized with per-channel weights (``backend_kwargs`` sets the quantization, see
@@ -628,7 +680,8 @@ def build_table(
     with _Progress(progress) as bars:
         advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
         ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
-        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag)
+        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
+                               jobs=export_jobs, backend_spec=(backend, bkw))
         if todo:
             advance_m = bars.task(
                 f"measure ({pr.processes} proc x {pr.rounds} rounds x {pr.runs_per_round} runs)",
@@ -693,6 +746,7 @@ def measure_models(
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     anchors: int = 2,
+    export_jobs: int = 1,
 ) -> list[Measurement]:
     """Measure whole subnets end to end with the same protocol (and reference probe) as table rows.
 
@@ -700,7 +754,8 @@ def measure_models(
     ``table.meta.reference['latency_ms']`` to remove the machine's drift between the table's session and this one);
     default None: each model's own estimate in ms. When the models need more than one chunk, ``anchors`` models
     are measured in every chunk and each chunk's estimates are scaled so the anchors agree (the machine's level
-    changes over minutes; chunks run minutes apart); the rest are shuffled across chunks.
+    changes over minutes; chunks run minutes apart); the rest are shuffled across chunks. ``export_jobs`` processes
+    export the models in parallel before anything is timed.
     Returns one `Measurement` per architecture, in order; ``key`` is ``str(arch)``.
 
     ``precision``: each subnet is exported at it by the backend (quantized for int8, exactly as the table's layers
@@ -728,9 +783,9 @@ def measure_models(
         wd.mkdir(parents=True, exist_ok=True)
         advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
         tag = _artifact_tag(bkw)
-        ref_item = _prepare_items([_reference_entry()], be, wd, on_export=advance, tag=tag)[0]
-        anchor_items = _prepare_items(unique[:n_anchor], be, wd, on_export=advance, tag=tag)
-        rest_items = _prepare_items(rest, be, wd, on_export=advance, tag=tag)
+        all_items = _prepare_items([_reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
+                                   tag=tag, jobs=export_jobs, backend_spec=(backend, bkw))
+        ref_item, anchor_items, rest_items = all_items[0], all_items[1:1 + n_anchor], all_items[1 + n_anchor:]
         per_chunk = max(1, pr.chunk_size - n_anchor)
         chunk_items = [anchor_items + list(c) for c in _chunks(rest_items, per_chunk)] or [anchor_items]
         advance_m = bars.task("measure subnets", sum(len(c) for c in chunk_items) * pr.rounds * pr.processes)
@@ -756,12 +811,28 @@ def measure_models(
 
 
 def _chunk_alignment(fits: Sequence[Any], n_anchor: int) -> np.ndarray:
-    """Per-chunk factor that moves each chunk's anchors to their median level over all chunks (1 without anchors)."""
+    """Per-chunk factor that moves each chunk's anchors to the level of the typical model (1 without anchors).
+
+    A chunk's level is the median over its anchors of their log estimate relative to the anchor's median over
+    chunks; the common level is the median of the chunk levels weighted by how many models each chunk holds, so a
+    short last chunk does not pull the whole measurement as much as a full one."""
     if n_anchor == 0 or len(fits) < 2:
         return np.ones(len(fits))
     logs = np.log(np.stack([f.estimate_ms[:n_anchor] for f in fits]))  # (chunks, anchors)
     level = np.median(logs - np.median(logs, axis=0, keepdims=True), axis=1)
-    return np.exp(-level)
+    common = _weighted_median(level, np.asarray([len(f.keys) for f in fits], dtype=float))
+    return np.exp(common - level)
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    """Smallest ``x`` whose cumulative weight reaches half the total (the mean of the two middle values on a tie)."""
+    order = np.argsort(x)
+    xs, cw = x[order], np.cumsum(w[order])
+    half = cw[-1] / 2
+    i = int(np.searchsorted(cw, half))
+    if np.isclose(cw[i], half) and i + 1 < len(xs):
+        return float((xs[i] + xs[i + 1]) / 2)
+    return float(xs[i])
 
 
 def _scaled(fit: Any, factor: float) -> Any:

@@ -103,3 +103,64 @@ def test_measure_models_over_several_chunks_keeps_order_and_aligns_chunks(small_
     env = ms[0].environment
     assert env["anchors"] == 2 and len(env["chunk_scale"]) == 4  # 7 non-anchors, 2 per chunk
     assert all(m.latency_ms > 0 and len(m.per_process_ms) == 2 for m in ms)
+
+
+def test_parallel_export_writes_the_same_models_as_a_sequential_one(tmp_path: Path) -> None:
+    """export_jobs=2 (spawned converters) leaves the same file names with the same graphs, advances the progress once
+    per model, and a rerun finds every file and exports nothing."""
+    import onnx
+
+    from latency_tables.backends import create_backend
+    from latency_tables.table import _layer_entry, _prepare_items
+
+    space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3, 6))
+    entries = [_layer_entry(s) for s in enumerate_layers(space, Backbone(in_channels=1, num_classes=10, width_mult=0.5))]
+    kwargs = {"threads": 1, "precision": "fp32"}
+    be = create_backend("onnxruntime", **kwargs)
+    ticks: list[int] = []
+    par = _prepare_items(entries, be, tmp_path / "par", on_export=lambda: ticks.append(1), jobs=2,
+                         backend_spec=("onnxruntime", kwargs))
+    seq = _prepare_items(entries, be, tmp_path / "seq")
+    assert len(ticks) == len(entries)
+    assert [Path(i.artifact).name for i in par] == [Path(i.artifact).name for i in seq]  # type: ignore[arg-type]
+    for p, s in zip(par, seq, strict=True):
+        gp, gs = onnx.load(p.artifact).graph, onnx.load(s.artifact).graph
+        assert [n.op_type for n in gp.node] == [n.op_type for n in gs.node]
+    mtimes = [Path(i.artifact).stat().st_mtime_ns for i in par]  # type: ignore[arg-type]
+    again = _prepare_items(entries, be, tmp_path / "par", jobs=2, backend_spec=("onnxruntime", kwargs))
+    assert [Path(i.artifact).stat().st_mtime_ns for i in again] == mtimes  # type: ignore[arg-type]
+
+
+def test_parallel_export_reports_a_worker_failure(tmp_path: Path) -> None:
+    import functools
+
+    from latency_tables.backends import create_backend
+    from latency_tables.table import _prepare_items
+    from supernet.layers import LayerSpec, build_layer
+
+    bad_factory = functools.partial(build_layer, LayerSpec(op="no-such-op", in_hw=8, in_ch=8, out_ch=8))
+    entries = [("bad-1", bad_factory, (1, 8, 8, 8)), ("bad-2", bad_factory, (1, 8, 8, 8))]
+    be = create_backend("onnxruntime", threads=1, precision="fp32")
+    with pytest.raises(ValueError, match="no-such-op"):
+        _prepare_items(entries, be, tmp_path, jobs=2, backend_spec=("onnxruntime", {"threads": 1, "precision": "fp32"}))
+
+
+def test_chunk_alignment_weighs_chunks_by_their_models() -> None:
+    """Three full chunks at one level and a short one far off: the common level is the full chunks'; each chunk's
+    factor moves its anchors there."""
+    import types
+
+    import numpy as np
+
+    from latency_tables.table import _chunk_alignment
+
+    def chunk(level: float, n: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(keys=[f"m{i}" for i in range(n)], estimate_ms=np.array([1.0, 2.0] + [1.0] * (n - 2)) * level)
+
+    fits = [chunk(1.0, 40), chunk(1.0, 40), chunk(1.3, 40), chunk(2.0, 6)]
+    scale = _chunk_alignment(fits, n_anchor=2)
+    assert scale[0] == pytest.approx(1.0) and scale[1] == pytest.approx(1.0)
+    assert scale[2] == pytest.approx(1 / 1.3) and scale[3] == pytest.approx(0.5)
+    # equal sizes: the plain median of chunk levels (here between 1.0 and 1.3)
+    even = _chunk_alignment([chunk(1.0, 10), chunk(1.0, 10), chunk(1.3, 10), chunk(2.0, 10)], n_anchor=2)
+    assert even[0] == pytest.approx(np.sqrt(1.3)) and even[3] == pytest.approx(np.sqrt(1.3) / 2)

@@ -48,3 +48,33 @@ def test_build_rejects_unknown_backend_and_space(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "unknown backend 'tpu'" in res.output
     res = runner.invoke(app, ["build", "--out", str(tmp_path / "t.csv"), "--space", "imagenet-xl"])
     assert res.exit_code != 0 and "unknown search space" in res.output
+
+
+def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) -> None:
+    """`hwnas lut validate` on a real onnxruntime table: report, predictor and plot written; the subnets exported
+    by two parallel converters stay in --models-dir, and a second run exports none of them again."""
+    from latency_tables.protocol import Protocol
+    from latency_tables.table import build_table
+    from supernet.layers import Backbone
+
+    space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3, 5), expand_choices=(3, 6))
+    bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
+    table = tmp_path / "ort.csv"
+    build_table(space, bb, out=table, backend="onnxruntime", protocol=Protocol(rounds=2, runs_per_round=3, processes=2),
+                progress=False)
+    models, out = tmp_path / "models", tmp_path / "val"
+    too_few = runner.invoke(app, ["validate", str(table), "--n-fit", "3", "--out-dir", str(tmp_path / "x")])
+    assert too_few.exit_code == 1 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output
+    args = ["validate", str(table), "--n-fit", "6", "--n-test", "4", "--processes", "2", "--rounds", "2", "--runs", "3",
+            "--models-dir", str(models), "--export-jobs", "2", "--out-dir", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "within" in res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_fit"] == 6 and report["n_test"] == 4
+    assert (out / "predictor.json").exists() and (out / "plot.png").stat().st_size > 0
+    files = sorted(models.glob("*.onnx"))
+    assert len(files) == 6 + 4 + 1  # subnets + the reference probe
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    assert runner.invoke(app, args).exit_code == 0
+    assert [f.stat().st_mtime_ns for f in sorted(models.glob("*.onnx"))] == mtimes
