@@ -4,7 +4,7 @@ Public API (see each module for the contract):
     backends:   create_backend, list_backends, supported_precisions, Backend, Measurement
     protocol:   Protocol (measurement budget and estimators)
     table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError
-    predictor:  LatencyPredictor, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
+    predictor:  LatencyPredictor, fit_correction, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
                 read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
     kit:        write_kit, import_kit_logs, import_kit_csv, load_kit (phone kits; see docs/phones.md)
     benchmark_log: parse_log, parse_log_file (TFLite benchmark_model output)
@@ -38,6 +38,7 @@ _EXPORTS = {
     "enumerate_layers": "latency_tables.table",
     "measure_models": "latency_tables.table",
     "LatencyPredictor": "latency_tables.predictor",
+    "fit_correction": "latency_tables.predictor",
     "ValidationReport": "latency_tables.predictor",
     "plot_predicted_vs_measured": "latency_tables.predictor",
     "predict_latency": "latency_tables.predictor",

@@ -109,12 +109,21 @@ def validate(
         None, help="keep the exported subnet models here, so a killed validation started again re-exports nothing "
         "(default: a temporary directory)"),
     export_jobs: int = typer.Option(1, min=1, help="processes exporting subnets in parallel before anything is timed"),
+    features: str = typer.Option(
+        "auto", help="correction features: auto (chosen by 5-fold CV on the fitting subnets) | compact | memory | "
+        "per-kernel (latency_tables.predictor.FEATURE_SETS; docs/latency-tables.md)"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
     from latency_tables.predictor import read_measured_archs, validate_measured
     from latency_tables.predictor import validate as run_validate
     from latency_tables.table import LatencyTable
 
+    from latency_tables.predictor import candidate_feature_sets
+
+    try:
+        candidate_feature_sets(features)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--features") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     if predictor is not None and measured is None:
         raise typer.BadParameter("--predictor needs --measured (a CSV of architectures measured elsewhere)")
@@ -127,7 +136,7 @@ def validate(
         except (MeasuredArchsError, FileNotFoundError) as e:
             _fail(str(e))
         report = validate_measured(
-            tab, archs, ys, n_fit=n_fit, predictor=predictor, source=str(measured),
+            tab, archs, ys, n_fit=n_fit, predictor=predictor, source=str(measured), features=features,
             predictor_out=out_dir / "predictor.json" if predictor is None else None,
             report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
         )
@@ -139,7 +148,7 @@ def validate(
     try:
         report = run_validate(
             table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
-            workdir=models_dir, export_jobs=export_jobs, predictor_out=out_dir / "predictor.json",
+            workdir=models_dir, export_jobs=export_jobs, features=features, predictor_out=out_dir / "predictor.json",
             report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
         )
     except ValueError as e:  # e.g. --n-fit too small for the correction's features

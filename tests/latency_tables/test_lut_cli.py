@@ -65,6 +65,8 @@ def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) 
     models, out = tmp_path / "models", tmp_path / "val"
     too_few = runner.invoke(app, ["validate", str(table), "--n-fit", "3", "--out-dir", str(tmp_path / "x")])
     assert too_few.exit_code == 1 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output
+    bad = runner.invoke(app, ["validate", str(table), "--features", "everything", "--out-dir", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--features" in bad.output and "compact" in bad.output
     args = ["validate", str(table), "--n-fit", "6", "--n-test", "4", "--processes", "2", "--rounds", "2", "--runs", "3",
             "--models-dir", str(models), "--export-jobs", "2", "--out-dir", str(out)]
     res = runner.invoke(app, args)

@@ -117,3 +117,57 @@ def test_validate_reports_plain_and_corrected_side_by_side(fake_table: LatencyTa
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "pred.json").exists()
     assert "plain sum" in report.summary() and "corrected" in report.summary()
     plot_predicted_vs_measured(report, tmp_path / "again.svg")
+
+
+def test_auto_feature_selection_finds_a_cache_effect_the_compact_set_cannot_see(fake_table: LatencyTable,
+                                                                                 small_space: SearchSpace) -> None:
+    """A device where whole subnets also pay for the depthwise weights they stream (what LiteRT/XNNPACK showed):
+    "auto" picks a set with those weights by CV on the fitting subnets, and it predicts held-out subnets better
+    than the compact set."""
+    from latency_tables.predictor import FEATURE_SETS, FEATURES, fit_correction
+
+    rng = np.random.default_rng(11)
+    archs = list({small_space.sample(rng) for _ in range(120)})
+    rows = [fake_table.layer_ms(a) for a in archs]
+    dw = np.asarray([FEATURES["dw_weights_k"](r) for r in rows])
+    plain = np.asarray([FEATURES["lut_sum_ms"](r) for r in rows])
+    y = 0.8 * plain + 0.3 * plain.mean() * dw / dw.mean()  # sum misses a cost that grows with depthwise weights
+    fit, test = slice(0, 50), slice(50, None)
+    auto = fit_correction(fake_table, archs[fit], y[fit])
+    compact = fit_correction(fake_table, archs[fit], y[fit], features="compact")
+    sel = auto.info["selection"]
+    assert sel["feature_set"] in ("memory", "per-kernel") and "dw_weights_k" in auto.features
+    assert set(sel["cv_mape_pct"]) == set(FEATURE_SETS) and min(sel["cv_mape_pct"].values()) == sel["cv_mape_pct"][sel["feature_set"]]
+    assert compact.features == FEATURE_SETS["compact"] and compact.info["selection"]["feature_set"] == "compact"
+    err_auto = metrics(auto.predict(archs[test]), y[test]).mape_pct
+    err_compact = metrics(compact.predict(archs[test]), y[test]).mape_pct
+    assert err_auto < err_compact / 2
+
+
+def test_auto_feature_selection_with_few_subnets_fits_the_smallest_set(fake_table: LatencyTable,
+                                                                       small_space: SearchSpace) -> None:
+    from latency_tables.predictor import FEATURE_SETS, fit_correction, min_fit_subnets
+
+    rng = np.random.default_rng(12)
+    archs = list({small_space.sample(rng) for _ in range(8)})
+    y = np.asarray([fake_table.sum_ms(a) for a in archs]) * 0.7
+    pred = fit_correction(fake_table, archs, y)
+    assert pred.features == FEATURE_SETS["compact"] and pred.info["selection"]["feature_set"] == "compact"
+    assert min_fit_subnets("auto") == len(FEATURE_SETS["compact"]) + 1
+    with pytest.raises(ValueError, match="per-kernel"):
+        fit_correction(fake_table, archs, y, features="no-such-set")
+
+
+def test_predictor_with_the_new_features_round_trips(fake_table: LatencyTable, small_space: SearchSpace,
+                                                     tmp_path: Path) -> None:
+    from latency_tables.predictor import FEATURE_SETS, fit_correction
+
+    rng = np.random.default_rng(13)
+    archs = list({small_space.sample(rng) for _ in range(30)})
+    y = np.asarray([fake_table.sum_ms(a) for a in archs]) * rng.uniform(0.6, 0.8, size=len(archs))
+    pred = fit_correction(fake_table, archs, y, features="per-kernel")
+    assert pred.features == FEATURE_SETS["per-kernel"]
+    pred.save(tmp_path / "p.json")
+    back = LatencyPredictor.load(tmp_path / "p.json", table=fake_table)
+    np.testing.assert_allclose(back.predict(archs), pred.predict(archs))
+    assert json.loads((tmp_path / "p.json").read_text())["features"] == list(FEATURE_SETS["per-kernel"])
