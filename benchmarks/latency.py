@@ -261,21 +261,23 @@ def markdown(res: dict[str, Any]) -> str:
         "against it: share of held-out subnets within ±5 % / ±10 % of measured, MAPE, RMSE, Spearman rank "
         "correlation.",
         "",
-        "| backend | threads | fit K | held-out | measured ms median (min–max) | measured spread (rel. IQR, median) | plain sum ±5 % / ±10 % | plain sum MAPE | plain sum mean pred/meas | corrected ±5 % / ±10 % | corrected MAPE | corrected RMSE ms | Spearman plain / corrected |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | threads | fit K | held-out | measured ms median (min–max) | measured spread (rel. IQR, median) | plain sum ±5 % / ±10 % | plain sum MAPE | plain sum mean pred/meas | corrected ±5 % / ±10 % | corrected MAPE | corrected RMSE ms | Spearman plain / corrected | correction features |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, b in res["configs"].items():
         v = b.get("validate")
         if v is None:
-            lines.append(f"| {k} | | | not run | | | | | | | | | |")
+            lines.append(f"| {k} | | | not run | | | | | | | | | | |")
             continue
         mm, ps, co = v["measured_ms"], v["plain_sum"], v["corrected"]
+        sel = (v["predictor"].get("info") or {}).get("selection") or {}
+        feats = f"{sel['feature_set']} (CV choice)" if "cv_mape_pct" in sel else sel.get("feature_set", "compact (fixed)")
         lines.append(
             f"| {v['backend']} {v['backend_version']} | {v['threads']} | {v['n_fit']} | {v['n_test']} | "
             f"{mm['median']:.4f} ({mm['min']:.4f}–{mm['max']:.4f}) | {v['measured_rel_iqr_of_round_medians']['median']:.1%} | "
             f"{ps['within_5pct']:.1%} / {ps['within_10pct']:.1%} | {ps['mape_pct']:.1f} % | {v['plain_sum_mean_ratio']:.3f} | "
             f"{co['within_5pct']:.1%} / {co['within_10pct']:.1%} | {co['mape_pct']:.1f} % | {co['rmse_ms']:.4f} | "
-            f"{ps['spearman']:.3f} / {co['spearman']:.3f} |"
+            f"{ps['spearman']:.3f} / {co['spearman']:.3f} | {feats} |"
         )
     nr = NAIVE_REFERENCE
     lines += ["", f"Reference (naive protocol: {nr['protocol']}): plain sum {nr['plain_sum_within_10pct']:.0%} within ±10 % "

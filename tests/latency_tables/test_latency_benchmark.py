@@ -1,0 +1,35 @@
+"""`benchmarks/latency.py` end to end on the fake backend: results JSON + Markdown, targets judged from the numbers,
+and a second run that finds every step done in its state file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench_scripts import load_benchmark
+
+bench = load_benchmark("latency")
+
+
+def test_quick_run_on_the_fake_backend_writes_results_and_resumes(tmp_path: Path) -> None:
+    args = ["--quick", "--configs", "fake:1", "--skip-http", "--n-fit", "12", "--n-test", "12",
+            "--results", str(tmp_path), "--work", str(tmp_path / "work"), "--device", "test-vm"]
+    assert bench.main(args) == 0
+    res = json.loads((tmp_path / "latency.quick.json").read_text())
+    v = res["configs"]["fake-t1"]["validate"]
+    assert v["n_fit"] == 12 and v["n_test"] == 12
+    assert v["predictor"]["info"]["selection"]["feature_set"] == "compact"  # 12 subnets: only the compact set
+    tr = v["test_retest"]["two full protocol runs"]
+    assert 0.0 <= tr["within_10pct"] <= 1.0
+    targets = {t["text"].split(":")[1].strip().split(" ")[0]: t for t in res["targets"]}
+    assert targets["protocol"]["met"] == (tr["within_10pct"] >= 0.95)
+    assert targets["corrected"]["met"] == (v["corrected"]["within_10pct"] >= 0.95)
+    md = (tmp_path / "latency.quick.md").read_text()
+    assert "Device `test-vm`" in md and "| fake " in md and "compact" in md and "## Targets" in md
+    state = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert set(state) == {"build:fake-t1", "validate:fake-t1"}
+    finished = {k: s["finished_at"] for k, s in state.items()}
+    assert bench.main(args) == 0  # everything already done: nothing measured again
+    again = json.loads((tmp_path / "work" / "state.json").read_text())
+    assert {k: s["finished_at"] for k, s in again.items()} == finished
+    assert json.loads((tmp_path / "latency.quick.json").read_text())["configs"]["fake-t1"]["validate"]["corrected"] == v["corrected"]
