@@ -271,7 +271,7 @@ def markdown(res: dict[str, Any]) -> str:
             continue
         mm, ps, co = v["measured_ms"], v["plain_sum"], v["corrected"]
         sel = (v["predictor"].get("info") or {}).get("selection") or {}
-        feats = f"{sel['feature_set']} (CV choice)" if "cv_mape_pct" in sel else sel.get("feature_set", "compact (fixed)")
+        feats = sel.get("feature_set", "compact (fixed)") + (" (CV choice)" if "cv_mape_pct" in sel else "")
         lines.append(
             f"| {v['backend']} {v['backend_version']} | {v['threads']} | {v['n_fit']} | {v['n_test']} | "
             f"{mm['median']:.4f} ({mm['min']:.4f}–{mm['max']:.4f}) | {v['measured_rel_iqr_of_round_medians']['median']:.1%} | "

@@ -110,8 +110,8 @@ def validate(
         "(default: a temporary directory)"),
     export_jobs: int = typer.Option(1, min=1, help="processes exporting subnets in parallel before anything is timed"),
     features: str = typer.Option(
-        "auto", help="correction features: auto (chosen by 5-fold CV on the fitting subnets) | compact | memory | "
-        "per-kernel (latency_tables.predictor.FEATURE_SETS; docs/latency-tables.md)"),
+        "auto", help="correction features: auto (the largest set the fitting subnets support: per-kernel from 20, "
+        "memory from 14, else compact) | compact | memory | per-kernel (latency_tables.predictor.FEATURE_SETS)"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
     from latency_tables.predictor import read_measured_archs, validate_measured

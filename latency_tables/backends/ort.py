@@ -131,8 +131,11 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        for k, v in self.session_config().items():
-            opts.add_session_config_entry(k, v)
+        # Threading stays at onnxruntime's defaults: pool threads keep spinning for a while after a Run, as in an
+        # application running inferences back to back. Tried and dropped: session.force_spinning_stop=1 at 2 threads
+        # (so that a model is not timed beside the still-spinning threads of the sessions timed before it) made whole
+        # subnets 1.5x slower and unpredictable from their layers - corrected predictor 49 % within +-10 % on 200
+        # held-out subnets against 99.5 % with the defaults, same VM, same day - as every Run then wakes its threads.
         sess = ort.InferenceSession(str(source), sess_options=opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         feeds = {name: np.zeros(tuple(input_shape), dtype=np.float32)}
@@ -168,17 +171,9 @@ class OrtBackend:
                                                           if self.calib_data else "")),
         }
 
-    def session_config(self) -> dict[str, str]:
-        """Session config entries of every measured session. With more than one thread, the intra-op pool's
-        threads stop spinning as soon as a Run returns (``session.force_spinning_stop``): by default they spin on for
-        up to about a second, and a measuring process holds a chunk of sessions (48), so each model would be timed
-        beside the still-spinning threads of the models timed before it (on this 2-core VM the 1-minute load
-        average reached 28 during a 2-thread build). Spinning within a Run is unchanged."""
-        return {"session.force_spinning_stop": "1"} if self.threads > 1 else {}
-
     def environment(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"execution_provider": "CPUExecutionProvider", "graph_optimization": "ORT_ENABLE_ALL",
-                                 "session_config": self.session_config()}
+                                 "thread_spinning": "onnxruntime default (pool threads spin on after a Run)"}
         q = self.quantization()
         if q is not None:
             extra["quantization"] = q
