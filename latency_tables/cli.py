@@ -114,11 +114,9 @@ def validate(
         "memory from 14, else compact) | compact | memory | per-kernel (latency_tables.predictor.FEATURE_SETS)"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
-    from latency_tables.predictor import read_measured_archs, validate_measured
+    from latency_tables.predictor import candidate_feature_sets, read_measured_archs, validate_measured
     from latency_tables.predictor import validate as run_validate
     from latency_tables.table import LatencyTable
-
-    from latency_tables.predictor import candidate_feature_sets
 
     try:
         candidate_feature_sets(features)

@@ -50,8 +50,10 @@ __all__ = [
     "Metrics",
     "ValidationReport",
     "PredictorError",
+    "candidate_feature_sets",
     "fit_correction",
     "metrics",
+    "min_fit_subnets",
     "plot_predicted_vs_measured",
     "predict_latency",
     "read_measured_archs",
@@ -467,7 +469,7 @@ def validate(
     precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
     on the other ``n_test``. At the table's precision, every subnet is exported by the table's backend exactly as
     its layers were (for int8: QDQ-quantized, per-channel weights), so the correction is fitted per precision.
-    ``features``: see `fit_correction` (default "auto": the feature set is chosen by CV on the fitting subnets).
+    ``features``: see `fit_correction` (default "auto": the largest feature set the ``n_fit`` subnets support).
 
     ``scale="own"`` (default) uses each subnet's own estimate in ms; ``"table"`` expresses measurements with the
     table's reference-probe latency (drift between the two sessions removed, the probe's noise added). ``retest=True`` measures the held-out

@@ -491,7 +491,7 @@ def _export_parallel(missing: Sequence[tuple[Callable[[], Any], tuple[int, ...],
         futures = [pool.submit(_export_one, name, dict(kwargs), f, shape, path) for f, shape, path in missing]
         try:
             for fut in cf.as_completed(futures):
-                fut.result()  # re-raises a worker's export error here, naming nothing else lost: files are whole
+                fut.result()  # a worker's export error is raised here; files already written are whole
                 if on_export is not None:
                     on_export()
         except BaseException:
