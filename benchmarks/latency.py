@@ -20,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.load_sampler import LoadSampler  # noqa: E402
 from latency_tables.environment import machine_environment  # noqa: E402
 from latency_tables.predictor import validate  # noqa: E402
 from latency_tables.protocol import Protocol  # noqa: E402
@@ -51,35 +51,6 @@ NAIVE_REFERENCE = {
     "protocol": "50 runs, median, 3 processes (measured earlier on this machine)",
     "plain_sum_within_10pct": 0.29, "plain_sum_mean_ratio": 0.87, "linear_correction_k50_within_10pct": 0.84,
 }
-
-
-# --------------------------------------------------------------------------- machine load
-class LoadSampler:
-    """Samples ``os.getloadavg()`` every ``period_s`` in a daemon thread (the machine is shared)."""
-
-    def __init__(self, period_s: float = 10.0) -> None:
-        self.period_s = period_s
-        self.samples: list[tuple[float, float, float, float]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.time(), *os.getloadavg()))
-            self._stop.wait(self.period_s)
-
-    def __enter__(self) -> LoadSampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._t.join(timeout=5)
-
-    def between(self, t0: float, t1: float) -> dict[str, Any]:
-        one = [s[1] for s in self.samples if t0 <= s[0] <= t1] or [os.getloadavg()[0]]
-        return {"load1_min": min(one), "load1_median": statistics.median(one), "load1_max": max(one),
-                "samples": len(one), "cpus": os.cpu_count()}
 
 
 # --------------------------------------------------------------------------- resumable steps

@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.load_sampler import LoadSampler  # noqa: E402
 from nas.bench import (  # noqa: E402
     AdditiveArchFn,
     NotAdditiveError,
@@ -164,45 +165,6 @@ class Stages:
     def timing(self) -> dict[str, Any]:
         return {k: {kk: v[kk] for kk in ("wall_s", "load_1_5_15_start", "load_1_5_15_end", "finished_at")}
                 for k, v in self.steps.items()}
-
-
-class LoadSampler:
-    """Appends the 1-minute load average to ``path`` (JSON lines) every ``period_s`` in a daemon thread, so a
-    resumed benchmark reports the load over all its invocations (the machine is shared)."""
-
-    def __init__(self, path: Path, period_s: float = 15.0) -> None:
-        import threading
-
-        self.path, self.period_s = path, period_s
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self.path.open("a") as fh:
-                fh.write(json.dumps({"t": time.time(), "load1": os.getloadavg()[0]}) + "\n")
-            self._stop.wait(self.period_s)
-
-    def __enter__(self) -> LoadSampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._t.join(timeout=5)
-
-    def summary(self) -> dict[str, Any]:
-        vals = []
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    vals.append(float(json.loads(line)["load1"]))
-                except (json.JSONDecodeError, KeyError):
-                    continue
-        if len(vals) < 4:  # e.g. a re-render of a finished benchmark: too few samples to describe its load
-            return {"samples": len(vals)}
-        return {"samples": len(vals), "load1_min": min(vals), "load1_median": float(np.median(vals)),
-                "load1_max": max(vals), "period_s": self.period_s}
 
 
 def _fin(x: float | None) -> float | None:
@@ -910,7 +872,7 @@ def run(st: Settings, *, work: Path, out: Path, stem: str, run_dir: Path | None 
     """All stages; returns the result written to ``out/<stem>.json``."""
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    with LoadSampler(work / "load.jsonl") as sampler:
+    with LoadSampler(work / "load.jsonl", period_s=15.0) as sampler:
         res = _run(st, work=work, out=out, stem=stem, run_dir=run_dir, workers=workers, notes=notes)
     res["conditions"]["load"] = {**sampler.summary(), **res["conditions"]["load"]}
     atomic_write_json(out / f"{stem}.json", res)

@@ -33,3 +33,22 @@ def test_quick_run_on_the_fake_backend_writes_results_and_resumes(tmp_path: Path
     again = json.loads((tmp_path / "work" / "state.json").read_text())
     assert {k: s["finished_at"] for k, s in again.items()} == finished
     assert json.loads((tmp_path / "latency.quick.json").read_text())["configs"]["fake-t1"]["validate"]["corrected"] == v["corrected"]
+
+
+def test_load_sampler_keeps_samples_across_invocations(tmp_path: Path) -> None:
+    """The shared load sampler: per-interval figures, and with a path the samples of an earlier run come back."""
+    import time
+
+    from benchmarks.load_sampler import LoadSampler
+
+    path = tmp_path / "load.jsonl"
+    with LoadSampler(path, period_s=0.01) as first:
+        time.sleep(0.2)
+    n = len(first.samples)
+    assert n >= 4 and len(path.read_text().splitlines()) == n
+    t0, t1 = first.samples[0][0], first.samples[-1][0]
+    assert first.between(t0, t1)["samples"] == n and first.summary()["samples"] == n
+    path.write_text(path.read_text() + "not json\n")  # a torn last line from a killed run is skipped
+    again = LoadSampler(path, period_s=0.01)
+    assert again.samples == first.samples
+    assert LoadSampler(period_s=0.01).summary() == {"samples": 0}
