@@ -176,11 +176,16 @@ class LatencyPredictor:
     # ---- features and predictions
     def feature_matrix(self, archs: Sequence[ArchLike]) -> np.ndarray:
         """(N, F) features; raises the table's errors (outside space, missing layer) naming the architecture."""
-        out = np.empty((len(archs), len(self.features)))
+        return self._features_and_sums(archs)[0]
+
+    def _features_and_sums(self, archs: Sequence[ArchLike]) -> tuple[np.ndarray, np.ndarray]:
+        """(N, F) features and (N,) plain LUT sums from one walk of each architecture's layers."""
+        x, sums = np.empty((len(archs), len(self.features))), np.empty(len(archs))
         for i, a in enumerate(archs):
             rows = self.table.layer_ms(_as_arch(a, self.table))
-            out[i] = [FEATURES[f](rows) for f in self.features]
-        return out
+            x[i] = [FEATURES[f](rows) for f in self.features]
+            sums[i] = _sum_ms(rows)
+        return x, sums
 
     def predict_sum(self, archs: Sequence[ArchLike]) -> np.ndarray:
         """Plain LUT sums in ms, shape (N,)."""
@@ -196,10 +201,9 @@ class LatencyPredictor:
         self.table.check_precision(precision)
         if self.coef is None:
             return self.predict_sum(archs)
-        x = self.feature_matrix(archs)
+        x, sums = self._features_and_sums(archs)
         y = self.intercept_ms + x @ np.asarray(self.coef)
-        s = x[:, self.features.index("lut_sum_ms")] if "lut_sum_ms" in self.features else self.predict_sum(archs)
-        return np.maximum(y, 0.1 * s)
+        return np.maximum(y, 0.1 * sums)
 
     def fit(self, archs: Sequence[ArchLike], measured_ms: Sequence[float] | np.ndarray, *, alpha: float = 1e-2) -> LatencyPredictor:
         """A new predictor whose correction is fitted on ``archs`` measured end to end (ms). K >= 2 * F recommended."""

@@ -454,11 +454,9 @@ def _prepare_items(
     Every file is written atomically, so a killed parallel export leaves only whole models behind."""
     if jobs < 1:
         raise ValueError(f"export jobs must be >= 1, got {jobs}")
-    missing = [] if backend.artifact_suffix is None else [
-        (key, factory, shape, workdir / _artifact_name(key, backend.artifact_suffix, tag))
-        for key, factory, shape in entries
-        if not (workdir / _artifact_name(key, backend.artifact_suffix, tag)).exists()
-    ]
+    suffix = backend.artifact_suffix
+    targets = [] if suffix is None else [(k, f, sh, workdir / _artifact_name(k, suffix, tag)) for k, f, sh in entries]
+    missing = [t for t in targets if not t[3].exists()]
     reported: set[str] = set()
     if jobs > 1 and len(missing) > 1:
         if backend_spec is None:
