@@ -122,6 +122,9 @@ def validate(
         candidate_feature_sets(features)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--features") from None
+    if models_dir is not None and models_dir.exists() and not models_dir.is_dir():
+        raise typer.BadParameter(f"{models_dir} is a file; expected a folder for the exported subnet models",
+                                 param_hint="--models-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     if predictor is not None and measured is None:
         raise typer.BadParameter("--predictor needs --measured (a CSV of architectures measured elsewhere)")

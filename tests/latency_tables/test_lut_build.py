@@ -141,6 +141,10 @@ def test_parallel_export_reports_a_worker_failure(tmp_path: Path) -> None:
     bad_factory = functools.partial(build_layer, LayerSpec(op="no-such-op", in_hw=8, in_ch=8, out_ch=8))
     entries = [("bad-1", bad_factory, (1, 8, 8, 8)), ("bad-2", bad_factory, (1, 8, 8, 8))]
     be = create_backend("onnxruntime", threads=1, precision="fp32")
+    with pytest.raises(ValueError, match="export jobs must be >= 1, got 0"):
+        _prepare_items(entries, be, tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="backend_spec"):
+        _prepare_items(entries, be, tmp_path, jobs=2)
     with pytest.raises(ValueError, match="no-such-op"):
         _prepare_items(entries, be, tmp_path, jobs=2, backend_spec=("onnxruntime", {"threads": 1, "precision": "fp32"}))
 

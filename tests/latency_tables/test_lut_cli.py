@@ -67,6 +67,13 @@ def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) 
     assert too_few.exit_code == 1 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output
     bad = runner.invoke(app, ["validate", str(table), "--features", "everything", "--out-dir", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--features" in bad.output and "compact" in bad.output
+    (tmp_path / "a-file").write_text("x")
+    not_dir = runner.invoke(app, ["validate", str(table), "--models-dir", str(tmp_path / "a-file"),
+                                  "--out-dir", str(tmp_path / "x")])
+    flat = " ".join(not_dir.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert not_dir.exit_code == 2 and "--models-dir" in flat and "is a file; expected a folder" in flat
+    zero_jobs = runner.invoke(app, ["validate", str(table), "--export-jobs", "0", "--out-dir", str(tmp_path / "x")])
+    assert zero_jobs.exit_code == 2 and "--export-jobs" in zero_jobs.output
     args = ["validate", str(table), "--n-fit", "6", "--n-test", "4", "--processes", "2", "--rounds", "2", "--runs", "3",
             "--models-dir", str(models), "--export-jobs", "2", "--out-dir", str(out)]
     res = runner.invoke(app, args)
