@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
-from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from supernet.io import atomic_write_json, atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> int:

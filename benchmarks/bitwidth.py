@@ -42,9 +42,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from supernet.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from supernet.space import ArchConfig, SearchSpace  # noqa: E402
-from supernet.train import TrainConfig  # noqa: E402
+from supernet.io import atomic_write_json, atomic_write_text, read_json
+from supernet.space import ArchConfig, SearchSpace
+from supernet.train import TrainConfig
 
 log = logging.getLogger("bench.bitwidth")
 SCHEMA_VERSION = 1
@@ -231,7 +231,14 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
     """
     from supernet.evaluate import recalibrated_subnet
     from supernet.qat import describe_spec
-    from supernet.quantize import QuantConfig, Variant, compare_variants, default_reduce_range, ptq_loss, qat_spec_for
+    from supernet.quantize import (
+        QuantConfig,
+        Variant,
+        compare_variants,
+        default_reduce_range,
+        ptq_loss,
+        qat_spec_for,
+    )
 
     base = QuantConfig(precision="int8", per_channel=True, calibration="minmax", reduce_range=default_reduce_range(),
                        calib_images=size.calib_images, seed=0)
@@ -382,7 +389,7 @@ def render_markdown(results: dict[str, Any]) -> str:
               f"- int8 PTQ per-channel within {TARGETS_PTS['int8-pc-minmax']} point of fp32, int8 QAT within "
               f"{TARGETS_PTS['int8-qat-pc-minmax']}: " + ("**met** on every subnet and backend" if not s["misses"]
                                                           else "**missed**: " + "; ".join(s["misses"])),
-              *([f"- QAT against the control (fp32 fine-tuned with the same recipe, no fake quantization), points "
+              *(["- QAT against the control (fp32 fine-tuned with the same recipe, no fake quantization), points "
                  "below it per backend: " + "; ".join(
                      f"{n} " + ", ".join(f"{b} {_pts(g)}" for b, g in d.items())
                      for n, d in s["qat_gap_vs_fp32_finetuned_pts"].items())

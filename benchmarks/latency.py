@@ -31,14 +31,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load_sampler import LoadSampler  # noqa: E402
-from latency_tables.environment import machine_environment  # noqa: E402
-from latency_tables.predictor import validate  # noqa: E402
-from latency_tables.protocol import Protocol  # noqa: E402
-from latency_tables.table import LatencyTable, build_table, meta_path_for  # noqa: E402
-from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402
-from supernet.layers import Backbone  # noqa: E402
-from supernet.space import SearchSpace, get_space  # noqa: E402
+from benchmarks.load_sampler import LoadSampler
+from latency_tables.environment import machine_environment
+from latency_tables.predictor import validate
+from latency_tables.protocol import Protocol
+from latency_tables.table import LatencyTable, build_table, meta_path_for
+from supernet.io import atomic_write_json, atomic_write_text
+from supernet.layers import Backbone
+from supernet.space import SearchSpace, get_space
 
 log = logging.getLogger("bench.latency")
 
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                               lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png",
                                                     seed=a.seed, export_jobs=a.export_jobs), load)
                 entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
-            except Exception as e:  # noqa: BLE001 - one backend failing must not lose the others' results
+            except Exception as e:
                 log.exception("%s failed", tag)
                 res["missing"].append(f"{tag}: {type(e).__name__}: {e}")
             write(load)

@@ -44,7 +44,7 @@ class LoadSampler:
         self._t.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join(timeout=5)
 

@@ -42,9 +42,10 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,11 +53,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bitwidth import SIZES as BITWIDTH_SIZES  # noqa: E402
-from benchmarks.bitwidth import supernet_for_benchmark  # noqa: E402
-from supernet.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from supernet.space import ArchConfig, SearchSpace  # noqa: E402
-from supernet.train import TrainConfig  # noqa: E402
+from benchmarks.bitwidth import SIZES as BITWIDTH_SIZES
+from benchmarks.bitwidth import supernet_for_benchmark
+from supernet.io import atomic_write_json, atomic_write_text, read_json
+from supernet.space import ArchConfig, SearchSpace
+from supernet.train import TrainConfig
 
 log = logging.getLogger("bench.precision")
 SCHEMA_VERSION = 1
@@ -136,7 +137,7 @@ def _kendall(pred: Sequence[float], y: Sequence[float]) -> float | None:
 
 def _score(pred: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     p, t = np.asarray(pred, float), np.asarray(y, float)
-    return {"n": int(len(t)), "rmse_pt": float(100 * np.sqrt(np.mean((p - t) ** 2))), "kendall_tau": _kendall(p, t)}
+    return {"n": len(t), "rmse_pt": float(100 * np.sqrt(np.mean((p - t) ** 2))), "kendall_tau": _kendall(p, t)}
 
 
 def cross_validate(space: SearchSpace, records: Sequence[Record], *, folds: int, hidden: Sequence[int], epochs: int,
@@ -287,7 +288,12 @@ def _names(out: Path, size_name: str) -> tuple[Path, Path]:
 
 def run(size: Size, *, size_name: str, work: Path, out: Path, run_dir: Path | None,
         import_from: Path | None = None) -> dict[str, Any]:
-    from hwnas.pipeline import accuracy_context, load_supernet_and_data, measure_accuracy_pairs, quant_recipe_tag
+    from hwnas.pipeline import (
+        accuracy_context,
+        load_supernet_and_data,
+        measure_accuracy_pairs,
+        quant_recipe_tag,
+    )
     from nas.cache import AccuracyCache
     from supernet.io import sha256_file
     from supernet.quantize import QuantConfig, machine_state

@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.load_sampler import LoadSampler  # noqa: E402
-from nas.bench import (  # noqa: E402
+from benchmarks.load_sampler import LoadSampler
+from nas.bench import (
     AdditiveArchFn,
     NotAdditiveError,
     Trace,
@@ -59,8 +59,8 @@ from nas.bench import (  # noqa: E402
     compile_additive,
     hill_climb,
 )
-from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file  # noqa: E402
-from supernet.space import ArchConfig, SearchSpace  # noqa: E402
+from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from supernet.space import ArchConfig, SearchSpace
 
 log = logging.getLogger("bench.search")
 
@@ -427,7 +427,7 @@ class Pool:
             _init_worker(self.spec)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.terminate() if exc[0] is not None else self._pool.close()
             self._pool.join()

@@ -36,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from supernet.data import load_dataset  # noqa: E402
-from supernet.evaluate import evaluate  # noqa: E402
-from supernet.io import atomic_write_json, atomic_write_text  # noqa: E402
-from supernet.space import ArchConfig, SearchSpace, get_space  # noqa: E402
-from supernet.train import Phase, TrainConfig, load_supernet, train_supernet  # noqa: E402
+from supernet.data import load_dataset
+from supernet.evaluate import evaluate
+from supernet.io import atomic_write_json, atomic_write_text
+from supernet.space import ArchConfig, SearchSpace, get_space
+from supernet.train import Phase, TrainConfig, load_supernet, train_supernet
 
 
 @dataclass(frozen=True)

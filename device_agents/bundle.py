@@ -424,7 +424,7 @@ def build_bundle(
                     f"(--table {tname}=FP32.csv --table {tname}=INT8.csv)")
             try:
                 ms = fn(v.arch)
-            except Exception as e:  # noqa: BLE001 - re-raised with the variant and the table named
+            except Exception as e:
                 raise BundleError(f"variant {v.name!r}: latency table {tname!r} cannot predict arch {v.arch}: {e}") from e
             if not (math.isfinite(ms) and ms > 0):
                 raise BundleError(f"variant {v.name!r}: latency table {tname!r} predicted {ms} ms")

@@ -42,10 +42,10 @@ from typing import IO, Any
 import numpy as np
 
 from .bundle import Bundle
-from .network import NetworkEstimator, OffloadTarget
-from .policies import AGENT_POLICY, Decision, Policy, create_policy
-from .providers.combined import CombinedProvider
 from .client import OffloadClient, OffloadError
+from .network import NetworkEstimator, OffloadTarget
+from .policies import AGENT_POLICY, Policy, create_policy
+from .providers.combined import CombinedProvider
 from .sessions import ModelSession, open_session, resize_nchw
 from .state import DeviceState, StateProvider
 from .variants import Variant, validate_bundle
@@ -229,7 +229,7 @@ class AdaptiveModel:
         try:
             y, ms = self._run_local(name, x)
             return y, ms, name, None
-        except Exception as e:  # noqa: BLE001 - a broken variant must not lose the request
+        except Exception as e:
             for v in self._fastest:
                 if v.name != name:
                     logger.warning("variant %s failed (%s); answering with %s", name, e, v.name)

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from fastapi import FastAPI, HTTPException, Request
 
 from .client import SHAPE_HEADER

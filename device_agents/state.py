@@ -15,9 +15,9 @@ from typing import Any
 
 __all__ = [
     "NOMINAL_FREQ_MHZ",
+    "SENSOR_FIELDS",
     "STATE_DEFAULTS",
     "STATE_FIELDS",
-    "SENSOR_FIELDS",
     "DeviceState",
     "StateProvider",
     "state_from_partial",

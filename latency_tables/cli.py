@@ -239,10 +239,8 @@ def import_(
     allow_missing: bool = typer.Option(False, help="write a partial table when some layers have no measurement"),
 ) -> None:
     """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit."""
-    from latency_tables.kit import import_kit_csv, import_kit_logs
-
     from latency_tables.benchmark_log import BenchmarkLogError
-    from latency_tables.kit import KitError
+    from latency_tables.kit import KitError, import_kit_csv, import_kit_logs
 
     kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
     try:

@@ -53,8 +53,8 @@ from supernet.layers import Backbone, LayerSpec, build_layer
 from supernet.space import SearchSpace
 
 __all__ = [
-    "KIT_SCHEMA_VERSION",
     "FORMATS",
+    "KIT_SCHEMA_VERSION",
     "KitError",
     "KitLayer",
     "KitManifest",
@@ -239,7 +239,7 @@ def write_kit(
     manifest = KitManifest(
         space=space.to_json(), backbone=backbone.to_json(), precision=precision, threads=threads, num_runs=num_runs,
         warmup_runs=warmup_runs, rounds=rounds, formats=fmts, layers=tuple(layers),
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), exporter=_exporter_versions(fmts),
+        created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), exporter=_exporter_versions(fmts),
     )
     manifest = replace(manifest, kit_sha256=manifest.computed_sha256())
     atomic_write_json(out / "kit.json", manifest.to_json())
@@ -384,7 +384,7 @@ def _meta(m: KitManifest, *, n_rows: int, reference_ms: float, source: str, devi
         estimator=("median over rounds of benchmark_model's Inference (avg)" if source.endswith("logs")
                    else "as measured elsewhere (imported CSV)"),
         reference={"key": REFERENCE_KEY, "spec": REFERENCE_SPEC_JSON, "latency_ms": reference_ms},
-        measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), space=m.space,
+        measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), space=m.space,
         backbone=m.backbone, n_rows=n_rows, csv_sha256="", environment=environment, protocol={},
         source=source,
     )

@@ -43,13 +43,13 @@ from supernet.layers import LayerSpec
 from supernet.space import ArchConfig, InvalidArchError
 
 __all__ = [
-    "PREDICTOR_SCHEMA_VERSION",
     "FEATURES",
     "FEATURE_SETS",
+    "PREDICTOR_SCHEMA_VERSION",
     "LatencyPredictor",
     "Metrics",
-    "ValidationReport",
     "PredictorError",
+    "ValidationReport",
     "candidate_feature_sets",
     "fit_correction",
     "metrics",
@@ -225,7 +225,7 @@ class LatencyPredictor:
         fitted = LatencyPredictor(table=self.table, features=self.features, coef=tuple(float(c) for c in coef),
                                   intercept_ms=intercept, info={})
         train = metrics(fitted.predict(archs), y)
-        info = {"n_fit": int(len(y)), "alpha": alpha, "weights": "1/measured^2", "train": train.to_json()}
+        info = {"n_fit": len(y), "alpha": alpha, "weights": "1/measured^2", "train": train.to_json()}
         return LatencyPredictor(table=self.table, features=self.features, coef=fitted.coef, intercept_ms=intercept,
                                 info=info)
 

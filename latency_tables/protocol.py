@@ -40,9 +40,9 @@ import logging
 import os
 import subprocess
 import sys
-from multiprocessing.connection import Connection
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,16 @@ import numpy as np
 from latency_tables.backends import Backend, Measurement, Prepared, create_backend
 
 __all__ = [
+    "REFERENCE_SPEC_JSON",
+    "ChunkResult",
     "MeasureItem",
     "Protocol",
-    "ChunkResult",
-    "REFERENCE_SPEC_JSON",
     "agreement",
-    "measure_items",
-    "summarise",
     "fit_chunk",
+    "measure_items",
     "median_polish",
     "round_effects",
+    "summarise",
 ]
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

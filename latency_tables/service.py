@@ -22,7 +22,7 @@ from latency_tables.predictor import LatencyPredictor, _as_arch, _resolve_table
 from latency_tables.table import LatencyTable, LatencyTableError
 from supernet.space import InvalidArchError
 
-__all__ = ["create_app", "serve", "DEFAULT_MAX_BATCH", "PredictRequest", "BatchRequest"]
+__all__ = ["DEFAULT_MAX_BATCH", "BatchRequest", "PredictRequest", "create_app", "serve"]
 
 DEFAULT_MAX_BATCH = 1024
 

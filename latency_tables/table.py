@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import datetime as _dt
 import functools
 import hashlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -56,17 +56,17 @@ from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
-    "TABLE_SCHEMA_VERSION",
     "CSV_COLUMNS",
+    "TABLE_SCHEMA_VERSION",
     "ArchOutsideTableError",
     "LatencyTable",
     "LatencyTableError",
     "MissingLayerError",
     "PrecisionMismatchError",
     "TableHashError",
+    "TableMeta",
     "TableRow",
     "TableSchemaError",
-    "TableMeta",
     "build_table",
     "enumerate_layers",
     "measure_models",
@@ -546,7 +546,12 @@ class _Progress:
     def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._p = Progress(
@@ -556,7 +561,7 @@ class _Progress:
             self._p.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
 
@@ -714,7 +719,7 @@ def build_table(
         rounds=pr.rounds, processes=pr.processes,
         estimator=f"p{pr.estimator_pct:g} of all round-effect-corrected timed runs (rounds x processes)",
         reference={"key": REFERENCE_KEY, "spec": REFERENCE_SPEC_JSON, "latency_ms": reference_ms},
-        measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         space=space.to_json(), backbone=backbone.to_json(), n_rows=len(rows), csv_sha256="",
         environment=env, protocol=pr.to_json(), test_retest=retest.to_json() if retest else None,
         build_seconds=round(time.perf_counter() - t_start, 2),

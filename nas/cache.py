@@ -26,7 +26,7 @@ import numpy as np
 from nas.objective import ArchFn
 from supernet.space import PRECISIONS, ArchConfig, SearchSpace
 
-__all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "AccuracyCache", "DEFAULT_PRECISION", "KNOWN_PRECISIONS", "list_contexts"]
+__all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "DEFAULT_PRECISION", "KNOWN_PRECISIONS", "AccuracyCache", "list_contexts"]
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class AccuracyCache:
     def put_many(self, pairs: Iterable[tuple[ArchConfig, float]], *, precision: str | None = None) -> int:
         """Store measurements at ``precision`` (first one wins); return how many rows were new."""
         p = self._p(precision)
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         rows = [(self.context, self._key(c), p, float(a), now) for c, a in pairs]
         for _, arch, _, acc, _ in rows:
             if not (0.0 <= acc <= 1.0):

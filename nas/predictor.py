@@ -38,8 +38,15 @@ import numpy as np
 from supernet.io import atomic_open
 from supernet.space import ArchConfig, EncodingKind, SearchSpace
 
-__all__ = ["PREDICTOR_FORMAT", "PREDICTOR_SCHEMA_VERSION", "PRECISION_ORDER", "AccuracyPredictor", "PredictorMetrics",
-           "fit_bitwidth_predictor", "fit_predictor"]
+__all__ = [
+    "PRECISION_ORDER",
+    "PREDICTOR_FORMAT",
+    "PREDICTOR_SCHEMA_VERSION",
+    "AccuracyPredictor",
+    "PredictorMetrics",
+    "fit_bitwidth_predictor",
+    "fit_predictor",
+]
 
 log = logging.getLogger(__name__)
 

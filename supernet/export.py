@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ExportCheck", "export_onnx", "export_tflite", "check_export", "run_onnx", "run_tflite"]
+__all__ = ["ExportCheck", "check_export", "export_onnx", "export_tflite", "run_onnx", "run_tflite"]
 
 log = logging.getLogger(__name__)
 ONNX_OPSET = 17

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "sha256_file"]
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json", "sha256_file"]
 
 
 @contextlib.contextmanager

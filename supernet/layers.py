@@ -28,8 +28,8 @@ __all__ = [
     "Backbone",
     "LayerSpec",
     "build_layer",
-    "count_macs",
     "build_static_model",
+    "count_macs",
     "layer_specs",
     "make_divisible",
 ]

@@ -39,7 +39,7 @@ from supernet.layers import (
 )
 from supernet.space import ArchConfig, SearchSpace
 
-__all__ = ["OFASupernet", "DynamicMBConv"]
+__all__ = ["DynamicMBConv", "OFASupernet"]
 
 SUPERNET_CONFIG_VERSION = 1
 

@@ -63,10 +63,12 @@ __all__ = [
     "CALIBRATION_METHODS",
     "ORT_CALIBRATION_METHODS",
     "PRECISIONS",
+    "OnnxRuntimeTarget",
     "Precision",
     "QATPolicy",
     "QuantConfig",
     "QuantTarget",
+    "Runner",
     "SimulatedVariant",
     "Variant",
     "compare_variants",
@@ -77,16 +79,14 @@ __all__ = [
     "get_target",
     "int8_weight_fraction",
     "machine_state",
-    "OnnxRuntimeTarget",
-    "qat_spec_for",
-    "Runner",
-    "runner_top1",
     "onnx_weight_dtypes",
     "precision_report",
     "ptq_loss",
+    "qat_spec_for",
     "quantize_cmd",
     "quantize_onnx",
     "quantize_subnet",
+    "runner_top1",
     "split_arrays",
 ]
 
@@ -943,7 +943,7 @@ def ptq_loss(
             ptq_path = export_variant(model, Path(tmp) / f"ptq{target.suffix}", backend=backend, config=config,
                                       data=data)
         ptq_top1 = runner_top1(target.runner(Path(ptq_path)), xs, ys)
-    return {"backend": backend, "variant": config.label, "split": split, "images": int(len(ys)),
+    return {"backend": backend, "variant": config.label, "split": split, "images": len(ys),
             "fp32_top1": fp32_top1, "ptq_top1": ptq_top1, "ptq_drop_pts": 100 * (fp32_top1 - ptq_top1)}
 
 

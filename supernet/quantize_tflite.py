@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TFLITE_CALIBRATION_METHODS",
-    "TFLiteRunner",
     "TFLiteBuiltinTarget",
+    "TFLiteRunner",
     "TFLiteTarget",
     "quantize_tflite",
     "tflite_weight_dtypes",

@@ -34,9 +34,9 @@ INACTIVE = 0
 
 __all__ = [
     "ARCH_SCHEMA_VERSION",
+    "PRECISIONS",
     "ArchConfig",
     "InvalidArchError",
-    "PRECISIONS",
     "SearchSpace",
     "get_space",
     "list_spaces",
@@ -374,7 +374,7 @@ class SearchSpace:
     def crossover(self, a: ArchConfig, b: ArchConfig, rng: np.random.Generator) -> ArchConfig:
         """Take each decision from ``a`` or ``b`` with equal probability."""
         fa, fb = self._fill_inactive(self.canonical(a), rng), self._fill_inactive(self.canonical(b), rng)
-        pick = lambda x, y: x if rng.random() < 0.5 else y  # noqa: E731
+        pick = lambda x, y: x if rng.random() < 0.5 else y
         return self.canonical(
             ArchConfig(
                 pick(fa.resolution, fb.resolution),
@@ -465,7 +465,7 @@ class SearchSpace:
         if v.size != self.encoding_size(kind):
             raise InvalidArchError(f"{kind} vector: expected length {self.encoding_size(kind)}, got {v.size}")
         if kind == "ordinal":
-            snap = lambda x, ch: min(ch, key=lambda c: (abs(c - x), c))  # noqa: E731
+            snap = lambda x, ch: min(ch, key=lambda c: (abs(c - x), c))
             res = snap(v[0], self.resolutions)
             depths = tuple(snap(x, self.depth_choices) for x in v[1 : 1 + self.n_stages])
             o = 1 + self.n_stages

@@ -39,7 +39,14 @@ import torch
 import torch.nn.functional as F
 
 from supernet.data import DataSplits, iterate_batches, load_dataset, num_batches, resize_batch
-from supernet.distributed import DistEnv, allreduce_gradients, average_buffers, gather_objects, init_from_env, state_digest
+from supernet.distributed import (
+    DistEnv,
+    allreduce_gradients,
+    average_buffers,
+    gather_objects,
+    init_from_env,
+    state_digest,
+)
 from supernet.evaluate import evaluate
 from supernet.io import atomic_open, atomic_write_json
 from supernet.layers import Backbone
@@ -49,8 +56,8 @@ from supernet.space import ArchConfig, SearchSpace, get_space
 
 __all__ = [
     "DEFAULT_RECIPE",
-    "Phase",
     "RECIPES",
+    "Phase",
     "TrainConfig",
     "TrainResult",
     "distillation_losses",
@@ -242,7 +249,7 @@ def sample_phase_subnet(space: SearchSpace, phase: Phase, rng: np.random.Generat
     """A random subnet in the part of the space this phase trains (other dimensions at their maximum)."""
     if phase.arch is not None:
         return replace(space.parse(phase.arch), resolution=resolution)
-    ch = lambda choices, default: int(rng.choice(choices)) if choices else default  # noqa: E731
+    ch = lambda choices, default: int(rng.choice(choices)) if choices else default
     depths = tuple(ch(phase.depths, space.max_depth) for _ in range(space.n_stages))
     ks = tuple(ch(phase.kernels, max(space.kernel_choices)) for _ in range(space.n_slots))
     es = tuple(ch(phase.expands, max(space.expand_choices)) for _ in range(space.n_slots))
@@ -707,7 +714,14 @@ class _NullProgress:
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return _NullProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]train[/] {task.description:<9}"), BarColumn(), MofNCompleteColumn(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 torch.set_num_threads(1)

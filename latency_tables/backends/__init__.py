@@ -27,15 +27,15 @@ from supernet.space import PRECISIONS
 __all__ = [
     "KNOWN_PRECISIONS",
     "Backend",
-    "base_environment",
     "Measurement",
     "Prepared",
     "UnknownBackendError",
     "UnsupportedPrecisionError",
+    "backend_spec",
+    "base_environment",
     "check_precision",
     "create_backend",
     "list_backends",
-    "backend_spec",
     "supported_precisions",
 ]
 

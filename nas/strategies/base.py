@@ -15,7 +15,7 @@ import numpy as np
 from nas.objective import Evaluation, Objective
 from supernet.space import ArchConfig
 
-__all__ = ["Callback", "EvalLoop", "RESULT_SCHEMA_VERSION", "SearchResult", "SearchStrategy"]
+__all__ = ["RESULT_SCHEMA_VERSION", "Callback", "EvalLoop", "SearchResult", "SearchStrategy"]
 
 log = logging.getLogger(__name__)
 

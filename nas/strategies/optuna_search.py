@@ -69,7 +69,6 @@ class OptunaSearch(SearchStrategy):
     def search(
         self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
     ) -> SearchResult:
-        import optuna
         from optuna.trial import TrialState
 
         t0 = time.perf_counter()

@@ -43,7 +43,7 @@ def test_psutil_vm_without_battery_or_max_clock() -> None:
     fake = _fake_psutil(
         cpu_freq=lambda: SimpleNamespace(current=2445.4, min=0.0, max=0.0),
         sensors_battery=lambda: None,
-        sensors_temperatures=lambda: {},
+        sensors_temperatures=dict,
     )
     st = PsutilProvider(psutil_module=fake).read()
     assert st.cpu_freq_mhz == st.cpu_freq_max_mhz == 2445.4

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from agents_helpers import make_state
 
 import device_agents.runtime as runtime_mod
 from device_agents import Decision, DeviceState, Policy, Variant, create_provider
-from device_agents.runtime import AdaptiveModel
 from device_agents.client import OffloadClient, OffloadError
+from device_agents.runtime import AdaptiveModel
 from device_agents.server import create_model_app
 from device_agents.sessions import resize_nchw
 from supernet.export import run_onnx

@@ -4,11 +4,17 @@ import math
 from pathlib import Path
 
 import pytest
-
-from device_agents import Trace, TraceFormatError, builtin_trace, list_scenarios, load_trace_csv, save_trace_csv
-from device_agents.trace import TRACE_COLUMNS, parse_trace_csv
-
 from agents_helpers import DATA
+
+from device_agents import (
+    Trace,
+    TraceFormatError,
+    builtin_trace,
+    list_scenarios,
+    load_trace_csv,
+    save_trace_csv,
+)
+from device_agents.trace import TRACE_COLUMNS, parse_trace_csv
 
 HEADER = ",".join(TRACE_COLUMNS)
 

@@ -66,7 +66,7 @@ def test_search_family_writes_winners_and_plots(setup: dict[str, Path]) -> None:
                                 "--targets", "1000,2000", "--strategy", "random", "--budget", "4",
                                 "--bn-images", "64", "--out", str(out)])
     assert again.exit_code == 0, again.output
-    strip = lambda ws: [{k: v for k, v in w.items() if k != "wall_time_s"} for w in ws]  # noqa: E731
+    strip = lambda ws: [{k: v for k, v in w.items() if k != "wall_time_s"} for w in ws]
     assert strip(json.loads((out / "search_results.json").read_text())["winners"]) == strip(summary["winners"])
     pareto = runner.invoke(app, ["pareto", "--results", str(out), "--out", str(out / "front.png")])
     assert pareto.exit_code == 0, pareto.output

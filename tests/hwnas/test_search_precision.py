@@ -170,7 +170,7 @@ def test_quantized_accuracy_is_the_top1_of_an_int8_file(net_data: tuple, monkeyp
     seen: list[tuple[str, object, float, float]] = []
     real = q.export_variant
 
-    def spy(model, out_path, **kw):  # noqa: ANN001, ANN003, ANN202
+    def spy(model, out_path, **kw):
         p = real(model, out_path, **kw)
         top1 = q.runner_top1(q.get_target(kw["backend"]).runner(p), xs, ys)
         seen.append((kw["backend"], kw["config"], q.int8_weight_fraction(p), top1))

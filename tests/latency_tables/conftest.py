@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 from latency_tables.table import LatencyTable, build_table
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
-
-from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 
 @pytest.fixture(scope="session")

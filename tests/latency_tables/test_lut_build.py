@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 from latency_tables.protocol import Protocol
 from latency_tables.table import ChunkDone, LatencyTable, LatencyTableError, build_table, enumerate_layers
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
-
-from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 
 class Killed(Exception):

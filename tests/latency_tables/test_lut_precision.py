@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
 from latency_tables.backends import (
@@ -30,8 +31,6 @@ from latency_tables.table import (
 )
 from supernet.layers import Backbone, LayerSpec, build_layer
 from supernet.space import SearchSpace
-
-from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 SPEC = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48, se=True, act="hswish")
 SHAPE = (1, 16, 8, 8)

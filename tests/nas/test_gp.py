@@ -28,7 +28,7 @@ def test_nll_gradient_matches_finite_differences() -> None:
 def test_gp_interpolates_a_smooth_function() -> None:
     rng = np.random.default_rng(1)
     X = rng.random((60, 4))
-    f = lambda x: np.sin(3 * x[:, 0]) + 0.5 * x[:, 1]  # noqa: E731
+    f = lambda x: np.sin(3 * x[:, 0]) + 0.5 * x[:, 1]
     gp = GroupGP([0, 1, 2, 3]).fit(X, f(X))
     Xt = rng.random((200, 4))
     mu, sd = gp.predict(Xt)
@@ -89,13 +89,13 @@ def test_gp_choice_matrix_fast_path_gives_the_same_search() -> None:
     from nas._codec import SpaceCodec
 
     class WithChoices:
-        def __init__(self, fn, space) -> None:  # noqa: ANN001
+        def __init__(self, fn, space) -> None:
             self.fn, self.space, self.calls = fn, space, 0
 
-        def __call__(self, cfgs):  # noqa: ANN001, ANN204
+        def __call__(self, cfgs):
             return self.fn(cfgs)
 
-        def from_choices(self, canon):  # noqa: ANN001, ANN202
+        def from_choices(self, canon):
             self.calls += 1
             return self.fn(SpaceCodec(self.space).to_archs(canon))
 

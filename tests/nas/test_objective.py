@@ -14,11 +14,11 @@ def _counting_objective() -> tuple[Objective, list[int]]:
     space = get_space("mnist")
     calls: list[int] = []
 
-    def acc(cfgs):  # noqa: ANN001, ANN202
+    def acc(cfgs):
         calls.append(len(cfgs))
         return np.asarray([0.5 + 0.01 * sum(c.depths) for c in cfgs])
 
-    def lat(cfgs):  # noqa: ANN001, ANN202
+    def lat(cfgs):
         return np.asarray([float(sum(c.depths)) for c in cfgs])
 
     return Objective(space=space, accuracy_fn=acc, latency_fn=lat, reward=Reward.soft(12.0)), calls

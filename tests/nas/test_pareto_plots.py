@@ -22,7 +22,7 @@ def test_pareto_front_by_hand() -> None:
     assert hypervolume_2d(pts, ref_latency_ms=20.0) == pytest.approx(0.69 + 1.40 + 3.75 + 6.40)
 
 
-def test_plots_write_files(tmp_path: Path, mnist_objective) -> None:  # noqa: ANN001
+def test_plots_write_files(tmp_path: Path, mnist_objective) -> None:
     results = {n: [create_strategy(n).search(mnist_objective, budget=10, seed=s) for s in (0, 1)]
                for n in ("random", "evolution")}
     plot_convergence(results, tmp_path / "conv.png")

@@ -85,7 +85,7 @@ def test_accuracy_cache_measures_once_and_persists(tmp_path: Path) -> None:
     space = obj.space
     calls: list[int] = []
 
-    def measure(cfgs):  # noqa: ANN001, ANN202
+    def measure(cfgs):
         calls.append(len(cfgs))
         return obj.accuracy_fn(cfgs)
 
@@ -248,8 +248,8 @@ def test_cache_measures_each_precision_once(tmp_path: Path) -> None:
     obj = make_synthetic_objective("mnist")
     calls: list[tuple[str, int]] = []
 
-    def measure_at(p: str):  # noqa: ANN202
-        def fn(cfgs):  # noqa: ANN001, ANN202
+    def measure_at(p: str):
+        def fn(cfgs):
             calls.append((p, len(cfgs)))
             acc = obj.accuracy_fn(cfgs)
             return acc if p == "fp32" else _int8_accuracy(acc, list(cfgs))

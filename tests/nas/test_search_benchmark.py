@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench_scripts import load_benchmark
 import torch
+from bench_scripts import load_benchmark
 
 from nas.bench import (
     NotAdditiveError,
@@ -28,7 +28,6 @@ from nas.bench import (
 )
 from nas.synthetic import SyntheticAccuracy, SyntheticLatency, make_synthetic_objective, synthetic_macs
 from supernet.space import get_space
-
 
 
 # --------------------------------------------------------------------------- helpers

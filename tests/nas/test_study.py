@@ -6,19 +6,19 @@ from pathlib import Path
 
 import optuna
 import pytest
+from study_helpers import assert_two_workers_share_one_study, counted_trials
 
 from nas.search import search
 from nas.study import open_storage
 from nas.synthetic import make_synthetic_objective
-from study_helpers import assert_two_workers_share_one_study, counted_trials
 
 
 class Killed(Exception):
     pass
 
 
-def _kill_after(n: int):  # noqa: ANN202
-    def cb(ev, k):  # noqa: ANN001, ANN202
+def _kill_after(n: int):
+    def cb(ev, k):
         if k >= n:
             raise Killed
 

@@ -12,7 +12,6 @@ import pytest
 from bench_scripts import load_benchmark
 
 
-
 def _check(results: dict, backends: tuple[str, ...], bench: ModuleType) -> None:
     assert results["size"] == "quick" and results["backends"] == list(backends)
     assert list(results["subnets"]) == ["smallest", "largest"]

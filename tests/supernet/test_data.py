@@ -6,8 +6,8 @@ wheel (loaded once per module, ~3 s).
 
 from __future__ import annotations
 
-import logging
 import io
+import logging
 import os
 import pickle
 import struct
@@ -391,7 +391,7 @@ def _make_cifar10(root: Path, *, per_batch: int = 10, n_test: int = 10, protocol
         _dump(folder / f"data_batch_{i}", batch, protocol=protocol)
     test = _cifar_batch(n_test, offset=0, label_key="labels", num_classes=10)
     _dump(folder / "test_batch", test, protocol=protocol)
-    names = "airplane automobile bird cat deer dog frog horse ship truck".encode().split()
+    names = b"airplane automobile bird cat deer dog frog horse ship truck".split()
     meta = {b"num_cases_per_batch": per_batch, b"label_names": names, b"num_vis": 3072}
     _dump(folder / "batches.meta", meta, protocol=protocol)
     return folder

@@ -76,10 +76,9 @@ def test_activate_restores_previous_even_on_error() -> None:
     net = _randomised_supernet()
     outer, inner = SPACE.smallest(), SPACE.largest()
     with net.activate(outer):
-        with pytest.raises(RuntimeError):
-            with net.activate(inner):
-                assert net.active == inner
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), net.activate(inner):
+            assert net.active == inner
+            raise RuntimeError("boom")
         assert net.active == outer
     assert net.active == SPACE.largest()
 

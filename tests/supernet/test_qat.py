@@ -39,7 +39,7 @@ RES = 24
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_trained) -> tuple[StaticSubnet, object]:  # noqa: ANN001
+def trained(tiny_trained) -> tuple[StaticSubnet, object]:
     """The shared tiny subnet trained 2 epochs on digits (conftest): random nets amplify any error."""
     return tiny_trained  # type: ignore[no-any-return]
 
@@ -202,7 +202,7 @@ def test_qat_rule() -> None:
 
 
 @pytest.mark.parametrize(("drop_pts", "ran"), [(2.5, True), (0.5, False)])
-def test_the_rule_triggers_unforced_qat_only_above_the_threshold(trained, tmp_path: Path, monkeypatch,  # noqa: ANN001
+def test_the_rule_triggers_unforced_qat_only_above_the_threshold(trained, tmp_path: Path, monkeypatch,
                                                                  drop_pts: float, ran: bool) -> None:
     """Unforced QAT: the PTQ loss measured on validation (stubbed here) decides, threshold 1 point."""
     import supernet.quantize as q
@@ -210,7 +210,7 @@ def test_the_rule_triggers_unforced_qat_only_above_the_threshold(trained, tmp_pa
     model, data = trained
     seen: list[dict] = []
 
-    def fake_ptq_loss(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+    def fake_ptq_loss(*args, **kw):
         seen.append(kw)
         return {"backend": kw["backend"], "variant": kw["config"].label, "split": kw["split"], "images": 64,
                 "fp32_top1": 0.9, "ptq_top1": 0.9 - drop_pts / 100, "ptq_drop_pts": drop_pts}

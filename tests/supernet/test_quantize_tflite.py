@@ -11,7 +11,14 @@ import torch
 
 from supernet.evaluate import calibration_batches
 from supernet.layers import StaticSubnet
-from supernet.quantize import QuantConfig, Variant, compare_variants, get_target, int8_weight_fraction, quantize_onnx
+from supernet.quantize import (
+    QuantConfig,
+    Variant,
+    compare_variants,
+    get_target,
+    int8_weight_fraction,
+    quantize_onnx,
+)
 from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
 
 RES = 24

@@ -181,7 +181,7 @@ def test_sort_channels_keeps_trained_expand_prefix() -> None:
     net.sort_channels(keep_expands=(4,))
     after = block.pl_conv.weight
     # the same set of channels inside the expand-4 prefix, sorted within it; the same outside it
-    key = lambda w: sorted(w.abs().sum(dim=(0, 2, 3)).tolist())  # noqa: E731
+    key = lambda w: sorted(w.abs().sum(dim=(0, 2, 3)).tolist())
     assert key(after[:, :w4]) == pytest.approx(key(before[:, :w4]))
     assert key(after[:, w4:]) == pytest.approx(key(before[:, w4:]))
     imp = after[:, :w4].abs().sum(dim=(0, 2, 3))
