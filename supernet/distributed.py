@@ -34,13 +34,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from supernet.errors import InputError
+
 __all__ = [
+    "DEVICES",
     "DistEnv",
     "allreduce_gradients",
     "average_buffers",
     "gather_objects",
     "init_from_env",
     "main",
+    "resolve_device_type",
     "state_digest",
 ]
 
@@ -55,6 +59,7 @@ class DistEnv:
     world_size: int = 1
     local_rank: int = 0
     backend: str = "none"
+    device_type: str = "cpu"  # "cuda" when this process trains on GPU ``local_rank``
 
     @property
     def is_main(self) -> bool:
@@ -67,10 +72,26 @@ class DistEnv:
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        if self.device_type == "cuda" or self.backend == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
 
 
-def init_from_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device_type(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a ``--device`` value: ``auto`` takes a GPU whenever torch sees one."""
+    if device not in DEVICES:
+        raise InputError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu or auto)")
+    return device
+
+
+def init_from_env(environ: Mapping[str, str] | None = None, *, device: str = "auto") -> DistEnv:
     """Read torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; join the process group when WORLD_SIZE > 1.
 
     Idempotent: an already initialised default group is reused. Without those variables (or with
@@ -78,10 +99,14 @@ def init_from_env(environ: Mapping[str, str] | None = None) -> DistEnv:
     """
     env = os.environ if environ is None else environ
     world_size = int(env.get("WORLD_SIZE", "1"))
+    device_type = resolve_device_type(device)
     if world_size <= 1:
-        return DistEnv()
+        return DistEnv(device_type=device_type)
     rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if device_type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise InputError(f"LOCAL_RANK {local_rank}: torch sees only {torch.cuda.device_count()} GPU(s); start fewer "
+                         "processes per node (torchrun --nproc-per-node) or pass --device cpu")
+    backend = "nccl" if device_type == "cuda" else "gloo"
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
@@ -93,7 +118,8 @@ def init_from_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             f"process group (rank {dist.get_rank()} of {dist.get_world_size()}) does not match the environment "
             f"(RANK={rank}, WORLD_SIZE={world_size})"
         )
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend)
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend,
+                   device_type="cuda" if backend == "nccl" else device_type)
 
 
 def allreduce_gradients(params: Iterable[nn.Parameter], env: DistEnv) -> None:

@@ -47,8 +47,9 @@ from supernet.distributed import (
     init_from_env,
     state_digest,
 )
+from supernet.errors import InputError
 from supernet.evaluate import evaluate
-from supernet.io import atomic_open, atomic_write_json
+from supernet.io import atomic_torch_save, atomic_write_json, json_safe
 from supernet.layers import Backbone
 from supernet.losses import check_options, distillation_losses, feature_losses, kl_distillation
 from supernet.model import OFASupernet
@@ -115,10 +116,10 @@ class Phase:
                 if not v:
                     raise ValueError(f"Phase {self.name!r}: {name} must be null or a non-empty list")
                 object.__setattr__(self, name, v)
-        if not self.epochs_frac > 0:
-            raise ValueError(f"Phase {self.name!r}: epochs_frac must be > 0, got {self.epochs_frac}")
-        if not self.lr > 0:
-            raise ValueError(f"Phase {self.name!r}: lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.epochs_frac) and self.epochs_frac > 0):
+            raise InputError(f"Phase {self.name!r}: epochs_frac must be a finite number > 0, got {self.epochs_frac}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"Phase {self.name!r}: lr must be a finite number > 0, got {self.lr}")
         if self.subnets_per_step < 1:
             raise ValueError(f"Phase {self.name!r}: subnets_per_step must be >= 1, got {self.subnets_per_step}")
         if self.sandwich and self.subnets_per_step < 2:
@@ -151,6 +152,41 @@ class Phase:
         if unknown:
             raise ValueError(f"phase: unknown field(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+
+# (field, flag, lower bound, lower inclusive, upper bound, upper inclusive) of every float of a TrainConfig
+_FLOAT_RANGES: tuple[tuple[str, str, float, bool, float, bool], ...] = (
+    ("width_mult", "--width-mult", 0.0, False, 4.0, True),
+    ("momentum", "momentum", 0.0, True, 1.0, False),
+    ("weight_decay", "weight_decay", 0.0, True, 1.0, True),
+    ("label_smoothing", "label_smoothing", 0.0, True, 1.0, False),
+    ("kd_ratio", "--kd-ratio", 0.0, True, 1e6, True),
+    ("kd_temperature", "--kd-temperature", 0.0, False, 1e6, True),
+    ("feature_ratio", "feature_ratio", 0.0, True, 1e6, True),
+)
+
+
+def _check_floats(cfg: TrainConfig) -> None:
+    """Every float of the config finite and in range (NaN/inf would train a NaN supernet, and NaN is not JSON)."""
+    for name, flag, lo, lo_in, hi, hi_in in _FLOAT_RANGES:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"{_label(name, flag)}: expected a number, got {v!r}")
+        ok = math.isfinite(v) and (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+        if not ok:
+            rng = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise InputError(f"{_label(name, flag)}: expected a finite number in {rng}, got {v}")
+    for k, v in cfg.kd_options.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"kd_options.{k}: expected a finite number, got {v}")
+
+
+def _label(name: str, flag: str) -> str:
+    return flag if flag == name else f"{flag} ({name} in a run file)"
+
+
+class NonFiniteLossError(InputError):
+    """Training diverged: a loss (or the weights) became NaN/inf. The last checkpoint written before is kept."""
 
 
 def _progressive_shrinking(space: SearchSpace) -> tuple[Phase, ...]:
@@ -323,6 +359,7 @@ class TrainConfig:
         elif self.schedule not in _SCHEDULES:
             raise ValueError(f"TrainConfig.schedule {self.schedule!r}: known {list_schedules()}")
         object.__setattr__(self, "kd_options", dict(self.kd_options))
+        _check_floats(self)
         if self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs: expected >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -334,10 +371,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.feature_loss {self.feature_loss!r}: known {sorted(feature_losses)} or null")
         if self.threads < 1:
             raise ValueError(f"TrainConfig.threads: expected >= 1, got {self.threads}")
-        if self.kd_temperature <= 0:
-            raise ValueError("TrainConfig.kd_temperature must be > 0")
-        if self.kd_ratio < 0 or self.feature_ratio < 0:
-            raise ValueError("TrainConfig.kd_ratio and feature_ratio must be >= 0")
+        if self.max_train_images is not None and self.max_train_images < 1:
+            raise InputError(f"max_train_images (--max-train-images): expected >= 1, got {self.max_train_images}")
+        if self.warmup_steps < 0 or self.checkpoint_every_steps < 0 or self.eval_bn_images < 0:
+            raise InputError("warmup_steps, checkpoint_every_steps and eval_bn_images: expected >= 0")
 
     def resolved_phases(self, space: SearchSpace) -> tuple[Phase, ...]:
         phases = self.phases if self.phases is not None else get_schedule(self.schedule, space)
@@ -405,9 +442,9 @@ class TrainResult:
 # --------------------------------------------------------------------------- persistence
 def save_supernet(net: OFASupernet, path: str | Path, *, extra: Mapping[str, Any] | None = None) -> Path:
     """Write config + weights (loadable with ``weights_only=True``), atomically."""
-    payload = {"config": json.dumps(net.config()), "state_dict": net.state_dict(), "extra": json.dumps(extra or {})}
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+    payload = {"config": json.dumps(net.config()), "state_dict": net.state_dict(),
+               "extra": json.dumps(json_safe(dict(extra or {})), allow_nan=False)}
+    atomic_torch_save(path, payload)
     return Path(path)
 
 
@@ -448,6 +485,7 @@ def train_supernet(
     resume: bool = True,
     stop_after_steps: int | None = None,
     dist_env: DistEnv | None = None,
+    device: str = "auto",
 ) -> TrainResult:
     """Train an OFA supernet per ``config``; checkpoints under ``out_dir`` and resumes from them.
 
@@ -460,8 +498,11 @@ def train_supernet(
     Distributed: ``dist_env`` defaults to `supernet.distributed.init_from_env()` (joins the process group
     when launched by torchrun with WORLD_SIZE > 1). Every rank must see the same ``out_dir`` (shared file
     system); only rank 0 writes files, every rank reads the checkpoint.
+
+    ``device``: ``auto`` (a GPU when torch sees one, rank ``LOCAL_RANK``'s under torchrun), ``cpu`` or ``cuda``.
+    Not part of the config: a checkpoint written on one device resumes on another.
     """
-    env = init_from_env() if dist_env is None else dist_env
+    env = init_from_env(device=device) if dist_env is None else dist_env
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -520,8 +561,10 @@ def _train(
     start = (0, 0, 0)  # phase, epoch, step
     summaries: list[PhaseSummary] = []
     global_step = 0
+    acc0: dict[str, float] = {}  # accumulators of the phase in progress at the checkpoint
+    wall_before = 0.0
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ck = _load_checkpoint(ckpt_path)
         saved_cfg = json.loads(ck["train_config"])
         if saved_cfg != cfg_json:
             diff = {k: (saved_cfg.get(k), cfg_json.get(k)) for k in cfg_json if saved_cfg.get(k) != cfg_json.get(k)}
@@ -537,6 +580,8 @@ def _train(
         start = (int(ck["phase"]), int(ck["epoch"]), int(ck["step"]))
         global_step = int(ck["global_step"])
         summaries = [PhaseSummary(**s) for s in json.loads(ck["summaries"])]
+        acc0 = json.loads(ck.get("phase_accumulators", "{}"))
+        wall_before = float(ck.get("wall_time_s", 0.0))
         log.info("resuming from %s at phase %d epoch %d step %d", ckpt_path, *start)
     starts = gather_objects((start, global_step), env)
     if len(set(starts)) != 1:
@@ -551,6 +596,13 @@ def _train(
         average_buffers(net, env)
         if not env.is_main:
             return
+        bad = [n for n, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f"training diverged: weights {bad[:3]} became non-finite at phase {p} epoch {e} step {s}; "
+                f"not overwriting the last good checkpoint {str(ckpt_path)!r}. Lower the learning rate, --kd-ratio "
+                "or --kd-temperature, then re-run (it resumes from that checkpoint)"
+            )
         payload = {
             "version": CHECKPOINT_VERSION,
             "train_config": json.dumps(cfg_json),
@@ -559,10 +611,12 @@ def _train(
             "teacher": None if teacher is None else teacher.state_dict(),
             "phase": p, "epoch": e, "step": s, "global_step": global_step,
             "summaries": json.dumps([asdict(x) for x in summaries]),
+            "phase_accumulators": json.dumps(acc),
+            "wall_time_s": wall_before + time.perf_counter() - t_start,
         }
-        with atomic_open(ckpt_path, "wb") as fh:
-            torch.save(payload, fh)
+        atomic_torch_save(ckpt_path, payload)
 
+    acc: dict[str, float] = {}
     kd_fn = distillation_losses[config.kd_loss]
     feat_fn = None if config.feature_loss is None else feature_losses[config.feature_loss]
     feat_stages = () if feat_fn is None else (config.feature_stage % space.n_stages,)
@@ -600,6 +654,10 @@ def _train(
             task = bar.add_task(f"{phase.name}", total=total_steps, completed=first_epoch * steps_per_epoch,
                                 info="") if bar else None
             t_phase, imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+            phase_s_before = 0.0
+            if p_idx == start[0] and acc0:  # mid-phase resume: the phase's summary counts the steps before too
+                imgs, loss_sum, loss_n = int(acc0["imgs"]), float(acc0["loss_sum"]), int(acc0["loss_n"])
+                phase_s_before = float(acc0.get("seconds", 0.0))
             warmup = config.warmup_steps if phase.warmup else 0
             for epoch in range(first_epoch, n_epochs):
                 first_step = start[2] if (p_idx, epoch) == start[:2] else 0
@@ -642,26 +700,36 @@ def _train(
                         if phase.inplace_distill and i == 0:  # the sandwich puts the largest first
                             t_logits = logits.detach()
                             t_feats = {k: v.detach() for k, v in feats.items()}
+                        loss_value = float(loss.detach())
+                        if not math.isfinite(loss_value):
+                            raise NonFiniteLossError(
+                                f"training diverged: the loss became {loss_value} in phase {phase.name!r} (epoch "
+                                f"{epoch}, step {step}, subnet {cfg}); the last good checkpoint "
+                                f"{str(ckpt_path)!r} is kept (this step was not applied). Lower the learning rate, "
+                                "--kd-ratio or --kd-temperature, then re-run"
+                            )
                         loss.backward()
-                        step_loss += float(loss.detach())
+                        step_loss += loss_value
                     allreduce_gradients(net.parameters(), env)
                     opt.step()
                     global_step += 1
                     imgs += x.shape[0] * env.world_size
                     loss_sum += step_loss / len(cfgs)
                     loss_n += 1
+                    acc.update(imgs=imgs, loss_sum=loss_sum, loss_n=loss_n,
+                               seconds=phase_s_before + time.perf_counter() - t_phase)
                     if bar is not None and task is not None:
                         rate = imgs / max(1e-9, time.perf_counter() - t_phase)
                         bar.update(task, advance=1, info=f"loss {loss_sum / loss_n:.3f}  {rate:.0f} img/s")
                     if stop_after_steps is not None and global_step - resumed_from >= stop_after_steps:
                         save_checkpoint(p_idx, epoch, step + 1)
-                        return TrainResult(str(out), "", summaries, time.perf_counter() - t_start, resumed_from,
-                                           world_size=env.world_size)
+                        return TrainResult(str(out), "", summaries, wall_before + time.perf_counter() - t_start,
+                                           resumed_from, world_size=env.world_size)
                     if config.checkpoint_every_steps and global_step % config.checkpoint_every_steps == 0:
                         save_checkpoint(p_idx, epoch, step + 1)
                 if epoch + 1 < n_epochs:
                     save_checkpoint(p_idx, epoch + 1, 0)
-            elapsed = time.perf_counter() - t_phase
+            elapsed = phase_s_before + time.perf_counter() - t_phase
             average_buffers(net, env)
             if env.is_main:
                 # phase summary: BN-recalibrated val accuracy of the phase's extremes
@@ -677,6 +745,7 @@ def _train(
                 )
                 if bar is not None and task is not None:
                     bar.update(task, info=f"val top-1 largest {big.top1:.3f} / smallest {small.top1:.3f}")
+            acc.clear()
             save_checkpoint(p_idx + 1, 0, 0)
     digests = gather_objects(state_digest(net), env)
     if len(set(digests)) != 1:
@@ -684,11 +753,27 @@ def _train(
     final = str(out / "supernet.pt")
     if env.is_main:
         save_supernet(net, final, extra={"train_config": cfg_json})
-    result = TrainResult(str(out), final, summaries, time.perf_counter() - t_start, resumed_from,
+    result = TrainResult(str(out), final, summaries, wall_before + time.perf_counter() - t_start, resumed_from,
                          world_size=env.world_size, rank_state_sha256=digests)
     if env.is_main:
         atomic_write_json(out / "train_log.json", result.to_json())
     return result
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The resume checkpoint, or `InputError` saying how to start over when it is unreadable."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, wrong file, unpickling refused: all "corrupt"
+        raise InputError(
+            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "re-run with --no-resume to start over (or delete the file)"
+        ) from None
+    need = ("train_config", "model", "optimizer", "teacher", "phase", "epoch", "step", "global_step", "summaries")
+    if not isinstance(ck, dict) or any(k not in ck for k in need):
+        raise InputError(f"checkpoint {str(path)!r} is not an hwnas training checkpoint (missing keys); re-run with "
+                         "--no-resume to start over")
+    return ck
 
 
 def _step_subnets(space: SearchSpace, phase: Phase, rng: np.random.Generator, res: int) -> list[ArchConfig]:
