@@ -18,6 +18,7 @@ training images) and running the validation split (`quantized_accuracy`) — or,
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from supernet.io import atomic_write_json
+from supernet.errors import InputError
+from supernet.io import atomic_write_json, check_output_dir, sha256_file
 from supernet.space import ArchConfig
 
 __all__ = [
@@ -72,16 +74,22 @@ class SearchJob:
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
 
     def __post_init__(self) -> None:
-        if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
-            raise ValueError(f"targets_ms: expected positive latency targets in ms, got {list(self.targets_ms)}")
+        if not self.targets_ms or any(not (math.isfinite(t) and t > 0) for t in self.targets_ms):
+            raise InputError(f"--targets / --latency-ms: expected finite positive latency targets in ms, got "
+                             f"{list(self.targets_ms)}")
+        # one study per target (named by the target to 4 decimals): 0.2,0.2 would run and count one study twice
+        unique = {f"{float(t):.4f}": float(t) for t in self.targets_ms}
+        object.__setattr__(self, "targets_ms", tuple(unique.values()))
         if self.budget < 1:
-            raise ValueError(f"budget: expected >= 1 evaluations, got {self.budget}")
+            raise InputError(f"--budget: expected >= 1 evaluations, got {self.budget}")
         if self.reward not in ("hard", "soft"):
-            raise ValueError(f"reward {self.reward!r}: expected 'hard' or 'soft'")
+            raise InputError(f"--reward {self.reward!r}: expected 'hard' or 'soft'")
         if self.accuracy not in ("measured", "predicted"):
-            raise ValueError(f"accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
+            raise InputError(f"--accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
         if self.accuracy == "predicted" and self.accuracy_predictor_path is None:
-            raise ValueError("accuracy='predicted' needs accuracy_predictor_path (a bit-width-aware predictor)")
+            raise InputError("--accuracy predicted needs --accuracy-predictor (a bit-width-aware predictor)")
+        if self.bn_images < 0 or self.calib_images < 1:
+            raise InputError("--bn-images: expected >= 0; --calib-images: expected >= 1")
 
 
 def load_supernet_and_data(
@@ -101,7 +109,47 @@ def load_supernet_and_data(
     root = data_root if data_root is not None else tc.get("data_root")
     data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
                         max_train=tc.get("max_train_images"))
+    check_data_matches(net.backbone, data, supernet_path=supernet_path)
     return net, data
+
+
+def check_data_matches(backbone: Any, data: Any, *, supernet_path: str | Path) -> None:
+    """Refuse a dataset whose class count or image channels differ from the supernet's head and stem (a top-1
+    against the wrong labels would be silently meaningless; a channel mismatch fails inside conv2d)."""
+    if data.num_classes != backbone.num_classes:
+        raise InputError(
+            f"--dataset {data.name!r} has {data.num_classes} classes but the supernet {str(supernet_path)!r} was "
+            f"trained for {backbone.num_classes}; evaluate it on the dataset it was trained on"
+        )
+    if data.in_channels != backbone.in_channels:
+        raise InputError(
+            f"--dataset {data.name!r} has {data.in_channels}-channel images but the supernet {str(supernet_path)!r} "
+            f"expects {backbone.in_channels}; evaluate it on the dataset it was trained on"
+        )
+
+
+def check_table_matches(table: Any, backbone: Any, space: Any, *, table_path: str | Path) -> None:
+    """Refuse a latency table built for another space or backbone (channels, classes, width and the rest of the
+    macro-structure): its rows would be latencies of other layers."""
+    if table.space != space:
+        raise InputError(
+            f"--table {str(table_path)!r} is for space {table.space.name!r} but the supernet's space is "
+            f"{space.name!r}; build a table for this supernet with 'hwnas lut build --space {space.name}'"
+        )
+    have, want = dict(table.meta.backbone), backbone.to_json()
+    diff = {k: (have.get(k), v) for k, v in want.items() if _norm(have.get(k)) != _norm(v)}
+    if diff:
+        shown = ", ".join(f"{k} {a!r} (table) vs {b!r} (supernet)" for k, (a, b) in diff.items())
+        flags = " ".join(f"--{k.replace('_', '-')} {b}" for k, (_, b) in diff.items()
+                         if k in ("in_channels", "num_classes", "width_mult"))
+        raise InputError(
+            f"--table {str(table_path)!r} was built for another backbone than the supernet's: {shown}; rebuild it "
+            f"with 'hwnas lut build --space {space.name} {flags}'".rstrip()
+        )
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 DEFAULT_CALIB_IMAGES = 256
@@ -319,22 +367,27 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     from nas.plots import plot_convergence, plot_pareto
     from nas.reward import Reward
     from nas.search import search
+    from nas.strategies import list_strategies
 
     console = console or Console()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "search_config.json", asdict(job))
-    strategies = list(strategies or [job.strategy])
+    check_output_dir(out, flag="--out", what="search results")
+    strategies = list(dict.fromkeys(strategies or [job.strategy]))
+    unknown = [s for s in strategies if s not in list_strategies()]
+    if unknown:  # before anything runs: '--compare gp,bogus' must not fail after gp's search
+        raise InputError(f"--strategy/--compare: unknown strategy {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(list_strategies())}")
     if net is None or data is None:
         net, data = load_supernet_and_data(job.supernet_path, dataset=job.dataset, data_root=job.data_root)
     table = LatencyTable.load(job.table_path)
-    if table.space != net.space:
-        raise ValueError(
-            f"latency table {job.table_path!r} is for space {table.space.name!r} but the supernet's space is "
-            f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
-        )
+    check_table_matches(table, net.backbone, net.space, table_path=job.table_path)
     precision = table.check_precision(job.precision, what="a search")
     latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision)
+    study_meta = {"latency_table_sha256": table.meta.csv_sha256,
+                  "latency_predictor_sha256": None if job.predictor_path is None else sha256_file(job.predictor_path),
+                  "supernet_sha256": sha256_file(job.supernet_path)}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "search_config.json", asdict(job))  # only once the inputs are checked
     q_backend, quant = accuracy_quant_recipe(table.meta, calib_images=job.calib_images, seed=job.seed)
     context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
                                calib_images=job.calib_images,
@@ -370,7 +423,7 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
 
                     res = search(net.space, objective, strategy=strategy, budget=job.budget, seed=job.seed,
                                  storage=storage, study_name=f"{job.study_prefix}-{strategy}-T{key}{study_suffix}",
-                                 callback=cb)
+                                 callback=cb, study_meta=study_meta)
                     results[key][strategy] = res
                     all_evals += res.history
                     bar.update(task, completed=job.budget,
@@ -385,6 +438,14 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
                                      "val_top1": val_top1, "predicted_latency_ms": best.latency_ms,
                                      "precision": precision, "strategy": main})
+            if best.latency_ms > float(key):
+                fastest = min(per[main].history, key=lambda e: e.latency_ms)
+                console.print(
+                    f"[yellow]warning:[/] no evaluated subnet meets the {float(key):g} ms target "
+                    f"({len(per[main].history)} evaluated, fastest {fastest.latency_ms:.3f} ms); the winner is "
+                    f"predicted at {best.latency_ms:.3f} ms. Raise the target or the --budget, or check that "
+                    "--table is the device's table for this supernet"
+                )
             winners.append({
                 "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
                 "arch_file": path.name, "precision": precision, "val_top1": val_top1,

@@ -29,6 +29,7 @@ def search(
     storage: str | os.PathLike[str] | None = None,
     study_name: str | None = None,
     callback: Callback | None = None,
+    study_meta: dict[str, Any] | None = None,
     **strategy_kwargs: Any,
 ) -> SearchResult:
     """Find the architecture with the best reward in ``budget`` evaluations.
@@ -44,6 +45,10 @@ def search(
             stored evaluations seed the objective's cache and the (deterministic) strategy re-runs with the same
             seed, re-proposing the stored architectures at no measurement cost, then continues; so a resumed
             search returns exactly what an uninterrupted one would. Replay needs one worker and the same seed.
+            ``budget`` is the total: re-running a finished study with a larger budget adds only the difference
+            (the strategy is planned with the budget the study was created with, `SearchStrategy.search`).
+        study_meta: facts the objective does not carry that make two searches different (e.g. the latency
+            table's and predictor's sha256): stored in the study, and a re-run with other values is refused.
         strategy_kwargs: hyperparameters of the strategy.
     """
     if objective.space != space:
@@ -53,20 +58,23 @@ def search(
                                                                    callback=callback)
     strat = create_strategy(strategy, **strategy_kwargs)
     if isinstance(strat, OptunaSearch):
-        strat = create_strategy(strategy, storage=storage, study_name=study_name, **strategy_kwargs)
+        strat = create_strategy(strategy, storage=storage, study_name=study_name, study_meta=study_meta,
+                                **strategy_kwargs)
         return strat.search(objective, budget=budget, seed=seed, callback=callback)
     return _replayed_search(strat, objective, budget=budget, seed=seed, storage=storage,
-                            study_name=study_name or f"hwnas-{strategy}-seed{seed}", callback=callback)
+                            study_name=study_name or f"hwnas-{strategy}-seed{seed}", callback=callback,
+                            study_meta=study_meta)
 
 
 def _replayed_search(strat: Any, objective: Objective, *, budget: int, seed: int, storage: str | os.PathLike[str],
-                     study_name: str, callback: Callback | None) -> SearchResult:
+                     study_name: str, callback: Callback | None,
+                     study_meta: dict[str, Any] | None = None) -> SearchResult:
     import optuna
 
     t0 = time.perf_counter()
     space = objective.space
     meta = {"strategy": strat.name, "space": space.to_json(), "reward": _reward_json(objective), "seed": seed,
-            "budget": budget, "strategy_repr": repr(strat)}
+            "budget": budget, "strategy_repr": repr(strat), **(study_meta or {})}
     study = load_or_create_study(storage=storage, study_name=study_name, directions=["maximize"], sampler=None,
                                  meta=meta)
     if study.user_attrs.get("seed") != seed:
@@ -87,7 +95,8 @@ def _replayed_search(strat: Any, objective: Objective, *, budget: int, seed: int
             if callback is not None:
                 callback(ev, n)
 
-    result = strat.search(objective, budget=budget, seed=seed, callback=record)
+    plan_budget = int(study.user_attrs.get("budget", budget))  # the budget the stored run was planned with
+    result = strat.search(objective, budget=budget, seed=seed, callback=record, plan_budget=plan_budget)
     result.info.update({"study_name": study_name, "storage": os.fspath(storage), "n_resumed": len(stored)})
     result.wall_time_s = time.perf_counter() - t0
     return result

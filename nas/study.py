@@ -116,12 +116,18 @@ def load_or_create_study(
             continue
         if k in existing and existing[k] != v:
             raise ValueError(
-                f"study {study.study_name!r} was created with {k}={existing[k]!r}, but this search has {k}={v!r}; "
-                "use another study name (or the original settings) instead of mixing two searches in one study"
+                f"study {study.study_name!r} was created with {k}={_short(existing[k])}, but this search has "
+                f"{k}={_short(v)}; use another --study-name (or another --out) or the original settings instead of "
+                "mixing two searches in one study"
             )
     if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
         raise ValueError(f"study {study.study_name!r} has directions {study.directions}, expected {directions}")
     return study
+
+
+def _short(v: Any, limit: int = 200) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + "...'"
 
 
 def evaluations_from_study(study: optuna.Study, space: SearchSpace) -> list[Evaluation]:

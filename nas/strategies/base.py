@@ -168,7 +168,10 @@ class SearchStrategy(ABC):
     * ``result.history`` lists them in evaluation order and ``result.best`` is its reward maximum;
     * the same ``seed`` gives the same history (all randomness comes from ``np.random.default_rng(seed)`` or
       seeded samplers; never the global RNG);
-    * ``callback(evaluation, n)`` is called after each new evaluation.
+    * ``callback(evaluation, n)`` is called after each new evaluation;
+    * ``plan_budget`` (default ``budget``) is the budget that sizes the strategy's schedule (initial design,
+      population): a resumed study whose budget was raised plans with the budget it started with, so it replays
+      the stored evaluations exactly and then continues up to ``budget`` in total.
 
     Constructor arguments are keyword-only hyperparameters; a strategy holds no state between ``search`` calls.
     """
@@ -177,7 +180,8 @@ class SearchStrategy(ABC):
 
     @abstractmethod
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         """Run the search; see the class docstring for the contract."""
 

@@ -72,7 +72,8 @@ class EvolutionSearch(SearchStrategy):
         self.max_tries = max_tries
 
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
@@ -81,7 +82,7 @@ class EvolutionSearch(SearchStrategy):
         loop = EvalLoop(objective, budget=budget, callback=callback)
         pop_size = self.population_size
         if self.adaptive_population:
-            pop_size = min(pop_size, max(8, budget // 4))
+            pop_size = min(pop_size, max(8, (plan_budget or budget) // 4))
         n_parents = max(1, int(round(self.parent_ratio * pop_size)))
         n_mutate = int(round(self.mutation_ratio * pop_size))
         constrain = self.constrain_latency and is_hard_reward(objective)

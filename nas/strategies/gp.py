@@ -248,17 +248,19 @@ class GPBayesOpt(SearchStrategy):
 
     # ----------------------------------------------------------------- search
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         if self.blas_threads is None:
-            return self._search(objective, budget=budget, seed=seed, callback=callback)
+            return self._search(objective, budget=budget, seed=seed, callback=callback, plan_budget=plan_budget)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=self.blas_threads):
-            return self._search(objective, budget=budget, seed=seed, callback=callback)
+            return self._search(objective, budget=budget, seed=seed, callback=callback, plan_budget=plan_budget)
 
     def _search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
@@ -273,7 +275,7 @@ class GPBayesOpt(SearchStrategy):
         gp = GroupGP(feat.groups)
 
         # initial design
-        n0 = n_initial(budget, fraction=self.initial_fraction, minimum=self.min_initial, maximum=self.max_initial)
+        n0 = n_initial(plan_budget or budget, fraction=self.initial_fraction, minimum=self.min_initial, maximum=self.max_initial)
         init = codec.to_archs(codec.canonicalise(codec.balanced_full(rng, n0)))
         loop.evaluate(init)
 

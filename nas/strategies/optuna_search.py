@@ -6,7 +6,11 @@ number of distinct architectures in the *study*: a worker stops once that many a
 running trials of lower number, so two workers with budget N complete exactly N evaluations between them.
 Give workers different seeds, or their samplers propose the same architectures.
 
-Trials left RUNNING by a killed process are failed on the next start if older than ``stale_after_s``.
+Trials left RUNNING by a killed process: every trial records its worker (host, pid, process start time); on the
+next start a RUNNING trial of a worker of this host that no longer runs is failed at once and its architecture is
+asked again first (so a killed search resumed completes exactly its budget); RUNNING trials of other hosts are failed
+once older than ``stale_after_s``. The budget is the total over all runs of the study, and the sampler is sized by
+the budget the study was created with, so raising ``budget`` on a finished study adds only the difference.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +42,8 @@ class OptunaSearch(SearchStrategy):
     Args:
         storage: Optuna storage URL or path (`nas.study.open_storage`); None = in memory.
         study_name: name of the study in ``storage``; default ``"hwnas-<strategy>"``.
+        study_meta: more facts the study must keep (e.g. the latency table's sha256): stored on creation,
+            compared on reopening (`nas.study.load_or_create_study`).
         stale_after_s: RUNNING trials older than this are failed at start (None: never).
         max_duplicates: consecutive re-proposals of known architectures before a random unseen one is enqueued.
         sampler_kwargs: extra keyword arguments for the Optuna sampler.
@@ -51,9 +58,11 @@ class OptunaSearch(SearchStrategy):
         study_name: str | None = None,
         stale_after_s: float | None = 6 * 3600.0,
         max_duplicates: int = 10,
+        study_meta: dict[str, Any] | None = None,
         **sampler_kwargs: Any,
     ) -> None:
         self.storage = None if storage is None else os.fspath(storage)
+        self.study_meta = dict(study_meta or {})
         self.study_name = study_name
         self.stale_after_s = stale_after_s
         self.max_duplicates = max_duplicates
@@ -67,7 +76,8 @@ class OptunaSearch(SearchStrategy):
 
     # ----------------------------------------------------------------- search
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         from optuna.trial import TrialState
 
@@ -77,10 +87,13 @@ class OptunaSearch(SearchStrategy):
         space = objective.space
         rng = np.random.default_rng(seed)
         meta = {"strategy": self.name, "space": space.to_json(), "reward": _reward_json(objective),
-                "seed": seed, "budget": budget}
+                "seed": seed, "budget": budget, **self.study_meta}
         study = load_or_create_study(storage=self.storage, study_name=self.study_name or f"hwnas-{self.name}",
                                      directions=list(self.directions),
-                                     sampler=self.make_sampler(seed=seed, budget=budget), meta=meta)
+                                     sampler=self.make_sampler(seed=seed, budget=plan_budget or budget), meta=meta)
+        created_budget = int(study.user_attrs.get("budget", budget))
+        if plan_budget is None and created_budget != budget:
+            study.sampler = self.make_sampler(seed=seed, budget=created_budget)
         self._fail_stale(study)
         prior = evaluations_from_study(study, space)
         objective.remember(prior)
@@ -117,6 +130,7 @@ class OptunaSearch(SearchStrategy):
                 continue
             dup_run = 0
             trial.set_user_attr("arch", key)
+            trial.set_user_attr("worker", _WORKER)
             # claim check: trials of lower number (completed or running) own the budget before this one
             lower = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                      if t.number < trial.number
@@ -125,7 +139,12 @@ class OptunaSearch(SearchStrategy):
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.PRUNED)
                 break
-            ev = objective.evaluate([cfg])[0]
+            try:
+                ev = objective.evaluate([cfg])[0]
+            except BaseException:  # interrupted or failed: the next run asks this architecture again
+                study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+                raise
             for k, v in evaluation_attrs(ev).items():
                 trial.set_user_attr(k, v)
             study.tell(trial, self.trial_values(ev))
@@ -144,17 +163,57 @@ class OptunaSearch(SearchStrategy):
         )
 
     def _fail_stale(self, study: optuna.Study) -> None:
+        """Fail RUNNING trials whose worker is gone (see module docstring) and ask their architectures again."""
         from optuna.trial import TrialState
 
-        if self.stale_after_s is None:
-            return
         now = dt.datetime.now()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.datetime_start is not None and (now - t.datetime_start).total_seconds() >= self.stale_after_s:
-                log.warning("study %r: trial %d has been RUNNING since %s; marking it FAIL", study.study_name,
-                            t.number, t.datetime_start)
-                # Optuna has no public "fail this trial" outside heartbeats; this is what fail_stale_trials does
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            worker = t.user_attrs.get("worker")
+            if worker is not None and _worker_on_this_host(worker):
+                if _worker_alive(worker):
+                    continue
+                why = f"its worker {worker} is no longer running"
+            elif self.stale_after_s is not None and t.datetime_start is not None \
+                    and (now - t.datetime_start).total_seconds() >= self.stale_after_s:
+                why = f"it has been RUNNING since {t.datetime_start}"
+            else:
+                continue
+            log.warning("study %r: trial %d left RUNNING (%s): marking it FAIL and asking it again",
+                        study.study_name, t.number, why)
+            # Optuna has no public "fail this trial" outside heartbeats; this is what fail_stale_trials does
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            if t.params:
+                study.enqueue_trial(dict(t.params), skip_if_exists=False)
+
+
+def _process_start(pid: int) -> str:
+    """Start time of process ``pid`` in clock ticks since boot (Linux), so a reused pid is not taken for alive."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+_WORKER = f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def _worker_on_this_host(worker: str) -> bool:
+    return worker.rsplit(":", 2)[0] == socket.gethostname()
+
+
+def _worker_alive(worker: str) -> bool:
+    _, pid_s, start = worker.rsplit(":", 2)
+    pid = int(pid_s)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that pid
+        pass
+    return start == "?" or _process_start(pid) == start
 
 
 def _reward_json(objective: Objective) -> Any:

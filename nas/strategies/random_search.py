@@ -23,7 +23,8 @@ class RandomSearch(SearchStrategy):
         self.batch_size = batch_size
 
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)

@@ -49,7 +49,8 @@ class ReinforceSearch(SearchStrategy):
         self.entropy_weight = entropy_weight
 
     def search(
-        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None
+        self, objective: Objective, *, budget: int, seed: int, callback: Callback | None = None,
+        plan_budget: int | None = None,
     ) -> SearchResult:
         t0 = time.perf_counter()
         rng = np.random.default_rng(seed)
