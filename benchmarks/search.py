@@ -264,7 +264,7 @@ def stage_latency(st: Settings, sn: dict[str, Any], work: Path, run_dir: Path | 
     path = work / "lut" / LUT_NAME
     pr = Protocol.from_json(st.lut_protocol)
     table = build_table(net.space, net.backbone, out=path, backend=st.backend, threads=1, precision="fp32",
-                        protocol=pr, resume=True, progress=sys.stderr.isatty())
+                        protocol=pr, resume=True, progress=sys.stderr.isatty(), overwrite=True)
     rep = validate(path, n_fit=st.latency_fit, n_test=st.latency_check, seed=st.seed,
                    protocol=replace(pr, seed=pr.seed + 1), predictor_out=work / "lut" / "predictor.json",
                    report_out=work / "lut" / "validation.json", progress=sys.stderr.isatty(),

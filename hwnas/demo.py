@@ -190,7 +190,7 @@ def _stage_lut(config: DemoConfig, out: Path, space: Any, backbone: Any) -> dict
     path = out / "lut" / "onnxruntime-fp32-t1.csv"
     protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed)
     table = build_table(space, backbone, out=path, backend="onnxruntime", threads=1, precision="fp32",
-                        protocol=protocol, resume=True, progress=True)
+                        protocol=protocol, resume=True, progress=True, overwrite=True)
     meta = table.meta
     return {"path": str(path), "rows": len(table), "meta": meta.to_json() if hasattr(meta, "to_json") else asdict(meta)}
 

@@ -418,6 +418,14 @@ def _finish(m: KitManifest, kit_dir: Path, values: dict[str, tuple[float, float,
     return LatencyTable(rows=rows, meta=meta).save(out)
 
 
+def _check_out(out: str | Path, *, overwrite: bool) -> None:
+    """A finished table is never replaced without ``overwrite``: an imported one cannot be measured again."""
+    from supernet.io import check_output_file
+
+    check_output_file(out, flag="--out", overwrite=overwrite, what="latency table")
+    check_output_file(f"{out}.meta.json", flag="--out", overwrite=overwrite, what="latency table manifest")
+
+
 def import_kit_logs(
     kit_dir: str | Path,
     *,
@@ -426,6 +434,7 @@ def import_kit_logs(
     cpu_model: str | None = None,
     backend_version: str | None = None,
     allow_missing: bool = False,
+    overwrite: bool = False,
 ) -> LatencyTable:
     """A table (``out`` CSV + manifest) from the benchmark_model logs in ``kit_dir/logs``.
 
@@ -434,6 +443,7 @@ def import_kit_logs(
     is an error listing each such layer and why (``allow_missing=True`` writes the other rows and lists the
     missing keys in the manifest's environment).
     """
+    _check_out(out, overwrite=overwrite)
     kd = Path(kit_dir)
     m = load_kit(kd)
     values: dict[str, tuple[float, float, float, int]] = {}
@@ -468,6 +478,7 @@ def import_kit_csv(
     cpu_model: str | None = None,
     backend_version: str | None = None,
     allow_missing: bool = False,
+    overwrite: bool = False,
 ) -> LatencyTable:
     """A table from a CSV of per-layer latencies measured elsewhere for this kit's models.
 
@@ -475,6 +486,7 @@ def import_kit_csv(
     ``latency_ms``; optional ``p50_ms``, ``iqr_ms``, ``runs``. The reference probe (key ``reference-probe``) must
     be among the rows. Errors name the CSV's line.
     """
+    _check_out(out, overwrite=overwrite)
     kd, cp = Path(kit_dir), Path(csv_path)
     m = load_kit(kd)
     by_key = m.by_key()

@@ -51,7 +51,7 @@ from latency_tables.protocol import (
     reference_ms_of,
     summarise,
 )
-from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
+from supernet.io import atomic_open, atomic_write_json, check_output_file, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
@@ -241,6 +241,11 @@ class LatencyTable:
                 f"'hwnas lut build --backend {self.meta.backend} --precision {precision}' (precisions never mix)"
             )
         return self.meta.precision
+
+    def missing_layers(self) -> list[str]:
+        """Keys of the layers of the table's space and backbone that have no row (a partial import, a hand-edited
+        CSV): every architecture using one of them has no prediction."""
+        return sorted({s.key for s in enumerate_layers(self.space, self.backbone)} - set(self.rows))
 
     # ---- queries
     def lookup(self, spec: LayerSpec) -> float:
@@ -618,6 +623,16 @@ def _read_partial(path: Path, fingerprint: dict[str, Any]) -> list[ChunkResult]:
     return chunks
 
 
+def _partial_seconds(path: Path) -> float:
+    """Build time recorded by the last intact checkpoint line (0 for checkpoints written before it was recorded)."""
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()[1:]):
+        try:
+            return float(json.loads(line).get("build_s", 0.0))
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue
+    return 0.0
+
+
 def _append_line(path: Path, obj: Any) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(obj) + "\n")
@@ -641,6 +656,7 @@ def build_table(
     keep_artifacts: bool = False,
     on_chunk: Callable[[ChunkDone], None] | None = None,
     export_jobs: int = 1,
+    overwrite: bool = False,
 ) -> LatencyTable:
     """Measure every distinct layer of ``space`` (all resolutions) and write ``out`` (CSV) + ``out.meta.json``.
 
@@ -653,10 +669,17 @@ def build_table(
     for onnxruntime int8, QDQ-quantized with per-channel weights (``backend_kwargs`` sets the quantization, see
     `latency_tables.backends.ort.OrtBackend`) — and measured as such. A backend that does not run the precision
     raises `latency_tables.backends.UnsupportedPrecisionError` before anything is measured.
+
+    A finished table at ``out`` is never replaced unless ``overwrite`` (it may have been imported from a device
+    that cannot be measured again): `supernet.io.OutputError` before any work. ``build_seconds`` in the manifest
+    is the measuring time of all runs of a resumed build.
     """
     pr = protocol or Protocol()
     out = Path(out)
+    check_output_file(out, flag="--out", overwrite=overwrite, what="latency table")
+    check_output_file(Path(f"{out}.meta.json"), flag="--out", overwrite=overwrite, what="latency table manifest")
     t_start = time.perf_counter()
+    seconds_before = 0.0
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
     be = create_backend(backend, **bkw)
     specs = enumerate_layers(space, backbone)
@@ -668,6 +691,7 @@ def build_table(
     chunks: list[ChunkResult] = []
     if partial.exists() and resume:
         chunks = _read_partial(partial, fingerprint)
+        seconds_before = _partial_seconds(partial)
     else:
         partial.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(partial, "w", encoding="utf-8") as fh:
@@ -693,7 +717,8 @@ def build_table(
             with WorkerPool(backend, bkw, pr) as pool:
                 for chunk in _chunks(items, pr.chunk_size):
                     res = pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks), on_round=advance_m)
-                    _append_line(partial, res.to_json())
+                    _append_line(partial, {**res.to_json(),
+                                           "build_s": round(seconds_before + time.perf_counter() - t_start, 3)})
                     chunks.append(res)
                     done.update(res.keys)
                     if on_chunk is not None:
@@ -722,7 +747,7 @@ def build_table(
         measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         space=space.to_json(), backbone=backbone.to_json(), n_rows=len(rows), csv_sha256="",
         environment=env, protocol=pr.to_json(), test_retest=retest.to_json() if retest else None,
-        build_seconds=round(time.perf_counter() - t_start, 2),
+        build_seconds=round(seconds_before + time.perf_counter() - t_start, 2),
     )
     table = LatencyTable(rows=rows, meta=meta).save(out)
     partial.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
+
+from supernet.errors import InputError
 
 __all__ = [
     "DataSplits",
@@ -66,24 +70,62 @@ _IMAGE_EXTENSIONS = frozenset(
 
 
 # -------------------------------------------------------------------------------- values
+class FileImages:
+    """Images that stay on disk: ``images[idx]`` decodes the files at ``idx`` into a uint8 ``(B, 3, side, side)``
+    tensor (the same center-fit RGB resize as the in-memory ImageFolder). `iterate_batches` decodes the batches
+    of a shuffled epoch in ``workers`` DataLoader processes, in order, so a dataset larger than memory trains
+    with the same batches as an in-memory one."""
+
+    def __init__(self, paths: Sequence[str], *, side: int, workers: int = 0) -> None:
+        self.paths = tuple(str(p) for p in paths)
+        self.side = int(side)
+        self.workers = int(workers)
+        self.dtype = torch.uint8
+        self.ndim = 4
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 3, self.side, self.side))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if isinstance(idx, slice):
+            picked = self.paths[idx]
+        else:
+            arr = np.asarray(idx).reshape(-1)
+            if arr.dtype == bool:
+                arr = np.flatnonzero(arr)
+            picked = tuple(self.paths[int(i)] for i in arr)
+        if not picked:
+            return torch.zeros((0, 3, self.side, self.side), dtype=torch.uint8)
+        return torch.from_numpy(np.stack([_decode_image(Path(f), side=self.side) for f in picked]))
+
+    def reordered(self, order: np.ndarray) -> FileImages:
+        return FileImages([self.paths[int(i)] for i in order], side=self.side, workers=self.workers)
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
 class ImageDataset:
-    """One split held in memory.
+    """One split, held in memory (a tensor) or on disk (`FileImages`).
 
     Attributes:
-        images: uint8 ``(N, C, H, W)``, pixel values 0..255.
+        images: uint8 ``(N, C, H, W)``, pixel values 0..255, or a `FileImages` decoding them on access.
         labels: int64 ``(N,)``, class indices.
 
     The dataclass is frozen, but tensors are mutable objects: treat both as read-only, they may be shared
     between splits and callers.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | FileImages
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        if isinstance(images, FileImages):
+            pass
+        elif not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(
                 "ImageDataset.images: expected a uint8 tensor of shape (N, C, H, W), got "
                 f"{_describe_array(self.images)}"
@@ -176,6 +218,8 @@ def load_dataset(
     test_fraction: float = 0.2,
     image_size: int | None = None,
     max_train: int | None = None,
+    stream: bool | None = None,
+    workers: int | None = None,
 ) -> DataSplits:
     """Load a dataset into memory and split it into train/val/test.
 
@@ -193,6 +237,10 @@ def load_dataset(
             accept only their native size; to train at another resolution pass ``resolution`` to
             `iterate_batches`.
         max_train: keep a seeded, stratified subset of this many training images (val/test unchanged).
+        stream: ImageFolder only: keep the images on disk (`FileImages`) and decode each batch when it is
+            used. None (default) streams when the decoded images would take more than a quarter of the
+            available memory (`STREAM_ABOVE_FRACTION`).
+        workers: ImageFolder streaming: DataLoader processes decoding batches (default: CPUs - 1, at most 4).
 
     Raises:
         ValueError: unknown name (the message lists the known ones), bad arguments, malformed files.
@@ -257,17 +305,27 @@ def load_dataset(
         )
 
     side = _IMAGEFOLDER_DEFAULT_SIZE if image_size is None else int(image_size)
-    images, labels, class_names = _read_imagefolder(root, side=side)
+    files, labels, class_names = _list_imagefolder(root)
+    if stream is None:
+        stream = len(files) * 3 * side * side > STREAM_ABOVE_FRACTION * _available_memory_bytes()
+    if stream:
+        n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else int(workers)
+        images: np.ndarray | FileImages = FileImages(files, side=side, workers=n_workers)
+    else:
+        images = _decode_all(files, side=side)
     train_idx, val_idx, test_idx = _split_indices(
         labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, what=f"imagefolder {root}"
     )
     train_idx = _limit_train(train_idx, labels, max_train=max_train, seed=seed, what=f"imagefolder {root}")
+    def take(idx: np.ndarray) -> Any:
+        return images.reordered(idx) if isinstance(images, FileImages) else images[idx]
+
     return _assemble(
         seed=seed,
         name=key,
-        train=(images[train_idx], labels[train_idx]),
-        val=(images[val_idx], labels[val_idx]),
-        test=(images[test_idx], labels[test_idx]),
+        train=(take(train_idx), labels[train_idx]),
+        val=(take(val_idx), labels[val_idx]),
+        test=(take(test_idx), labels[test_idx]),
         class_names=class_names,
         hflip=True,
     )
@@ -392,15 +450,42 @@ def _batches(
     hflip: bool,
     resolution: int | None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for b in range(n_batches):
-        idx = shard[b * batch_size : (b + 1) * batch_size]
-        x = ds.images[idx].to(torch.float32).div_(255.0)
+    index_batches = [shard[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+    for idx, raw in zip(index_batches, _raw_batches(ds.images, index_batches), strict=True):
+        x = raw.to(torch.float32).div_(255.0)
         if generator is not None:
             x = _augment(x, generator=generator, hflip=hflip)
         x = (x - mean) / std
         if resolution is not None:
             x = resize_batch(x, resolution)
         yield x, ds.labels[idx]
+
+
+class _DecodeBatches(torch.utils.data.Dataset[torch.Tensor]):
+    """Item b = the decoded uint8 batch b of one epoch (for DataLoader workers; order fixed by the caller)."""
+
+    def __init__(self, images: FileImages, batches: Sequence[torch.Tensor]) -> None:
+        self.images, self.batches = images, [b.tolist() for b in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> torch.Tensor:
+        return self.images[self.batches[b]]
+
+
+def _raw_batches(images: torch.Tensor | FileImages, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+    if not isinstance(images, FileImages):
+        for idx in batches:
+            yield images[idx]
+        return
+    if images.workers < 1 or len(batches) < 2:
+        for idx in batches:
+            yield images[idx]
+        return
+    loader = torch.utils.data.DataLoader(_DecodeBatches(images, batches), batch_size=None, shuffle=False,
+                                         num_workers=images.workers, prefetch_factor=2, persistent_workers=False)
+    yield from loader
 
 
 def _augment(x: torch.Tensor, *, generator: torch.Generator, hflip: bool) -> torch.Tensor:
@@ -478,6 +563,18 @@ def _limit_train(
     return kept
 
 
+STREAM_ABOVE_FRACTION = 0.25
+
+
+def _available_memory_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil is a dependency of hwnas
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 def _assemble(
     *,
     name: str,
@@ -490,9 +587,12 @@ def _assemble(
 ) -> DataSplits:
     # Source files are often sorted by class (the MNIST subset is); store every split in a seeded random
     # order so that any prefix of a split (a calibration subset, a quick look) is class-balanced in expectation.
-    def to_ds(pair: tuple[np.ndarray, np.ndarray], split: int) -> ImageDataset:
+    def to_ds(pair: tuple[Any, np.ndarray], split: int) -> ImageDataset:
         images, labels = pair
         order = np.random.default_rng([seed, 0x5EED, split]).permutation(len(labels))
+        if isinstance(images, FileImages):
+            return ImageDataset(images=images.reordered(order),
+                                labels=torch.from_numpy(np.array(np.asarray(labels)[order], dtype=np.int64)))
         images, labels = np.asarray(images)[order], np.asarray(labels)[order]
         return ImageDataset(
             images=torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)),
@@ -517,13 +617,17 @@ def _assemble(
     )
 
 
-def _channel_stats(images: torch.Tensor, *, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _channel_stats(images: torch.Tensor | FileImages, *,
+                   chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std on the [0, 1] scale, from exact integer sums in chunks."""
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.int64)
     total_sq = torch.zeros(channels, dtype=torch.int64)
-    for start in range(0, images.shape[0], chunk):
-        block = images[start : start + chunk].to(torch.int64)
+    n = images.shape[0]
+    chunk = min(chunk, 256) if isinstance(images, FileImages) else chunk  # decoded blocks stay small
+    blocks = [torch.arange(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    for raw in _raw_batches(images, blocks):  # decoded by the workers when the images stream from disk
+        block = raw.to(torch.int64)
         total += block.sum(dim=(0, 2, 3))
         total_sq += (block * block).sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
@@ -791,11 +895,10 @@ _IMAGEFOLDER_LAYOUT = (
 )
 
 
-def _read_imagefolder(
-    root: str | Path | None, *, side: int
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _list_imagefolder(root: str | Path | None) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """Image files (sorted by class, then name), their labels and the class names; nothing is decoded."""
     try:
-        from PIL import Image, ImageOps
+        import PIL  # noqa: F401
     except ImportError as e:
         raise ImportError("dataset 'imagefolder' needs Pillow; install it with `pip install pillow`") from e
 
@@ -818,7 +921,7 @@ def _read_imagefolder(
             f"imagefolder root {str(base)!r} has no class sub-folders; expected {_IMAGEFOLDER_LAYOUT}"
         )
 
-    images: list[np.ndarray] = []
+    paths: list[str] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(
@@ -832,17 +935,31 @@ def _read_imagefolder(
                 f"expected {_IMAGEFOLDER_LAYOUT}"
             )
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    rgb = ImageOps.fit(im.convert("RGB"), (side, side), method=Image.Resampling.BILINEAR)
-                    images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                raise ValueError(
-                    f"imagefolder: cannot read image {str(f)!r} ({type(e).__name__}: {e}); expected "
-                    f"{_IMAGEFOLDER_LAYOUT}"
-                ) from e
+            paths.append(str(f))
             labels.append(label)
-    return np.stack(images), np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs)
+    return paths, np.asarray(labels, dtype=np.int64), tuple(p.name for p in class_dirs)
+
+
+def _decode_image(f: Path, *, side: int) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(f) as im:
+            rgb = ImageOps.fit(im.convert("RGB"), (side, side), method=Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(
+            f"imagefolder: cannot read image {str(f)!r} ({type(e).__name__}: {e}); expected {_IMAGEFOLDER_LAYOUT}"
+        ) from e
+
+
+def _decode_all(files: Sequence[str], *, side: int) -> np.ndarray:
+    return np.stack([_decode_image(Path(f), side=side) for f in files])
+
+
+def _read_imagefolder(root: str | Path | None, *, side: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    files, labels, names = _list_imagefolder(root)
+    return _decode_all(files, side=side), labels, names
 
 
 # -------------------------------------------------------------------------------- helpers

@@ -160,7 +160,7 @@ def test_builds_at_two_precisions_never_share_exported_models(tmp_path: Path, sm
     n_fp32 = len(list((tmp_path / ".lut.csv.work").iterdir()))
     # the fake refuses to load an fp32 artifact at int8: reusing the kept fp32 models would fail here
     t8 = build_table(small_space, mnist_backbone, out=out, backend="fake", precision="int8", protocol=FAKE_PROTOCOL,
-                     progress=False, keep_artifacts=True)
+                     progress=False, keep_artifacts=True, overwrite=True)
     assert t8.precision == "int8" and len(list((tmp_path / ".lut.csv.work").iterdir())) == 2 * n_fp32
 
 

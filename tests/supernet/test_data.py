@@ -670,3 +670,48 @@ def test_split_prefixes_are_class_mixed(digits: DataSplits) -> None:
     """Source data sorted by class must not leak into split order: a 100-image prefix holds most classes."""
     for ds in (digits.train, digits.val, digits.test):
         assert len(np.unique(_labels(ds)[:100])) >= 8
+
+
+# ----------------------------------------------------------------------------- issue 16.8: streamed ImageFolder
+def test_imagefolder_streams_from_disk_with_workers_giving_the_same_batches(tmp_path: Path) -> None:
+    from supernet.data import FileImages
+
+    root = _make_imagefolder(tmp_path / "imgs", per_class=8)
+    kw = dict(root=root, image_size=12, val_fraction=0.2, test_fraction=0.2, seed=3)
+    mem = load_dataset("imagefolder", stream=False, **kw)
+    disk = load_dataset("imagefolder", stream=True, workers=2, **kw)
+    assert isinstance(disk.train.images, FileImages) and isinstance(mem.train.images, torch.Tensor)
+    assert disk.train.images.shape == mem.train.images.shape and disk.describe() == mem.describe()
+    assert disk.mean == pytest.approx(mem.mean) and disk.std == pytest.approx(mem.std)
+    assert torch.equal(disk.train.labels, mem.train.labels)
+    for split in ("train", "val", "test"):
+        a, b = getattr(mem, split), getattr(disk, split)
+        for (xa, ya), (xb, yb) in zip(
+            iterate_batches(a, batch_size=4, mean=mem.mean, std=mem.std, generator=torch.Generator().manual_seed(1),
+                            augment=True, hflip=True, resolution=10),
+            iterate_batches(b, batch_size=4, mean=disk.mean, std=disk.std,
+                            generator=torch.Generator().manual_seed(1), augment=True, hflip=True, resolution=10),
+            strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    red = disk.train.images[disk.train.labels == 2]
+    assert red[:, 0].min() == 255 and red[:, 1:].max() == 0
+
+
+def test_imagefolder_streams_by_default_when_larger_than_memory(tmp_path: Path, monkeypatch) -> None:
+    import supernet.data as sd
+
+    root = _make_imagefolder(tmp_path / "imgs")
+    monkeypatch.setattr(sd, "_available_memory_bytes", lambda: 1000)  # 15 images of 3x8x8 = 2,880 bytes > 250
+    assert isinstance(load_dataset("imagefolder", root=root, image_size=8).train.images, sd.FileImages)
+    monkeypatch.setattr(sd, "_available_memory_bytes", lambda: 1 << 30)
+    assert isinstance(load_dataset("imagefolder", root=root, image_size=8).train.images, torch.Tensor)
+
+
+def test_a_streamed_image_that_cannot_be_decoded_names_the_file(tmp_path: Path) -> None:
+    from supernet.errors import InputError
+
+    root = _make_imagefolder(tmp_path / "imgs")
+    bad = root / "red" / "img_0.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="img_0.png"):
+        load_dataset("imagefolder", root=root, image_size=8, stream=True, workers=0)
