@@ -310,7 +310,8 @@ class _Mean:
 
     def __call__(self, u: np.ndarray, m: np.ndarray) -> np.ndarray:
         f = self.columns(u, m)
-        return self.intercept + (f @ np.asarray(self.coef) if f.shape[1] else 0.0)
+        lin = f @ np.asarray(self.coef) if f.shape[1] else np.zeros(len(m))
+        return np.asarray(self.intercept + lin, dtype=np.float64)
 
     @classmethod
     def fit(cls, kind: str, u: np.ndarray, m: np.ndarray, z: np.ndarray, *, source: int | None = None) -> _Mean:
@@ -428,7 +429,7 @@ class AdaptedLatencyPredictor:
         """Mean and (calibrated) variance of log latency, shape (N,) each."""
         a = self._check(archs)
         u, m = _log_sources(self.sources, a), np.log(macs_m(self.backbone, a))
-        mu = np.asarray(self.mean(u, m), dtype=np.float64) * np.ones(len(a))
+        mu = self.mean(u, m)
         var = np.ones(len(a))
         if self.gp is not None:
             g, var = self.gp.predict(self.space.encode_many(a, "onehot"))
@@ -612,11 +613,13 @@ def choose_subnets(
     rng: np.random.Generator,
     pool: int = 2000,
     resolutions: Sequence[int] | None = None,
+    candidates: Sequence[ArchConfig] | None = None,
 ) -> list[ArchConfig]:
     """``k`` new informative subnets to measure: greedy max-min distance in (predicted log latency, encoding)
     over a seeded pool, starting from the ``measured`` ones, so K -> 2K adds the subnets farthest from what is
     known. The predicted latency (mean of the sources' log predictions, or log MACs without a source) is weighted
-    so its range counts as much as the whole encoding: the chosen set spans fast to slow and varied structure."""
+    so its range counts as much as the whole encoding: the chosen set spans fast to slow and varied structure.
+    ``candidates`` replaces the sampled pool (e.g. subnets that are already exported)."""
     if k < 1:
         raise FewShotError(f"--subnets must be >= 1, got {k}")
     res = tuple(resolutions) if resolutions else space.resolutions
@@ -626,16 +629,23 @@ def choose_subnets(
                            f"{list(space.resolutions)})")
     known = {str(space.canonical(a)) for a in measured}
     cands: dict[str, ArchConfig] = {}
-    for _ in range(pool * 3):
-        if len(cands) >= pool:
-            break
-        a = space.canonical(space.sample(rng, resolution=int(rng.choice(res))))
-        if str(a) not in known:
-            cands[str(a)] = a
-    extremes = [space.canonical(space.smallest(min(res))), space.canonical(space.largest(max(res)))]
-    for a in extremes:
-        if str(a) not in known:
-            cands.setdefault(str(a), a)
+    if candidates is not None:
+        for a in candidates:
+            c = space.canonical(a)
+            if str(c) not in known and c.resolution in res:
+                cands[str(c)] = c
+    else:
+        for _ in range(pool * 3):
+            if len(cands) >= pool:
+                break
+            a = space.canonical(space.sample(rng, resolution=int(rng.choice(res))))
+            if str(a) not in known:
+                cands[str(a)] = a
+        for a in (space.canonical(space.smallest(min(res))), space.canonical(space.largest(max(res)))):
+            if str(a) not in known:
+                cands.setdefault(str(a), a)
+    if not cands:
+        raise FewShotError("no candidate subnet left to choose from")
     pool_archs = list(cands.values())
     everything = [*measured, *pool_archs]
     u = _log_sources(sources, everything)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,7 +83,7 @@ def rel_err(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 def test_affine_map_of_a_source_is_recovered_from_five_measurements(space: SearchSpace, backbone: Backbone) -> None:
     src_fn = layer_device(backbone, per_mmac=0.2, k7_extra=0.03)
     src = FnSource(space, src_fn)
-    target: Device = lambda a: 1.7 * src_fn(a) ** 1.1  # noqa: E731 - a device 1.7x slower, slightly superlinear
+    target: Device = lambda a: 1.7 * src_fn(a) ** 1.1
     train, test = sample(space, 5, 0), sample(space, 100, 1)
     p = adapt(train, target(train), space=space, backbone=backbone, sources=[src])
     assert p.info["chosen"].startswith("affine:0")
@@ -138,7 +139,7 @@ def test_more_measurements_do_not_make_it_worse(space: SearchSpace, backbone: Ba
         p = adapt(pool[:k], target(pool[:k]), space=space, backbone=backbone, sources=[FnSource(space, src_fn)])
         errs.append(float(np.mean(rel_err(p.predict(test), target(test)))))
     assert errs[-1] <= errs[0]
-    assert all(b <= a * 1.25 for a, b in zip(errs, errs[1:], strict=False))
+    assert all(b <= a * 1.25 for a, b in itertools.pairwise(errs))
 
 
 # --------------------------------------------------------------------------- bad input
