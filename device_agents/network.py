@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .state import DeviceState, StateProvider, state_from_partial
+from supernet.errors import InputError
 
 __all__ = ["NetworkEstimator", "OffloadTarget", "transfer_ms"]
 
@@ -42,11 +43,11 @@ class OffloadTarget:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.accuracy <= 1.0:
-            raise ValueError(f"OffloadTarget.accuracy must be in [0, 1], got {self.accuracy}")
+            raise InputError(f"--server-accuracy: expected a fraction in [0, 1], got {self.accuracy}")
         if not (self.server_latency_ms >= 0 and math.isfinite(self.server_latency_ms)):
-            raise ValueError(f"OffloadTarget.server_latency_ms must be finite and >= 0, got {self.server_latency_ms}")
+            raise InputError(f"--server-latency-ms: expected a finite number >= 0, got {self.server_latency_ms}")
         if self.payload_bytes < 0:
-            raise ValueError(f"OffloadTarget.payload_bytes must be >= 0, got {self.payload_bytes}")
+            raise InputError(f"--payload-bytes: expected >= 0, got {self.payload_bytes}")
 
     @property
     def option_name(self) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .state import DeviceState
 from .trace import Trace
+from supernet.errors import InputError
 
 __all__ = ["DEVICE_FREQ_MAX_MHZ", "builtin_trace", "describe_scenario", "list_scenarios"]
 
@@ -168,11 +169,15 @@ def _check(name: str) -> str:
     return name
 
 
+MAX_DURATION_S = 7 * 24 * 3600.0  # a week of simulated time: bounded memory for a built-in trace
+
+
 def builtin_trace(name: str, *, seed: int = 0, duration_s: float = 300.0, dt_s: float = 1.0) -> Trace:
     """A synthetic trace of ``duration_s`` seconds with one row every ``dt_s`` seconds, starting at time 0."""
     gen, description = _SCENARIOS[_check(name)]
-    if not (duration_s > 0 and dt_s > 0):
-        raise ValueError(f"builtin_trace: duration_s and dt_s must be > 0, got {duration_s}, {dt_s}")
+    if not (0 < duration_s <= MAX_DURATION_S and dt_s > 0 and math.isfinite(dt_s)):
+        raise InputError(f"--duration-s: expected 0 < seconds <= {MAX_DURATION_S:g} (and dt_s > 0), got "
+                         f"{duration_s}, dt_s {dt_s}")
     n = max(1, int(round(duration_s / dt_s)))
     rng = np.random.default_rng(seed)
     c = gen(rng, n, dt_s)

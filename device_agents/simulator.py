@@ -45,6 +45,7 @@ from .policies.adaptive import DEFAULT_BATTERY_BUDGET
 from .state import DeviceState
 from .trace import Trace
 from .variants import Variant, validate_bundle
+from supernet.errors import InputError
 
 __all__ = [
     "DEFAULT_COMPARISON",
@@ -202,6 +203,9 @@ def _metrics(steps: Sequence[StepRecord]) -> dict[str, Any]:
     }
 
 
+MAX_REQUESTS = 10_000_000  # requests one simulation may replay (memory is linear in it)
+
+
 def simulate(
     variants: Sequence[Variant],
     trace: Trace,
@@ -225,11 +229,15 @@ def simulate(
     """
     bundle = validate_bundle(variants)
     if not (deadline_ms > 0 and math.isfinite(deadline_ms)):
-        raise ValueError(f"simulate: deadline_ms must be a finite number > 0, got {deadline_ms}")
-    if not request_rate_hz > 0:
-        raise ValueError(f"simulate: request_rate_hz must be > 0, got {request_rate_hz}")
+        raise InputError(f"--deadline-ms: expected a finite number of milliseconds > 0, got {deadline_ms}")
+    if not (request_rate_hz > 0 and math.isfinite(request_rate_hz)):
+        raise InputError(f"--request-rate-hz: expected a finite rate > 0, got {request_rate_hz}")
     if not isinstance(trace, Trace):
         trace = Trace(name="trace", states=tuple(trace))
+    n_requests = float(request_rate_hz) * trace.duration_s
+    if n_requests > MAX_REQUESTS:
+        raise InputError(f"--request-rate-hz {request_rate_hz} over this trace makes {n_requests:.3g} requests, "
+                         f"more than {MAX_REQUESTS:,} (lower the rate or the duration)")
     lm = latency_model or DeviceLatencyModel()
     em = energy_model or EnergyModel()
     if isinstance(policy, str):

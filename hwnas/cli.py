@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -36,11 +37,18 @@ class _InputErrorsToExit2(TyperGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except InputError as e:
+        except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+            # a missing or unreadable input file is bad input too: libraries raise FileNotFoundError naming it
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_os_error_message(e)}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
+
+
+def _os_error_message(e: Exception) -> str:
+    if isinstance(e, OSError) and not isinstance(e, InputError) and e.filename is not None:
+        return f"{e.filename!s}: {e.strerror or e}"  # e.g. open() of a directory: name the path, not the errno
+    return str(e)
 
 
 app = typer.Typer(
@@ -199,6 +207,7 @@ def train(
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default 1; more can be slower on a shared VM).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt.")] = True,
+    device: Annotated[str, typer.Option(help="auto (a GPU when torch sees one) | cpu | cuda.")] = "auto",
 ) -> None:
     """Train a once-for-all supernet (resumable: re-run the same command after an interruption).
 
@@ -216,6 +225,10 @@ def train(
         "max_train_images": max_train_images, "threads": threads, "seed": seed,
     }
     given = {k: v for k, v in given.items() if v is not None}
+    from supernet.distributed import resolve_device_type
+    from supernet.io import check_output_dir
+    from supernet.layers import default_backbone
+
     try:
         if config is not None:
             cfg = load_train_config(config)
@@ -223,10 +236,14 @@ def train(
             cfg = TrainConfig().with_recipe(DEFAULT_RECIPE if schedule is None else "demo")
         if recipe is not None:
             cfg = cfg.with_recipe(recipe)
+        if config is None and width_mult is None:  # the space's default backbone, as lut build / kit use
+            given["width_mult"] = default_backbone(space or cfg.space).width_mult
         cfg = replace(cfg, **given)
+        resolve_device_type(device)
+        check_output_dir(out, flag="--out", what="training run")
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        result = train_supernet(cfg, out_dir=out)
+        result = train_supernet(cfg, out_dir=out, device=device)
     except (ValueError, KeyError, FileNotFoundError) as e:
         _fail(str(e.args[0]) if e.args else str(e))
         raise
@@ -276,7 +293,8 @@ def export(
         "hwnas-runs/supernet/supernet.pt"
     ),
     out: Annotated[Path | None, typer.Option(help="Output file (default: <arch>.<format> beside the supernet).")] = None,
-    bn_images: Annotated[int, typer.Option(help="BN recalibration images before export (0 = keep).")] = 1000,
+    bn_images: Annotated[int, typer.Option(min=0, help="BN recalibration images before export (0 = keep).")] = 1000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Extract a subnet as a static model, recalibrate its BN and export it; checks outputs against torch."""
     import torch
@@ -295,9 +313,12 @@ def export(
     except (InvalidArchError, ValueError, FileNotFoundError) as e:
         _fail(str(e))
         raise
+    from supernet.io import check_output_file
+
+    target = out or supernet.parent / f"{cfg}.{format}"
+    check_output_file(target, flag="--out", overwrite=overwrite, what=f"exported {format} model")  # before the work
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images) if bn_images > 0 else net.get_active_subnet(cfg)
     sub.eval()
-    target = out or supernet.parent / f"{cfg}.{format}"
     exporter = export_onnx if format == "onnx" else export_tflite
     path = exporter(sub, target, input_shape=sub.input_shape)
     x, _ = next(iterate_batches(data.test, batch_size=8, mean=data.mean, std=data.std, resolution=cfg.resolution))
@@ -312,15 +333,19 @@ def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float
     if (latency_ms is None) == (targets is None):
         _fail("give exactly one of --latency-ms (one target) or --targets (comma-separated family)")
     if latency_ms is not None:
-        return (latency_ms,)
+        vals = (latency_ms,)
+        targets = None
     try:
-        vals = tuple(float(t) for t in str(targets).split(",") if t.strip())
+        if targets is not None:
+            vals = tuple(float(t) for t in str(targets).split(",") if t.strip())
     except ValueError:
         _fail(f"--targets {targets!r}: expected comma-separated numbers of milliseconds, e.g. 10,15,20")
         raise
     if not vals:
         _fail("--targets: no targets given")
-    return vals
+    if any(not (math.isfinite(v) and v > 0) for v in vals):
+        _fail(f"--targets / --latency-ms: expected finite positive milliseconds, got {', '.join(map(str, vals))}")
+    return tuple(dict.fromkeys(vals))  # 0.2,0.2 is one target (one study), not two
 
 
 @app.command()
@@ -394,8 +419,10 @@ def pareto(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
         raise
+    from supernet.io import check_output_file
+
     front = pareto_front(evals)
-    path = out or results / "pareto.png"
+    path = check_output_file(out or results / "pareto.png", flag="--out", what="Pareto plot")
     plot_pareto(evals, path, front=front, title="val accuracy vs predicted latency")
     t = Table(title=f"Pareto front ({len(front)} of {len(evals)} architectures)")
     for col in ("predicted ms", "val top-1", "arch"):

@@ -19,14 +19,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from supernet.errors import InputError
+
 __all__ = ["HardConstraint", "Reward", "RewardLike", "reward_from_json"]
 
 
 def _check_inputs(accuracy: float, latency_ms: float) -> None:
     if not math.isfinite(accuracy):
-        raise ValueError(f"accuracy must be finite, got {accuracy!r}")
+        raise InputError(f"accuracy must be finite, got {accuracy!r}")
     if not (math.isfinite(latency_ms) and latency_ms > 0):
-        raise ValueError(f"latency_ms must be a positive finite number of milliseconds, got {latency_ms!r}")
+        raise InputError(f"latency_ms must be a positive finite number of milliseconds, got {latency_ms!r}")
 
 
 @dataclass(frozen=True)
@@ -50,9 +52,11 @@ class Reward:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_ms) and self.target_ms > 0):
-            raise ValueError(f"Reward.target_ms must be a positive number of milliseconds, got {self.target_ms!r}")
+            raise InputError(f"target_ms (--target-ms): expected a positive finite number of milliseconds, got {self.target_ms!r}")
+        if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
+            raise InputError(f"reward exponents (--alpha, --beta) must be finite, got {self.alpha}, {self.beta}")
         if self.alpha > 0 or self.beta > 0:
-            raise ValueError(
+            raise InputError(
                 f"Reward exponents must be <= 0 (alpha={self.alpha}, beta={self.beta}); a positive exponent "
                 "would reward being slower"
             )
@@ -105,8 +109,8 @@ class HardConstraint:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_ms) and self.target_ms > 0):
-            raise ValueError(
-                f"HardConstraint.target_ms must be a positive number of milliseconds, got {self.target_ms!r}"
+            raise InputError(
+                f"target_ms (--target-ms): expected a positive finite number of milliseconds, got {self.target_ms!r}"
             )
 
     def affine(self, latency_ms: float) -> tuple[float, float]:
@@ -136,4 +140,4 @@ def reward_from_json(d: dict[str, Any]) -> RewardLike:
         return Reward(target_ms=float(d["target_ms"]), alpha=float(d["alpha"]), beta=float(d["beta"]))
     if kind == "hard-constraint":
         return HardConstraint(target_ms=float(d["target_ms"]))
-    raise ValueError(f"reward JSON: unknown kind {kind!r}; expected 'mnasnet' or 'hard-constraint'")
+    raise InputError(f"reward JSON: unknown kind {kind!r}; expected 'mnasnet' or 'hard-constraint'")

@@ -34,6 +34,15 @@ def _tmp_sibling(path: Path) -> Path:
     return Path(tmp)
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename the finished temporary file onto ``target`` with the usual permissions (mkstemp makes it 0600, so
+    without this an exported model would not be readable by the group that runs it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, target)
+
+
 def export_onnx(
     model: nn.Module, path: str | os.PathLike[str], *, input_shape: tuple[int, ...], opset: int = ONNX_OPSET
 ) -> Path:
@@ -58,7 +67,7 @@ def export_onnx(
                 input_names=["input"],
                 output_names=["logits"],
             )
-        os.replace(tmp, target)
+        _publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
@@ -85,7 +94,7 @@ def export_tflite(model: nn.Module, path: str | os.PathLike[str], *, input_shape
             warnings.simplefilter("ignore")
             edge = litert_torch.convert(model, (torch.zeros(input_shape),))
             edge.export(str(tmp))
-        os.replace(tmp, target)
+        _publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)

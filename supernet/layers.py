@@ -22,14 +22,17 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from supernet.errors import InputError
 from supernet.space import ArchConfig, SearchSpace
 
 __all__ = [
+    "DEFAULT_BACKBONES",
     "Backbone",
     "LayerSpec",
     "build_layer",
     "build_static_model",
     "count_macs",
+    "default_backbone",
     "layer_specs",
     "make_divisible",
 ]
@@ -78,10 +81,12 @@ class Backbone:
         for a in self.stage_acts:
             if a not in ("relu", "hswish"):
                 raise ValueError(f"Backbone.stage_acts: {a!r} is not 'relu' or 'hswish'")
-        if self.in_channels < 1 or self.num_classes < 2:
-            raise ValueError("Backbone: in_channels must be >= 1 and num_classes >= 2")
-        if not 0 < self.width_mult <= 4:
-            raise ValueError(f"Backbone.width_mult: expected 0 < w <= 4, got {self.width_mult}")
+        if self.in_channels < 1:
+            raise InputError(f"--in-channels: expected >= 1 input channels, got {self.in_channels}")
+        if self.num_classes < 2:
+            raise InputError(f"--num-classes: expected >= 2 classes, got {self.num_classes}")
+        if not 0 < self.width_mult <= 4:  # False for NaN too
+            raise InputError(f"--width-mult: expected a number in (0, 4], got {self.width_mult}")
 
     @property
     def n_stages(self) -> int:
@@ -114,6 +119,22 @@ class Backbone:
         if unknown:
             raise ValueError(f"backbone JSON: unknown field(s) {sorted(unknown)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# The backbone each named space is used with unless a command is told otherwise: `hwnas train`, `lut build`,
+# `lut kit` and the demo take their input channels, classes and width from here, so their files fit together.
+DEFAULT_BACKBONES: dict[str, dict[str, Any]] = {
+    "mnist": {"in_channels": 1, "num_classes": 10, "width_mult": 0.35},
+    "ofa-mbv3": {"in_channels": 3, "num_classes": 1000, "width_mult": 1.0},
+}
+
+
+def default_backbone(space: str | SearchSpace, **overrides: Any) -> Backbone:
+    """The default `Backbone` of a named space (`DEFAULT_BACKBONES`; other spaces: `Backbone()`), with the
+    given fields replaced (None values are ignored)."""
+    name = space if isinstance(space, str) else space.name
+    fields = {**DEFAULT_BACKBONES.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return Backbone(**fields)
 
 
 @dataclass(frozen=True, order=True)

@@ -327,7 +327,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_root: str | None = None
     space: str = "mnist"
-    width_mult: float = 0.5
+    width_mult: float = 0.35  # the mnist space's default backbone (supernet.layers.DEFAULT_BACKBONES)
     schedule: str = "demo"
     phases: tuple[Phase, ...] | None = None
     epochs: int = 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from device_agents.scenarios import builtin_trace, describe_scenario, list_scena
 from device_agents.simulator import DEFAULT_COMPARISON, SimulationResult, compare_policies, simulate
 from device_agents.trace import Trace, TraceFormatError, load_trace_csv
 from device_agents.variants import InvalidVariantError, example_variants, load_variants, save_variants
-from supernet.io import atomic_write_json
+from supernet.io import atomic_write_json, check_output_dir
 
 __all__ = ["app", "bundle_cmd", "live_cmd", "resolve_trace", "serve_model_cmd"]
 
@@ -69,6 +70,7 @@ def simulate_cmd(
     payload_bytes: Annotated[int, typer.Option("--payload-bytes")] = 20_000,
 ) -> None:
     """Replay a trace with a policy; write metrics.json, config.json, steps.csv and timeline.png to --out."""
+    check_output_dir(out, flag="--out", what="simulation results")
     try:
         bundle = load_variants(variants)
         tr = resolve_trace(trace, seed=seed, duration_s=duration_s)
@@ -221,6 +223,12 @@ def live_cmd(
     from device_agents.bundle import BundleError, load_bundle
     from device_agents.live import format_live, run_live
 
+    check_output_dir(out, flag="--out", what="live-run results")  # before minutes of measuring
+    for flag, v in (("--phase-s", phase_s), ("--request-interval-s", request_interval_s)):
+        if not (math.isfinite(v) and v > 0):
+            raise typer.BadParameter(f"{flag} {v}: expected a finite number of seconds > 0")
+    if deadline_ms is not None and not (math.isfinite(deadline_ms) and deadline_ms > 0):
+        raise typer.BadParameter(f"--deadline-ms {deadline_ms}: expected a finite number of milliseconds > 0")
     try:
         counts = tuple(int(c) for c in schedule.split(","))
         b = load_bundle(bundle)

@@ -38,9 +38,10 @@ def build(
         "all three, int8 = QDQ per-channel PTQ; tflite and pytorch: fp32)"),
     calibration: str = typer.Option("minmax", help="int8 (onnxruntime): activation calibration minmax | percentile | entropy"),
     calib_samples: int = typer.Option(8, min=1, help="int8 (onnxruntime): seeded random calibration inputs per layer"),
-    in_channels: int = typer.Option(3, help="backbone input channels"),
-    num_classes: int = typer.Option(1000, help="backbone classes"),
-    width_mult: float = typer.Option(1.0, help="backbone width multiplier"),
+    in_channels: int | None = typer.Option(None, help="backbone input channels (default: the space's backbone, "
+                                           "supernet.layers.DEFAULT_BACKBONES: mnist 1, ofa-mbv3 3)"),
+    num_classes: int | None = typer.Option(None, help="backbone classes (default: the space's; mnist 10)"),
+    width_mult: float | None = typer.Option(None, help="backbone width multiplier (default: the space's; mnist 0.35)"),
     preset: str = typer.Option("default", help="measurement budget: quick | default | thorough"),
     rounds: int | None = typer.Option(None, min=1, help="override: rounds per process"),
     runs: int | None = typer.Option(None, min=1, help="override: timed runs per model and round"),
@@ -49,18 +50,19 @@ def build(
     device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
     export_jobs: int = typer.Option(1, min=1, help="processes converting one-layer models in parallel before "
                                     "anything is timed (tflite conversion takes seconds per model)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished table at --out"),
 ) -> None:
     """Measure every distinct layer of a search space at one precision and write CSV + manifest."""
     from latency_tables.backends import UnknownBackendError, supported_precisions
     from latency_tables.table import build_table
-    from supernet.layers import Backbone
+    from supernet.layers import default_backbone
     from supernet.space import get_space
 
     try:
         sp = get_space(space)
     except KeyError as e:
         raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
-    bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    bb = default_backbone(sp, in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
     pr = _protocol(preset, rounds, runs, processes)
     try:
         supported = supported_precisions(backend)
@@ -79,7 +81,7 @@ def build(
     try:
         table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
                             resume=resume, progress=True, device=device, backend_kwargs=extra,
-                            export_jobs=export_jobs)
+                            export_jobs=export_jobs, overwrite=overwrite)
     except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
         _fail(str(e))
     m = table.meta
@@ -173,10 +175,7 @@ def predict(
 
     archs: list[Any] = list(arch)
     if arch_file is not None:
-        for line in arch_file.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line:
-                archs.append(json.loads(line) if line.startswith("{") else line)
+        archs += _read_arch_file(arch_file)
     if not archs:
         raise typer.BadParameter("give at least one --arch or an --arch-file")
     from latency_tables.predictor import _resolve_table
@@ -196,13 +195,41 @@ def predict(
             typer.echo(f"{p:10.4f} ms  {tab.precision}  {name}")
 
 
+def _read_arch_file(path: Path) -> list[Any]:
+    """Architectures of an --arch-file (one string or JSON object per line), errors naming the line."""
+    from supernet.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"--arch-file {str(path)!r} is a directory; expected a text file")
+    if not path.is_file():
+        raise InputError(f"--arch-file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"--arch-file {str(path)!r} is not a UTF-8 text file") from None
+    out: list[Any] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InputError(f"--arch-file {str(path)!r}, line {i}: not valid JSON ({e.msg})") from None
+        else:
+            out.append(line)
+    return out
+
+
 @app.command()
 def kit(
     out: Path = typer.Option(..., "--out", help="kit directory (models/, kit.json, run_benchmark.sh, logs/)"),
     space: str = typer.Option("mnist", help="search space name (supernet.space.list_spaces())"),
-    in_channels: int = typer.Option(1, help="backbone input channels"),
-    num_classes: int = typer.Option(10, help="backbone classes"),
-    width_mult: float = typer.Option(0.35, help="backbone width multiplier (the demo's: 0.35)"),
+    in_channels: int | None = typer.Option(None, help="backbone input channels (default: the space's backbone)"),
+    num_classes: int | None = typer.Option(None, help="backbone classes (default: the space's)"),
+    width_mult: float | None = typer.Option(None, help="backbone width multiplier (default: the space's; mnist "
+                                            "0.35, as the demo)"),
     formats: str = typer.Option("tflite,onnx", help="comma-separated model formats: tflite, onnx"),
     threads: int = typer.Option(1, min=1, help="benchmark_model --num_threads"),
     num_runs: int = typer.Option(50, min=1, help="benchmark_model --num_runs"),
@@ -211,14 +238,14 @@ def kit(
 ) -> None:
     """Write a phone measurement kit: one-layer models, kit.json and run_benchmark.sh (resumable). See docs/phones.md."""
     from latency_tables.kit import write_kit
-    from supernet.layers import Backbone
+    from supernet.layers import default_backbone
     from supernet.space import get_space
 
     try:
         sp = get_space(space)
     except KeyError as e:
         raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
-    bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    bb = default_backbone(sp, in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
     try:
         m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()], threads=threads,
                       num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds, progress=True)
@@ -237,12 +264,14 @@ def import_(
     cpu_model: str | None = typer.Option(None, help="SoC / CPU for the manifest (e.g. 'Tensor G2, Cortex-X1')"),
     backend_version: str | None = typer.Option(None, help="benchmark_model / TFLite version used"),
     allow_missing: bool = typer.Option(False, help="write a partial table when some layers have no measurement"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished table at --out"),
 ) -> None:
     """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit."""
     from latency_tables.benchmark_log import BenchmarkLogError
     from latency_tables.kit import KitError, import_kit_csv, import_kit_logs
 
-    kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
+    kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing,
+              overwrite=overwrite)
     try:
         table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
     except (KitError, BenchmarkLogError, FileNotFoundError) as e:
@@ -278,7 +307,14 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
         ("test_retest", json.dumps(m.test_retest) if m.test_retest else "-"), ("csv_sha256", m.csv_sha256),
     ):
         grid.add_row(k, str(v))
+    missing = t.missing_layers()
+    grid.add_row("missing layers", "-" if not missing else f"{len(missing)} layers of space {m.space.get('name')!r} "
+                 f"have no row, e.g. {missing[0]}")
     Console().print(grid)
+    if missing:  # every architecture using one of them has no prediction: say so, and fail scripts that check
+        typer.echo(f"error: table {table} is missing {len(missing)} of the layers of its space "
+                   f"(e.g. {missing[0]}); rebuild it ('hwnas lut build') or import the missing layers", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

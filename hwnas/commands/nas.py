@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def reward_cmd(
     beta: float | None = typer.Option(None, help="override beta (exponent above the target)"),
 ) -> None:
     """Print the MnasNet reward ACC * (LAT/T)^w for one (accuracy, latency) pair."""
+    from supernet.errors import InputError
+
+    if not 0.0 <= accuracy <= 1.0:  # False for NaN too
+        raise InputError(f"ACCURACY {accuracy}: expected a fraction in [0, 1] (e.g. 0.76 for 76 %)")
+    if not (math.isfinite(latency_ms) and latency_ms > 0):
+        raise InputError(f"LATENCY_MS {latency_ms}: expected a positive finite number of milliseconds")
     if preset == "constraint":
         r: Reward | HardConstraint = HardConstraint(target_ms=target_ms)
     elif preset in ("soft", "hard"):
