@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from supernet.errors import InputError
+
 __all__ = ["ModelSession", "open_session", "resize_nchw"]
 
 
@@ -110,4 +112,4 @@ def open_session(path: str | os.PathLike[str], *, threads: int = 1) -> ModelSess
         return _OrtSession(p, threads=threads)
     if suffix == ".tflite":
         return _TfliteSession(p, threads=threads)
-    raise ValueError(f"model file {p!r}: unknown format {suffix!r}; expected .onnx or .tflite")
+    raise InputError(f"model file {p!r}: unknown format {suffix!r}; expected .onnx or .tflite")

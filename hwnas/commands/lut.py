@@ -127,6 +127,9 @@ def validate(
     if models_dir is not None and models_dir.exists() and not models_dir.is_dir():
         raise typer.BadParameter(f"{models_dir} is a file; expected a folder for the exported subnet models",
                                  param_hint="--models-dir")
+    from supernet.io import check_output_dir
+
+    check_output_dir(out_dir, flag="--out-dir", what="validation results")
     out_dir.mkdir(parents=True, exist_ok=True)
     if predictor is not None and measured is None:
         raise typer.BadParameter("--predictor needs --measured (a CSV of architectures measured elsewhere)")
