@@ -465,8 +465,8 @@ def _names(out: Path, size_name: str) -> tuple[Path, Path]:
 
 
 def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends: tuple[str, ...]) -> dict[str, Any]:
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.quantize import machine_state
+    from supernet.train import load_supernet_and_data
 
     size = SIZES[size_name]
     torch.set_num_threads(1)

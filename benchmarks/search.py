@@ -191,7 +191,7 @@ def stage_supernet(st: Settings, work: Path, run_dir: Path | None) -> dict[str, 
 
 
 def _net_and_data(sn: dict[str, Any]) -> tuple[Any, Any]:
-    from hwnas.pipeline import load_supernet_and_data
+    from supernet.train import load_supernet_and_data
 
     return load_supernet_and_data(sn["path"])
 
@@ -248,15 +248,15 @@ def stage_accuracy(st: Settings, sn: dict[str, Any], work: Path) -> dict[str, An
 
 # --------------------------------------------------------------------------- stage: latency table + correction
 def stage_latency(st: Settings, sn: dict[str, Any], work: Path, run_dir: Path | None) -> dict[str, Any]:
-    from hwnas.pipeline import _table_is_this_machine
     from latency_tables import Protocol, build_table, validate
+    from latency_tables.environment import is_this_machine
     from latency_tables.table import LatencyTable
 
     lut_dir = None if run_dir is None else run_dir / "lut"
     if lut_dir is not None and (lut_dir / LUT_NAME).is_file() and (lut_dir / "predictor.json").is_file():
         table = LatencyTable.load(lut_dir / LUT_NAME)
         report_path = lut_dir / "validation.json"
-        if _table_is_this_machine(table.meta) and report_path.is_file() and table.meta.backend == st.backend:
+        if is_this_machine(table.meta) and report_path.is_file() and table.meta.backend == st.backend:
             rep = read_json(report_path)
             return _latency_result(table, lut_dir / "predictor.json", rep, source=f"--run {run_dir}")
         log.info("--run %s: its table is not from this machine (or has no validation); building one here", run_dir)
@@ -836,7 +836,7 @@ def plot(res: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from nas.plots import _save
+    from nas.plots import save_figure
 
     targets = res["objective"]["targets"]
     refs = [t["reward"] for t in res["reference"]["per_target"]]
@@ -862,7 +862,7 @@ def plot(res: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("predicted-accuracy objective, hard MnasNet reward")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -55,7 +55,9 @@ __all__ = [
     "ChunkResult",
     "MeasureItem",
     "Protocol",
+    "RoundWorker",
     "agreement",
+    "chunked",
     "fit_chunk",
     "measure_items",
     "median_polish",
@@ -186,8 +188,9 @@ class ChunkResult:
 
 
 # --------------------------------------------------------------------------- the per-process worker
-class _RoundWorker:
-    """Holds the loaded models of one chunk inside one process and times rounds over them."""
+class RoundWorker:
+    """Holds the loaded models of one chunk inside one process and times rounds over them (in-process, or
+    behind a pipe in a spawned measuring process: `latency_tables._worker`)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -235,7 +238,7 @@ class _RoundWorker:
 
 
 class _ProcessHandle:
-    """A measuring process seen from the coordinator: the same calls as `_RoundWorker`, over a pipe pair.
+    """A measuring process seen from the coordinator: the same calls as `RoundWorker`, over a pipe pair.
 
     The child is a fresh interpreter (``sys.executable``) with this process's ``sys.path``; see `_worker`.
     """
@@ -300,7 +303,7 @@ class _LocalHandle:
     """Same interface as `_ProcessHandle`, in this process (``Protocol.spawn=False``)."""
 
     def __init__(self, backend_name: str, backend_kwargs: dict[str, Any]) -> None:
-        self.worker = _RoundWorker(create_backend(backend_name, **backend_kwargs))
+        self.worker = RoundWorker(create_backend(backend_name, **backend_kwargs))
 
     def call(self, command: str, **kwargs: Any) -> Any:
         return getattr(self.worker, command)(**kwargs)
@@ -374,7 +377,8 @@ class WorkerPool:
         return ChunkResult(keys=[it.key for it in items], runs_s=runs_s, probe_runs_s=np.asarray(probes))
 
 
-def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def chunked(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``seq`` of ``size`` items (the last may be shorter)."""
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
 
@@ -391,7 +395,7 @@ def measure_items(
     """Measure ``items`` chunk by chunk with one pool of processes (no checkpointing; see `build_table`)."""
     out: list[ChunkResult] = []
     with WorkerPool(backend, backend_kwargs, protocol) as pool:
-        for ci, chunk in enumerate(_chunks(items, protocol.chunk_size)):
+        for ci, chunk in enumerate(chunked(items, protocol.chunk_size)):
             out.append(pool.measure_chunk(chunk, reference, chunk_index=ci, on_round=on_round))
     return out
 

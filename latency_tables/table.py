@@ -45,7 +45,7 @@ from latency_tables.protocol import (
     MeasureItem,
     Protocol,
     WorkerPool,
-    _chunks,
+    chunked,
     fit_chunk,
     process_agreement,
     reference_ms_of,
@@ -54,6 +54,7 @@ from latency_tables.protocol import (
 from supernet.errors import InputError
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
+from supernet.progress import ProgressArg, Tasks
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
@@ -536,43 +537,6 @@ def _backend_kwargs(threads: int, precision: str, extra: Mapping[str, Any] | Non
     return {"threads": threads, "precision": precision, **dict(extra or {})}
 
 
-# --------------------------------------------------------------------------- progress
-class _Progress:
-    """Rich progress bars (with ETA) when enabled; silent otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), transient=False,
-            )
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._p is None:
-            return lambda n=1: None
-        tid = self._p.add_task(description, total=total)
-        return lambda n=1: self._p.advance(tid, n)
-
-
 # --------------------------------------------------------------------------- build (resumable)
 @dataclass(frozen=True)
 class ChunkDone:
@@ -636,7 +600,7 @@ def build_table(
     precision: str = "fp32",
     protocol: Protocol | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: ProgressArg = True,
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     keep_artifacts: bool = False,
@@ -681,7 +645,7 @@ def build_table(
     workdir.mkdir(parents=True, exist_ok=True)
     tag = _artifact_tag(bkw)
 
-    with _Progress(progress) as bars:
+    with Tasks(progress, logger=log) as bars:
         advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
         ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
         items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
@@ -692,7 +656,7 @@ def build_table(
                 len(todo) * pr.rounds * pr.processes,
             )
             with WorkerPool(backend, bkw, pr) as pool:
-                for chunk in _chunks(items, pr.chunk_size):
+                for chunk in chunked(items, pr.chunk_size):
                     res = pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks), on_round=advance_m)
                     _append_line(partial, res.to_json())
                     chunks.append(res)
@@ -746,7 +710,7 @@ def measure_models(
     space: SearchSpace | None = None,
     reference_ms: float | None = None,
     workdir: str | Path | None = None,
-    progress: bool = False,
+    progress: ProgressArg = False,
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     anchors: int = 2,
@@ -782,7 +746,7 @@ def measure_models(
     rest = unique[n_anchor:]
     order = np.random.default_rng([pr.seed, 7]).permutation(len(rest))
     rest = [rest[i] for i in order]
-    with tempfile.TemporaryDirectory(prefix="hwnas-e2e-") as tmp, _Progress(progress) as bars:
+    with tempfile.TemporaryDirectory(prefix="hwnas-e2e-") as tmp, Tasks(progress, logger=log) as bars:
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
@@ -791,7 +755,7 @@ def measure_models(
                                    tag=tag, jobs=export_jobs, backend_spec=(backend, bkw))
         ref_item, anchor_items, rest_items = all_items[0], all_items[1:1 + n_anchor], all_items[1 + n_anchor:]
         per_chunk = max(1, pr.chunk_size - n_anchor)
-        chunk_items = [anchor_items + list(c) for c in _chunks(rest_items, per_chunk)] or [anchor_items]
+        chunk_items = [anchor_items + list(c) for c in chunked(rest_items, per_chunk)] or [anchor_items]
         advance_m = bars.task("measure subnets", sum(len(c) for c in chunk_items) * pr.rounds * pr.processes)
         results: list[ChunkResult] = []
         with WorkerPool(backend, bkw, pr) as pool:

@@ -87,7 +87,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], reference: dict[int, float]) ->
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from nas.plots import _save
+    from nas.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name in sorted({r["strategy"] for r in rows}):
@@ -102,7 +102,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], reference: dict[int, float]) ->
     ax.set_title("SYNTHETIC objective: convergence")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, out / "convergence.png")
+    save_figure(fig, out / "convergence.png")
     plt.close(fig)
 
 

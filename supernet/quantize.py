@@ -43,7 +43,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.registry import Registry
 from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
@@ -522,21 +523,16 @@ class OnnxRuntimeTarget:
                 "execution_mode": "sequential", "graph_optimization": "all (default)"}
 
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "supernet.quantize:OnnxRuntimeTarget",
-    "tflite": "supernet.quantize_tflite:TFLiteTarget",
-    "tflite-builtin": "supernet.quantize_tflite:TFLiteBuiltinTarget",
-}
+# Quantization targets: name -> "module:Class", imported on first use (TFLite needs the [tflite] extra).
+BACKENDS: Registry[Callable[[], QuantTarget]] = Registry("quantization backend")
+BACKENDS.add("onnxruntime", "supernet.quantize:OnnxRuntimeTarget")
+BACKENDS.add("tflite", "supernet.quantize_tflite:TFLiteTarget")
+BACKENDS.add("tflite-builtin", "supernet.quantize_tflite:TFLiteBuiltinTarget")
 
 
 def get_target(name: str) -> QuantTarget:
-    """The backend ``name`` of `BACKENDS` (imported on first use)."""
-    import importlib
-
-    if name not in BACKENDS:
-        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new target of backend ``name`` of `BACKENDS`; `UnknownNameError` lists the known ones."""
+    return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
 def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:

@@ -49,7 +49,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def net_data(setup: dict[str, Path]) -> tuple[object, object]:
-    from hwnas.pipeline import load_supernet_and_data
+    from supernet.train import load_supernet_and_data
 
     return load_supernet_and_data(setup["supernet"])  # type: ignore[no-any-return]
 

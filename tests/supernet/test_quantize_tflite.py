@@ -20,6 +20,7 @@ from supernet.quantize import (
     quantize_onnx,
 )
 from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
+from supernet.registry import UnknownNameError
 
 RES = 24
 
@@ -35,7 +36,7 @@ def test_tflite_refuses_calibration_methods_it_does_not_have(tmp_path: Path) -> 
         quantize_tflite(tmp_path / "missing.tflite", tmp_path / "q.tflite", config=QuantConfig())
     with pytest.raises(ValueError, match="calibration method 'moving-average' is not available for onnxruntime"):
         quantize_onnx(fake, tmp_path / "q.onnx", config=QuantConfig(calibration="moving-average"))
-    with pytest.raises(ValueError, match="backend 'coreml': expected one of onnxruntime, tflite"):
+    with pytest.raises(UnknownNameError, match="backend .coreml.; known quantization backends: onnxruntime, tflite"):
         get_target("coreml")
     assert not (tmp_path / "q.tflite").exists()
 
