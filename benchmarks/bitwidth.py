@@ -233,7 +233,7 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
     from supernet.qat import describe_spec
     from supernet.quantize import (
         QuantConfig,
-        Variant,
+        QuantRecipe,
         compare_variants,
         default_reduce_range,
         ptq_loss,
@@ -281,11 +281,11 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
 
     variants = []
     for b in backends:
-        variants += [Variant(backend=b, config=base.replace(precision="fp32")),
-                     Variant(backend=b, config=base.replace(precision="fp16")),
-                     Variant(backend=b, config=base.replace(per_channel=False)),
-                     Variant(backend=b, config=base),
-                     Variant(backend=b, config=base, qat=True)]
+        variants += [QuantRecipe(backend=b, config=base.replace(precision="fp32")),
+                     QuantRecipe(backend=b, config=base.replace(precision="fp16")),
+                     QuantRecipe(backend=b, config=base.replace(per_channel=False)),
+                     QuantRecipe(backend=b, config=base),
+                     QuantRecipe(backend=b, config=base, qat=True)]
     t = time.perf_counter()
     result = compare_variants(models, variants, data, out_dir=work / "models" / name,
                               split="test", max_eval_images=size.eval_images, warmup=size.warmup, runs=size.runs,

@@ -188,10 +188,12 @@ def _stage_accuracy(config: DemoConfig, net: Any, data: Any, console: Console) -
 
 def _stage_lut(config: DemoConfig, out: Path, space: Any, backbone: Any) -> dict[str, Any]:
     from hwnas.progress import rich_progress
-    from latency_tables import Protocol, build_table
+    from latency_tables import MeasurementProtocol, build_table
 
     path = out / "lut" / "onnxruntime-fp32-t1.csv"
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed)
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed
+    )
     with rich_progress() as bars:
         table = build_table(space, backbone, out=path, backend="onnxruntime", threads=1, precision="fp32",
                             protocol=protocol, resume=True, progress=bars)
@@ -201,10 +203,12 @@ def _stage_lut(config: DemoConfig, out: Path, space: Any, backbone: Any) -> dict
 
 def _stage_latency(config: DemoConfig, out: Path, s_lut: dict[str, Any]) -> dict[str, Any]:
     from hwnas.progress import rich_progress
-    from latency_tables import Protocol
+    from latency_tables import MeasurementProtocol
     from latency_tables.predictor import validate
 
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 1)
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed + 1
+    )
     with rich_progress() as bars:
         report = validate(
             s_lut["path"], n_fit=config.latency_fit, n_test=config.latency_check, seed=config.seed,
@@ -248,14 +252,16 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
                   s_lut: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from latency_tables import Protocol
+    from latency_tables import MeasurementProtocol
     from supernet.data import iterate_batches
     from supernet.evaluate import accuracy, recalibrated_subnet
     from supernet.export import check_export, export_onnx
 
     rows = []
     archs = [ArchConfig.from_json(w["arch_json"]) for w in s_search["winners"]]
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2)
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2
+    )
     from hwnas.pipeline import measure_on_table
     from latency_tables.table import LatencyTable
 

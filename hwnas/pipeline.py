@@ -372,10 +372,14 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
         if is_this_machine(table.meta):
-            from latency_tables import Protocol
+            from latency_tables import MeasurementProtocol
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
-            proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            proto = (
+                MeasurementProtocol.from_json(table.meta.protocol)
+                if getattr(table.meta, "protocol", None)
+                else None
+            )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.latency_ms

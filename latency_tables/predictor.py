@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.protocol import Protocol, agreement
+from latency_tables.protocol import MeasurementProtocol, agreement
 from latency_tables.table import (
     LatencyTable,
     PrecisionMismatchError,
@@ -462,7 +462,7 @@ def validate(
     n_fit: int = 50,
     n_test: int = 200,
     seed: int = 0,
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     features: str | Sequence[str] = "auto",
     alpha: float = 1e-2,
     retest: bool = False,
@@ -506,7 +506,7 @@ def validate(
     if 0 < n_fit < need:
         raise ValueError(f"validate: n_fit must be 0 (plain sum only) or >= {need} to fit the correction "
                          f"(features {features!r}), got {n_fit}")
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     rng = np.random.default_rng(seed)
     space = tab.space
     seen: set[ArchConfig] = set()

@@ -43,7 +43,7 @@ from latency_tables.protocol import (
     Agreement,
     ChunkResult,
     MeasureItem,
-    Protocol,
+    MeasurementProtocol,
     WorkerPool,
     chunked,
     fit_chunk,
@@ -401,7 +401,7 @@ def enumerate_layers(space: SearchSpace, backbone: Backbone) -> list[LayerSpec]:
 
 
 # --------------------------------------------------------------------------- model preparation
-def _seeded_build(factory: Callable[[], Any], seed: int) -> Any:
+def seeded_build(factory: Callable[[], Any], seed: int) -> Any:
     """Build a module without touching the caller's global torch RNG (weights do not matter for latency)."""
     import torch
 
@@ -411,7 +411,7 @@ def _seeded_build(factory: Callable[[], Any], seed: int) -> Any:
 
 
 @contextlib.contextmanager
-def _torch_single_thread() -> Iterator[None]:
+def torch_single_thread() -> Iterator[None]:
     """Export/trace with one torch thread: on a loaded, shared machine OpenMP spin-waits otherwise turn a
     millisecond forward into seconds. Restores the caller's setting."""
     import torch
@@ -465,7 +465,7 @@ def _prepare_items(
             raise ValueError("parallel export needs backend_spec=(backend name, backend kwargs)")
         _export_parallel([m[1:] for m in missing], backend_spec, jobs, on_export)
         reported = {m[0] for m in missing}
-    with _torch_single_thread():
+    with torch_single_thread():
         return _prepare_items_inner(entries, backend, workdir, on_export, tag, reported=reported)
 
 
@@ -476,7 +476,7 @@ def _export_one(backend_name: str, backend_kwargs: Mapping[str, Any], factory: C
 
     torch.set_num_threads(1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    create_backend(backend_name, **dict(backend_kwargs)).export(_seeded_build(factory, 0), shape, path)
+    create_backend(backend_name, **dict(backend_kwargs)).export(seeded_build(factory, 0), shape, path)
     return str(path)
 
 
@@ -517,7 +517,7 @@ def _prepare_items_inner(
         else:
             path = workdir / _artifact_name(key, backend.artifact_suffix, tag)
             if not path.exists():
-                backend.export(_seeded_build(factory, 0), shape, path)
+                backend.export(seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
         if on_export is not None and key not in reported:
             on_export()
@@ -598,7 +598,7 @@ def build_table(
     backend: str = "onnxruntime",
     threads: int = 1,
     precision: str = "fp32",
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     resume: bool = True,
     progress: ProgressArg = True,
     device: str | None = None,
@@ -619,7 +619,7 @@ def build_table(
     `latency_tables.backends.ort.OrtBackend`) — and measured as such. A backend that does not run the precision
     raises `latency_tables.backends.UnsupportedPrecisionError` before anything is measured.
     """
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     out = Path(out)
     t_start = time.perf_counter()
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
@@ -706,7 +706,7 @@ def measure_models(
     backend: str = "onnxruntime",
     threads: int = 1,
     precision: str = "fp32",
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     space: SearchSpace | None = None,
     reference_ms: float | None = None,
     workdir: str | Path | None = None,
@@ -731,7 +731,7 @@ def measure_models(
     """
     import tempfile
 
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
     be = create_backend(backend, **bkw)
     cfgs = [space.canonical(a) if space is not None else a for a in archs]

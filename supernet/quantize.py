@@ -67,10 +67,11 @@ __all__ = [
     "Precision",
     "QATPolicy",
     "QuantConfig",
+    "QuantRecipe",
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
-    "Variant",
+    "calibration_samples",
     "check_backend_config",
     "compare_variants",
     "cpu_has_vnni",
@@ -198,7 +199,7 @@ def _input_spec(model_path: Path) -> tuple[str, tuple[int | None, ...]]:
     return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
-def _calibration_samples(
+def calibration_samples(
     batches: Iterable[np.ndarray], *, shape: tuple[int | None, ...], where: str
 ) -> list[np.ndarray]:
     """Split calibration batches (N, C, H, W) into model-sized float32 feeds; check shapes and values."""
@@ -342,7 +343,7 @@ def quantize_onnx(
     if calib_batches is None:
         raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
     name, shape = _input_spec(src)
-    samples = _calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
+    samples = calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -427,15 +428,11 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 
     A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
     DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
-    weights. ``.tflite`` files are read with `supernet.quantize_tflite.tflite_weight_dtypes`.
+    weights. ``.tflite`` files are read by the ``tflite`` target (through `BACKENDS`, so this module never
+    imports `supernet.quantize_tflite`, which builds on it).
     """
     p = Path(onnx_path)
-    if p.suffix == ".tflite":
-        from supernet.quantize_tflite import tflite_weight_dtypes
-
-        counts = tflite_weight_dtypes(p)
-    else:
-        counts = onnx_weight_dtypes(p)
+    counts = get_target("tflite").weight_dtypes(p) if p.suffix == ".tflite" else onnx_weight_dtypes(p)
     total = sum(counts.values())
     return counts.get("int8", 0) / total if total else 0.0
 
@@ -569,8 +566,9 @@ def export_variant(
 
 # --------------------------------------------------------------------------- variants and their comparison
 @dataclass(frozen=True, kw_only=True)
-class Variant:
-    """One deployable file: a backend, a precision recipe, and whether the weights come from QAT."""
+class QuantRecipe:
+    """How to make one deployable file of a subnet: a backend, a precision config, and whether the weights come
+    from QAT. (Not `device_agents.variants.Variant`, which is a subnet ready to serve.)"""
 
     backend: str = "onnxruntime"
     config: QuantConfig
@@ -586,6 +584,10 @@ class Variant:
     def label(self) -> str:
         """``fp32``, ``fp16``, ``int8-pc-minmax``, ``int8-qat-pc-minmax``..."""
         return self.config.label.replace("int8-", "int8-qat-", 1) if self.qat else self.config.label
+
+
+# Deprecated alias (collided with device_agents.variants.Variant); new code uses QuantRecipe.
+Variant = QuantRecipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -655,7 +657,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def compare_variants(
     models: Mapping[str, Any],
-    variants: Sequence[Variant],
+    variants: Sequence[QuantRecipe],
     data: DataSplits,
     *,
     out_dir: str | os.PathLike[str],
@@ -688,7 +690,7 @@ def compare_variants(
 
     if "fp32" not in models:
         raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
-    def model_key(v: Variant) -> str:
+    def model_key(v: QuantRecipe) -> str:
         if not v.qat:
             return "fp32"
         return f"qat:{v.backend}" if f"qat:{v.backend}" in models else "qat"
@@ -860,18 +862,18 @@ def precision_report(
     if qat_model is not None and qat_spec is None:
         raise ValueError("precision_report: qat_model needs qat_spec, the FakeQuantSpec it was trained with")
     base = config or QuantConfig()
-    variants: list[Variant] = []
+    variants: list[QuantRecipe] = []
     for backend in backends:
-        variants.append(Variant(backend=backend, config=base.replace(precision="fp32")))
+        variants.append(QuantRecipe(backend=backend, config=base.replace(precision="fp32")))
         for p in precisions:
             if p == "int8":
                 int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
-                variants += [Variant(backend=backend, config=c) for c in int8]
+                variants += [QuantRecipe(backend=backend, config=c) for c in int8]
                 if qat_model is not None:
-                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8
+                    variants += [QuantRecipe(backend=backend, config=c, qat=True) for c in int8
                                  if qat_spec_for(c, backend=backend) == qat_spec]
             elif p != "fp32":
-                variants.append(Variant(backend=backend, config=base.replace(precision=p)))
+                variants.append(QuantRecipe(backend=backend, config=base.replace(precision=p)))
     models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
     result = compare_variants(models, variants, data, out_dir=out_dir, split=split, max_eval_images=max_eval_images,
                               warmup=warmup, runs=runs, threads=threads, simulated=simulated)
@@ -994,7 +996,7 @@ def quantize_subnet(
             res = qat_finetune(model, data, config=qcfg, spec=qat_spec, calib_images=config.calib_images,
                                calib_seed=config.seed)
             qat_model = res.model
-            variant = Variant(backend=backend, config=config, qat=True)
+            variant = QuantRecipe(backend=backend, config=config, qat=True)
             qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
                                    config=config, data=data)
             qat_top1 = runner_top1(target.runner(qpath), xs, ys)

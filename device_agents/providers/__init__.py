@@ -13,7 +13,7 @@ from supernet.registry import Registry
 
 from ..state import StateProvider
 
-__all__ = ["PROVIDERS", "create_provider", "list_providers"]
+__all__ = ["PROVIDERS", "create_provider", "list_providers", "live_provider"]
 
 PROVIDERS: Registry[Callable[..., StateProvider]] = Registry("state provider")
 PROVIDERS.add("sysfs", "device_agents.providers.sysfs:SysfsProvider")
@@ -35,3 +35,13 @@ def create_provider(name: str, **kwargs: Any) -> StateProvider:
     """
     provider: StateProvider = PROVIDERS.create(name, **kwargs)
     return provider
+
+
+def live_provider() -> StateProvider:
+    """The device state of this machine: psutil (load = others' CPU share, current frequency) first, sysfs for
+    what psutil lacks; re-read at most every 0.1 s (`ThrottledProvider`). The default of `AdaptiveModel` and
+    `device_agents.live.run_live`."""
+    from .combined import CombinedProvider
+
+    both = CombinedProvider([create_provider("psutil"), create_provider("sysfs")])
+    return create_provider("throttled", provider=both, min_interval_s=0.1)

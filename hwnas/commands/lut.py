@@ -16,11 +16,11 @@ app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predic
 
 
 def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int | None) -> Any:
-    from latency_tables.protocol import Protocol
+    from latency_tables.protocol import MeasurementProtocol
 
     overrides = {k: v for k, v in (("rounds", rounds), ("runs_per_round", runs), ("processes", processes)) if v is not None}
     try:
-        return Protocol.preset(preset, **overrides)
+        return MeasurementProtocol.preset(preset, **overrides)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 

@@ -13,7 +13,7 @@ from supernet.evaluate import calibration_batches
 from supernet.layers import StaticSubnet
 from supernet.quantize import (
     QuantConfig,
-    Variant,
+    QuantRecipe,
     compare_variants,
     get_target,
     int8_weight_fraction,
@@ -120,7 +120,7 @@ def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
 def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_path: Path) -> None:
     model, data, _, _ = setup
     base = QuantConfig(calib_images=16)
-    variants = [Variant(backend=b, config=c) for b in ("tflite", "tflite-builtin")
+    variants = [QuantRecipe(backend=b, config=c) for b in ("tflite", "tflite-builtin")
                 for c in (base.replace(precision="fp32"), base)]
     res = compare_variants({"fp32": model}, variants, data, out_dir=tmp_path, max_eval_images=16, warmup=1, runs=5)
     rows = res["rows"]
