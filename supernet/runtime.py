@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.registry import Registry
 
 __all__ = [
     "BACKENDS",
@@ -438,22 +439,18 @@ class _TfliteSession(Session):
 
 # --------------------------------------------------------------------------- registry
 # backend name -> (format it runs, session factory, distribution whose version it reports)
-BACKENDS: Mapping[str, tuple[str, Callable[..., Session], str]] = {
-    "onnxruntime": ("onnx", _OrtSession, "onnxruntime"),
-    "tflite": ("tflite", _TfliteSession, "ai-edge-litert"),
-    "tflite-builtin": ("tflite", _TfliteSession, "ai-edge-litert"),
-}
+BACKENDS: Registry[tuple[str, Callable[..., Session], str]] = Registry("runtime backend")
+BACKENDS.add("onnxruntime", ("onnx", _OrtSession, "onnxruntime"))
+BACKENDS.add("tflite", ("tflite", _TfliteSession, "ai-edge-litert"))
+BACKENDS.add("tflite-builtin", ("tflite", _TfliteSession, "ai-edge-litert"))
 
 
 def list_backends() -> list[str]:
-    return list(BACKENDS)
+    return BACKENDS.names()
 
 
 def _backend(name: str) -> tuple[str, Callable[..., Session], str]:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise InputError(f"unknown runtime backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    return BACKENDS.get(name)  # UnknownNameError (an InputError) lists the known ones
 
 
 def backend_version(name: str) -> str:

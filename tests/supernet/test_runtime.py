@@ -108,7 +108,7 @@ def test_wrong_suffix_for_backend_is_refused(backend: str, tmp_path: Path) -> No
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    with pytest.raises(InputError, match="known: onnxruntime, tflite, tflite-builtin"):
+    with pytest.raises(InputError, match="known runtime backends: onnxruntime, tflite, tflite-builtin"):
         open_session(DATA / "runtime_tiny.onnx", backend="tensorrt")
 
 
