@@ -21,6 +21,7 @@ import numpy as np
 
 from latency_tables.predictor import FEATURES, LatencyPredictor
 from latency_tables.table import LatencyTable, MissingLayerError, TableRow
+from supernet.errors import InputError
 from supernet.layers import LayerSpec
 from supernet.prune import PrunedArch
 
@@ -29,8 +30,9 @@ __all__ = ["UnpricedLayerError", "extend_table", "missing_layers", "predict_prun
 log = logging.getLogger(__name__)
 
 
-class UnpricedLayerError(MissingLayerError):
-    """A latency table has no row for some layers of a (pruned) network; the message lists them."""
+class UnpricedLayerError(MissingLayerError, InputError):
+    """A latency table has no row for some layers of a (pruned) network; the message lists them (bad input for a
+    command: the CLI reports it and exits 2)."""
 
 
 def missing_layers(table: LatencyTable, specs: Sequence[LayerSpec]) -> list[LayerSpec]:

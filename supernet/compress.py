@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from supernet.errors import InputError
 from supernet.finetune import FinetuneConfig, kd_finetune, total_steps
 from supernet.io import atomic_write_bytes
 
@@ -83,11 +84,11 @@ ARTIFACT_SCHEMA_VERSION = 1
 ARTIFACT_KIND = "hwnas-deep-compression"
 
 
-class CompressionInputError(ValueError):
+class CompressionInputError(InputError):
     """A compression setting is out of range; the message names the setting and the allowed range."""
 
 
-class CompressedFileError(ValueError):
+class CompressedFileError(InputError):
     """A compressed artifact cannot be read: wrong magic, unknown schema, truncated, or its hash does not match."""
 
 
@@ -484,10 +485,17 @@ def deep_compress(
     *,
     config: DeepCompressionConfig,
     reference_file_bytes: int | None = None,
+    pruned: MagnitudePruneResult | None = None,
 ) -> DeepCompressionResult:
-    """Prune, share and code ``model`` (BN-recalibrated static subnet, pruned or not; not modified)."""
-    pr = magnitude_prune(model, data, sparsity=config.sparsity, finetune=config.finetune,
-                         prune_steps=config.prune_steps, min_prunable=config.min_prunable)
+    """Prune, share and code ``model`` (BN-recalibrated static subnet, pruned or not; not modified).
+
+    ``pruned``: a `magnitude_prune` result of ``model`` at ``config.sparsity`` to start from (skips stage 1, e.g.
+    when the pruned network is also measured on its own)."""
+    if pruned is not None and abs(pruned.sparsity - config.sparsity) > 1e-12:
+        raise ValueError(f"deep_compress: the given pruned model has sparsity {pruned.sparsity}, the config "
+                         f"{config.sparsity}")
+    pr = pruned or magnitude_prune(model, data, sparsity=config.sparsity, finetune=config.finetune,
+                                   prune_steps=config.prune_steps, min_prunable=config.min_prunable)
     shared = copy.deepcopy(pr.model)
     mods = _attach_sharing(shared, bits=config.bits, kmeans_iters=config.kmeans_iters)
     info: dict[str, Any] = {"prune": pr.finetune}
@@ -504,6 +512,7 @@ def deep_compress(
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     shared.eval()
     for p in shared.parameters():
+        p.grad = None  # the centroids' gradients would otherwise stay on the weights (another shape)
         p.requires_grad_(False)
     payload, size = encode_model(shared, model, config=config, reference_file_bytes=reference_file_bytes)
     return DeepCompressionResult(pruned=pr.model, model=shared, payload=payload, size=size,

@@ -7,7 +7,8 @@ every (variant, backend) once in a seeded shuffled order, so load drift on a sha
 ``speed_vs_baseline`` is the median over rounds of (baseline time / variant time) in the same round, the baseline
 being the unpruned fp32 variant on the same backend (> 1 = faster).
 
-Sizes: ``file_bytes`` is the runtime file (ONNX / TFLite) that was timed; ``size_bytes`` is what the variant costs
+Every model is exported with BN folded into its convs (exact in eval mode), so no variant gains or loses speed by
+how a converter treats BN. Sizes: ``file_bytes`` is the runtime file (ONNX / TFLite) that was timed; ``size_bytes`` is what the variant costs
 to store or ship: the runtime file, or for Deep Compression the compressed artifact (which `supernet.compress.
 load_compressed` turns back into the runtime model; the runtimes here execute its weights dense).
 
@@ -63,6 +64,7 @@ class CompressionVariant:
         arch: ``str`` of its architecture (`ArchConfig`, or `supernet.prune.PrunedArch` when pruned).
         precision: ``fp32`` or ``int8`` (int8: PTQ with ``int8_config`` at export).
         artifact: a file whose size is the variant's stored size instead of the runtime file's (Deep Compression).
+        backends: measure on these of the comparison's backends only (None: all of them).
     """
 
     method: str
@@ -71,6 +73,7 @@ class CompressionVariant:
     precision: str = "fp32"
     artifact: Path | None = None
     int8_config: QuantConfig | None = None
+    backends: tuple[str, ...] | None = None
     notes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,6 +97,13 @@ class SimulatedCompression:
 def bundle_name(arch: str, precision: str, method: str) -> str:
     """Variant name in a bundle: device_agents' ``f"{arch}@{precision}"``, with ``+<method>`` for compressed ones."""
     return f"{arch}@{precision}" if method in BASELINE_METHODS else f"{arch}@{precision}+{method}"
+
+
+def _folded(model: nn.Module) -> nn.Module:
+    from supernet.qat import fold_batchnorm
+
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return fold_batchnorm(model) if has_bn else model.eval()
 
 
 def _quartiles(values: np.ndarray) -> tuple[float, float, float]:
@@ -137,15 +147,20 @@ def compare_compression(
     env_start = machine_state()
     calib: list[np.ndarray] | None = None
     paths: dict[tuple[str, str], Path] = {}
+    # every variant is exported BN-folded: Deep Compression and magnitude pruning work on folded networks, and a
+    # converter that keeps BN as ops (LiteRT's does, partly) would otherwise make folding look like a speed-up
+    folded = {v.method: _folded(v.model) for v in variants}
     with tempfile.TemporaryDirectory(prefix="hwnas-compress-compare-") as tmp:
         for v in variants:
             done: dict[str, Path] = {}  # suffix -> file (tflite and tflite-builtin run the same file)
             for b, t in targets.items():
+                if v.backends is not None and b not in v.backends:
+                    continue
                 if t.suffix in done:
                     paths[(v.method, b)] = done[t.suffix]
                     continue
                 safe = v.method.replace("+", "-plus-").replace("/", "-")
-                fp32 = t.export_fp32(v.model, Path(tmp) / f"{safe}-{b}{t.suffix}")
+                fp32 = t.export_fp32(folded[v.method], Path(tmp) / f"{safe}-{b}{t.suffix}")
                 cfg = (v.int8_config or QuantConfig(precision="int8")).replace(precision=v.precision)
                 if v.precision == "int8" and calib is None:
                     calib = [x.numpy() for x in calibration_batches(data, n_images=cfg.calib_images,
@@ -155,7 +170,7 @@ def compare_compression(
                 done[t.suffix] = paths[(v.method, b)] = path
 
     xs, ys = split_arrays(data, split=split, resolution=resolution, max_images=max_eval_images)
-    keys = [(v, b) for v in variants for b in backends]
+    keys = [(v, b) for v in variants for b in backends if (v.method, b) in paths]
     runners = [targets[b].runner(paths[(v.method, b)], threads=threads) for v, b in keys]
     logits = [r(xs) for r in runners]
     feeds = [r.prepare(xs[:1]) for r in runners]

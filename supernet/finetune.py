@@ -149,6 +149,7 @@ def kd_finetune(
                 break
         if step >= total:
             break
+    student.zero_grad(set_to_none=True)  # no stale gradients on the returned model (exporters copy them)
     if config.bn_images > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules()):
         recalibrate_bn(student, calibration_batches(data, n_images=config.bn_images, resolution=resolution,
                                                     seed=config.seed))

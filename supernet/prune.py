@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.errors import InputError
 from supernet.finetune import FinetuneConfig, FinetuneResult, kd_finetune
 from supernet.layers import Backbone, LayerSpec, MBConv, StaticSubnet, build_layer, layer_specs, se_channels
 from supernet.space import ArchConfig
@@ -313,13 +314,13 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"pruning ratio {self.ratio!r}: expected a share of channels in [0, 1)")
+            raise InputError(f"pruning ratio {self.ratio!r}: expected a share of channels in [0, 1)")
         if self.criterion not in CRITERIA:
-            raise ValueError(f"pruning criterion {self.criterion!r}: expected one of {', '.join(CRITERIA)}")
+            raise InputError(f"pruning criterion {self.criterion!r}: expected one of {', '.join(CRITERIA)}")
         for name in ("steps", "min_channels", "round_to", "sensitivity_images"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"PruneConfig.{name}: expected an integer >= 1, got {v!r}")
+                raise InputError(f"PruneConfig.{name}: expected an integer >= 1, got {v!r}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
