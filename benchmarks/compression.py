@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,6 +211,10 @@ def _p(x: float) -> str:
     return f"{round(x, 1) + 0.0:+.1f}"
 
 
+def _cells(cells: list[Any], key: str, f: Any) -> str:
+    return " / ".join("–" if v is None else f(v[key]) for v in cells)
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     s = results["summary"]
     first = next(iter(results["subnets"].values()))
@@ -222,11 +225,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     size = results["params"]
     lines = [
         f"# Compression benchmark ({results['size']})", "",
-        f"Supernet: {results['supernet']['source']}. Dataset {c['dataset']}: top-1 on {c['eval_images']} "
+        *([] if results.get("complete", True) else
+          [f"**Partial**: {len(results['subnets'])} of {len(results['subnet_archs'])} subnets measured so far.", ""]),
+        (f"Supernet: {results['supernet']['source']}. Dataset {c['dataset']}: top-1 on {c['eval_images']} "
         f"{c['split']} images (held out). Fine-tuning (KD from the unpruned subnet, alpha 0.5, T 2, Adam, cosine): "
         f"{size['ft_images']} training images per pruning run; centroid training {size['centroid_images']} images; "
         f"Deep Compression at {size['bits']} bits, gaps coded with 5-bit relative indices, then Huffman. int8: PTQ "
-        "per channel, min-max calibration. Precision of `pruned-*`, `sparse-*`, `dc-*` runtime files: fp32.", "",
+        "per channel, min-max calibration. Precision of `pruned-*`, `sparse-*`, `dc-*` runtime files: fp32."), "",
         f"Latency: device `{env['device']}`, CPU {env['cpu_model']} ({env['cpu_count']} logical CPUs, shared VM), "
         f"batch 1, {c['protocol']['threads']} thread, {c['protocol']['warmup']} warm-up + {c['protocol']['runs']} "
         "timed rounds, every variant once per round in a shuffled order (interleaved); statistic: median of the "
@@ -245,18 +250,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         per = s["subnets"][name]
         fp = _rows(sub, "onnxruntime")["fp32"]
         for m in _rows(sub, "onnxruntime"):
-            cells = []
-            for b in results["backends"]:
-                v = per[b].get(m)
-                cells.append(v)
-            def fmt(key: str, f: Any) -> str:
-                return " / ".join("–" if v is None else f(v[key]) for v in cells)
+            cells = [per[b].get(m) for b in results["backends"]]
             lines.append(f"| {name} | {sub['macs'] / 1e6:.2f} M | {100 * fp['top1']:.1f} | {m} | "
-                         f"{fmt('loss_pts', lambda x: _p(-x))} | {fmt('speed', lambda x: f'{x:.2f}×')} | "
-                         f"{fmt('size_ratio', lambda x: f'1/{x:.1f}')} |")
-    lines += ["", "Loss: top-1 of the variant minus fp32's on the same backend (negative = worse); size: the stored "
+                         f"{_cells(cells, 'loss_pts', lambda x: _p(-x))} | "
+                         f"{_cells(cells, 'speed', lambda x: f'{x:.2f}×')} | "
+                         f"{_cells(cells, 'size_ratio', lambda x: f'1/{x:.1f}')} |")
+    lines += ["", ("Loss: top-1 of the variant minus fp32's on the same backend (negative = worse); size: the stored "
               "file (for `dc-*` the compressed artifact) relative to the fp32 file of the same backend; `–`: not "
-              "measured on that backend.", ""]
+              "measured on that backend."), ""]
     lines += ["## Simulated binarized weights (accuracy only: no runtime here executes 1-bit weights)", "",
               "| subnet | variant | top-1 change vs fp32 (pts) |", "|---|---|---|"]
     for name, sub in results["subnets"].items():
@@ -264,8 +265,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             if r["simulated"]:
                 lines.append(f"| {name} | {r['method']} | {_p(-s['subnets'][name]['simulated'][r['method']])} |")
     lines += ["", "## Deep Compression size per pipeline stage (bytes)", "",
-              "| subnet | sparsity | dense fp32 params | pruned (fp32 + 5-bit gaps) | shared (bits + gaps + codebooks) "
-              "| Huffman | header | file | vs fp32 ONNX file | loss ORT, pts |", "|---|---|---|---|---|---|---|---|---|---|"]
+              ("| subnet | sparsity | dense fp32 params | pruned (fp32 + 5-bit gaps) | shared (bits + gaps + codebooks) "
+              "| Huffman | header | file | vs fp32 ONNX file | loss ORT, pts |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for name, sub in results["subnets"].items():
         ort = _rows(sub, "onnxruntime")
         for sp, u in sub["unstructured"].items():
@@ -286,17 +287,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines.append("- Unstructured sparsity and speed: `sparse-*` / `dc-*` files are dense graphs with zeros; their speed "
                  "vs fp32 is in the table (no sparse kernels are used by either runtime here).")
     lines += ["", "## Offered to a bundle", "",
-              "A compressed variant is dropped when a baseline or an already offered variant of the same backend is "
+              ("A compressed variant is dropped when a baseline or an already offered variant of the same backend is "
               "as accurate (within 0.5 points), as fast (within 3 %) and no larger "
-              "(`supernet.compression_compare.offered_variants`).", ""]
+              "(`supernet.compression_compare.offered_variants`)."), ""]
     for name in results["subnets"]:
         b = s["subnets"][name]["bundle"]
         lines.append(f"- {name}: offered {', '.join(b['offered'])}; dropped "
                      + ("; ".join(f"{d['method']} ({d['backend']}): {d['reason']}" for d in b["dropped"]) or "none"))
     lines.append("")
     for name, sub in results["subnets"].items():
-        lines += [f"## {name}: `{sub['arch']}`", "", "| backend | method | arch | top-1 % | size (bytes) | runtime file "
-                  "(bytes) | p50 ms | IQR ms | × fp32 |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {name}: `{sub['arch']}`", "", ("| backend | method | arch | top-1 % | size (bytes) | runtime file "
+                  "(bytes) | p50 ms | IQR ms | × fp32 |"), "|---|---|---|---|---|---|---|---|---|"]
         for r in sub["comparison"]["rows"]:
             if r["simulated"]:
                 continue
@@ -347,16 +348,26 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, only: li
             continue
         log.info("subnet %s: %s", name, cfg)
         results["subnets"][name] = run_subnet(name, cfg, net=net, data=data, size=size, work=work, sn_sha=sha)
+        if only is None and len(results["subnets"]) < len(subnets):  # a partial report after every subnet
+            _write(results, out, size_name, sn_info, t0, complete=False)
+    if only is None:
+        _write(results, out, size_name, sn_info, t0, complete=True)
+    return results
+
+
+def _write(results: dict[str, Any], out: Path, size_name: str, sn_info: dict[str, Any], t0: float, *,
+           complete: bool) -> None:
+    from supernet.quantize import machine_state
+
+    results["complete"] = complete
     results["machine_end"] = machine_state()
     results["wall_time_this_call_s"] = time.perf_counter() - t0
     results["wall_time_s"] = (sum(s["wall_s"] for s in results["subnets"].values())
                               + float(sn_info.get("train_seconds") or 0.0))
     results["summary"] = summarise(results)
     json_path, md_path = _names(out, size_name)
-    if only is None:
-        atomic_write_json(json_path, results)
-        atomic_write_text(md_path, render_markdown(results))
-    return results
+    atomic_write_json(json_path, results)
+    atomic_write_text(md_path, render_markdown(results))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,7 +115,7 @@ def extend_table(
     ref_item = _prepare_items([_reference_entry()], be, workdir, tag=tag)[0]
     items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, tag=tag, jobs=export_jobs,
                            backend_spec=(table.meta.backend, bkw))
-    chunks = []
+    chunks: list[Any] = []
     with WorkerPool(table.meta.backend, bkw, pr) as pool:
         for chunk in _chunks(items, pr.chunk_size):
             chunks.append(pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks)))

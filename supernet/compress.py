@@ -60,12 +60,15 @@ __all__ = [
     "ARTIFACT_SCHEMA_VERSION",
     "CompressedFileError",
     "CompressionInputError",
+    "CompressionSummary",
     "DeepCompressionConfig",
     "DeepCompressionResult",
+    "LoadedCompressed",
     "MagnitudePruneResult",
     "SizeReport",
     "check_bits",
     "check_sparsity",
+    "compress_subnet",
     "deep_compress",
     "encode_model",
     "huffman_code_lengths",
@@ -106,10 +109,10 @@ def check_bits(bits: int, *, what: str = "bits") -> int:
 
 
 # --------------------------------------------------------------------------- magnitude pruning
-def prunable_weights(model: nn.Module, *, min_prunable: int) -> dict[str, nn.Parameter]:
+def prunable_weights(model: nn.Module, *, min_prunable: int) -> dict[str, torch.Tensor]:
     """Conv / linear weights with at least ``min_prunable`` elements, by parameter name (the stem's and SE's few
     weights, and depthwise filters of small blocks, stay dense: pruning them costs accuracy and saves little)."""
-    out: dict[str, nn.Parameter] = {}
+    out: dict[str, torch.Tensor] = {}
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() >= min_prunable:
             out[f"{name}.weight"] = m.weight
@@ -122,7 +125,7 @@ def _magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float) -> di
     masks = {}
     for name, w in weights.items():
         n = w.numel()
-        keep = n - int(round(sparsity * n))
+        keep = n - round(sparsity * n)
         mask = torch.zeros(n, dtype=torch.bool)
         if keep > 0:
             mask[w.detach().abs().flatten().topk(keep).indices] = True
@@ -181,7 +184,7 @@ def magnitude_prune(
     def level_after(steps_done: int) -> float:  # sparsity in force after ``steps_done`` optimizer steps
         return s * min(prune_steps, 1 + steps_done * prune_steps // ramp_end) / prune_steps
 
-    state = {"level": level_after(0), "masks": _magnitude_masks(weights, level_after(0))}
+    state: dict[str, Any] = {"level": level_after(0), "masks": _magnitude_masks(weights, level_after(0))}
 
     def apply(step: int) -> None:
         level = level_after(step + 1)
@@ -212,7 +215,9 @@ class _Shared(nn.Module):
         self.init_centroids: torch.Tensor | None = None
 
     def forward(self, centroids: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.mask, centroids[self.idx], 0.0).view(self.shape)
+        idx, mask = self.idx, self.mask
+        assert isinstance(idx, torch.Tensor) and isinstance(mask, torch.Tensor)
+        return torch.where(mask, centroids[idx], 0.0).view(self.shape)
 
     def right_inverse(self, _w: torch.Tensor) -> torch.Tensor:
         assert self.init_centroids is not None
@@ -256,7 +261,7 @@ def _assign(values: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 def _attach_sharing(model: nn.Module, *, bits: int, kmeans_iters: int) -> list[tuple[nn.Module, str]]:
     """Replace every conv / linear weight of ``model`` by shared centroids (parametrization); return the modules."""
     k_max = 2 ** bits
-    done = []
+    done: list[tuple[nn.Module, str]] = []
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
@@ -503,8 +508,8 @@ def deep_compress(
         if data is None:
             raise ValueError("deep_compress: centroid training needs data")
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        cents = [m.parametrizations.weight.original for m, _ in mods]  # type: ignore[union-attr]
-        biases = [m.bias for m, _ in mods if m.bias is not None]
+        cents: list[nn.Parameter] = [m.parametrizations.weight.original for m, _ in mods]  # type: ignore[union-attr,misc]
+        biases: list[nn.Parameter] = [m.bias for m, _ in mods if m.bias is not None]  # type: ignore[misc]
         res = kd_finetune(shared, teacher, data, config=config.centroid_finetune, resolution=model.arch.resolution,
                           params=[*cents, *biases])
         info["centroids"] = res.to_json()
@@ -702,3 +707,62 @@ def load_compressed(path: str | os.PathLike[str], *, expected_sha256: str | None
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CompressedFileError(f"compressed model {str(p)!r}: inconsistent contents ({type(e).__name__}: {e})") from e
     return LoadedCompressed(model=net.eval(), header=header, file_sha256=file_sha)
+
+
+# --------------------------------------------------------------------------- one subnet, end to end (the CLI's call)
+@dataclass(frozen=True)
+class CompressionSummary:
+    """What `compress_subnet` wrote and measured. Accuracies are top-1 on ``split`` (held out)."""
+
+    artifact: str
+    artifact_sha256: str
+    report: str
+    size: SizeReport
+    top1_fp32: float
+    top1_compressed: float
+    split: str
+    eval_images: int
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "artifact_sha256": self.artifact_sha256, "report": self.report,
+                "size": self.size.to_json(), "top1_fp32": self.top1_fp32, "top1_compressed": self.top1_compressed,
+                "split": self.split, "eval_images": self.eval_images, "config": self.config}
+
+
+def compress_subnet(
+    model: StaticSubnet,
+    data: DataSplits,
+    *,
+    config: DeepCompressionConfig,
+    out_dir: str | os.PathLike[str],
+    name: str,
+    split: str = "test",
+    max_eval_images: int | None = None,
+) -> CompressionSummary:
+    """Deep-compress ``model`` and write ``out_dir/<name>.hwdc`` plus ``out_dir/<name>.hwdc.json`` (the size report:
+    bytes per stage, ratios against the dense parameters and the fp32 ONNX file, the artifact's sha256, accuracy of
+    the fp32 and the restored model). The written file is read back with `load_compressed` before anything is
+    reported, so the numbers are the restored model's."""
+    import tempfile
+
+    from supernet.export import export_onnx
+    from supernet.io import atomic_write_json, sha256_file
+    from supernet.quantize import split_arrays
+
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="hwnas-compress-") as tmp:
+        ref_bytes = export_onnx(model, Path(tmp) / "fp32.onnx", input_shape=model.input_shape).stat().st_size
+    res = deep_compress(model, data, config=config, reference_file_bytes=ref_bytes)
+    path = write_compressed(res, out / f"{name}.hwdc")
+    loaded = load_compressed(path)
+    xs, ys = split_arrays(data, split=split, resolution=model.arch.resolution, max_images=max_eval_images)
+    with torch.no_grad():
+        top = [float((torch.cat([m(torch.from_numpy(xs[i : i + 256])) for i in range(0, len(xs), 256)])
+                      .argmax(1).numpy() == ys).mean()) for m in (model.eval(), loaded.model)]
+    summary = CompressionSummary(
+        artifact=str(path), artifact_sha256=sha256_file(path), report=str(out / f"{name}.hwdc.json"),
+        size=res.size, top1_fp32=top[0], top1_compressed=top[1], split=split, eval_images=len(xs),
+        config={"deep_compression": res.config, "finetune": res.finetune})
+    atomic_write_json(summary.report, {"schema_version": 1, **summary.to_json()})
+    return summary

@@ -40,7 +40,7 @@ from torch import nn
 
 from supernet.errors import InputError
 from supernet.finetune import FinetuneConfig, FinetuneResult, kd_finetune
-from supernet.layers import Backbone, LayerSpec, MBConv, StaticSubnet, build_layer, layer_specs, se_channels
+from supernet.layers import Backbone, LayerSpec, MBConv, StaticSubnet, build_layer, layer_specs
 from supernet.space import ArchConfig
 
 if TYPE_CHECKING:

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from latency_tables.predictor import LatencyPredictor
-from latency_tables.pruned import UnpricedLayerError, extend_table, missing_layers, predict_pruned, price_pruned
+from latency_tables.pruned import (
+    UnpricedLayerError,
+    extend_table,
+    missing_layers,
+    predict_pruned,
+    price_pruned,
+)
 from latency_tables.table import LatencyTable
 from supernet.errors import InputError
 from supernet.prune import PrunedArch

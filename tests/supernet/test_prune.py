@@ -12,8 +12,8 @@ import torch
 from supernet.finetune import FinetuneConfig
 from supernet.layers import LayerSpec, StaticSubnet, layer_specs, se_channels
 from supernet.prune import (
-    PrunedArch,
     PruneConfig,
+    PrunedArch,
     PrunedSubnet,
     build_pruned_model,
     channel_importance,
