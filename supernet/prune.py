@@ -56,6 +56,7 @@ __all__ = [
     "build_pruned_model",
     "channel_importance",
     "model_specs",
+    "planned_arch",
     "prune_channels",
     "prune_subnet",
 ]
@@ -325,6 +326,15 @@ class PruneConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         return d
+
+
+def planned_arch(backbone: Backbone, arch: ArchConfig, config: PruneConfig) -> PrunedArch:
+    """The widths `prune_subnet` will reach for ``arch`` (they depend on the ratio only, not on the weights):
+    lets a caller check, before any training, that a latency table can price the result."""
+    base = PrunedArch.unpruned(backbone, arch)
+    return PrunedArch(arch=arch, mid_channels=tuple(
+        _keep_count(m, config.ratio, min_channels=config.min_channels, round_to=config.round_to)
+        for m in base.mid_channels))
 
 
 @dataclass(frozen=True)
