@@ -282,16 +282,6 @@ def _calibrate(model: Path, samples: Sequence[np.ndarray], *, name: str, config:
     return cache
 
 
-def _session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 # --------------------------------------------------------------------------- public API
 def quantize_onnx(
     fp32_path: str | os.PathLike[str],
@@ -443,7 +433,8 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 # --------------------------------------------------------------------------- backends
 class Runner(Protocol):
     """A loaded model. `prepare` converts a float (1, C, H, W) input to what `invoke` feeds (the part timed);
-    calling the runner maps float (N, C, H, W) inputs to float logits (N, classes)."""
+    calling the runner maps float (N, C, H, W) inputs to float logits (N, classes). `supernet.runtime.Session`
+    is one (every target's `QuantTarget.runner` returns a session)."""
 
     def prepare(self, x: np.ndarray) -> Any: ...
 
@@ -475,24 +466,6 @@ class QuantTarget(Protocol):
     def environment(self) -> dict[str, Any]: ...
 
 
-class _OrtRunner:
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1) -> None:
-        self._sess = _session(path, threads=threads)
-        inp = self._sess.get_inputs()[0]
-        self._name = inp.name
-        self._batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-
-    def prepare(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {self._name: np.asarray(x, dtype=np.float32)}
-
-    def invoke(self, feed: dict[str, np.ndarray]) -> Any:
-        return self._sess.run(None, feed)[0]
-
-    def __call__(self, xs: np.ndarray) -> np.ndarray:
-        b = self._batch or xs.shape[0]
-        return np.concatenate([self.invoke(self.prepare(xs[i : i + b])) for i in range(0, xs.shape[0] - b + 1, b)])
-
-
 class OnnxRuntimeTarget:
     """onnxruntime CPUExecutionProvider, sequential execution; QDQ int8 and fp16 from `quantize_onnx`."""
 
@@ -501,9 +474,9 @@ class OnnxRuntimeTarget:
     calibration_methods = ORT_CALIBRATION_METHODS
 
     def export_fp32(self, model: Any, path: Path) -> Path:
-        from supernet.export import export_onnx
+        from supernet.export import export
 
-        return export_onnx(model, path, input_shape=model.input_shape)
+        return export(model, path, format="onnx", input_shape=model.input_shape)
 
     def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
               calib_batches: Iterable[np.ndarray] | None) -> Path:
@@ -511,16 +484,18 @@ class OnnxRuntimeTarget:
                              calib_batches=calib_batches if config.precision == "int8" else None)
 
     def runner(self, path: Path, *, threads: int = 1) -> Runner:
-        return _OrtRunner(path, threads=threads)
+        from supernet.runtime import open_session
+
+        return open_session(path, backend="onnxruntime", threads=threads)
 
     def weight_dtypes(self, path: Path) -> dict[str, int]:
         return onnx_weight_dtypes(path)
 
     def environment(self) -> dict[str, Any]:
-        import onnxruntime as ort
+        from supernet.runtime import backend_version
 
-        return {"backend": "onnxruntime", "backend_version": ort.__version__, "provider": "CPUExecutionProvider",
-                "execution_mode": "sequential", "graph_optimization": "all (default)"}
+        return {"backend": "onnxruntime", "backend_version": backend_version("onnxruntime"),
+                "provider": "CPUExecutionProvider", "execution_mode": "sequential", "graph_optimization": "all (default)"}
 
 
 BACKENDS: dict[str, str] = {

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -38,6 +38,8 @@ __all__ = [
     "TensorSpec",
     "backend_for_path",
     "backend_version",
+    "delegation_summary",
+    "input_spec",
     "list_backends",
     "open_session",
     "tflite_interpreter",
@@ -133,6 +135,27 @@ class Delegation:
     def to_json(self) -> dict[str, Any]:
         return {"delegate": self.delegate, "partitions": self.partitions, "delegated_nodes": self.delegated_nodes,
                 "total_nodes": self.total_nodes, "undelegated_ops": dict(self.undelegated_ops)}
+
+
+def delegation_summary(reports: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """One manifest entry for many models' `Delegation.to_json` reports (None entries skipped; None if none).
+
+    ``fully_delegated_models`` of ``models`` ran entirely inside the delegate; ``undelegated_ops`` sums the
+    nodes left on built-in kernels by op name over all models."""
+    rs = [r for r in reports if r is not None]
+    if not rs:
+        return None
+    left: dict[str, int] = {}
+    for r in rs:
+        for op, n in r["undelegated_ops"].items():
+            left[op] = left.get(op, 0) + int(n)
+    delegates = sorted({str(r["delegate"]) for r in rs})
+    return {"delegate": delegates[0] if len(delegates) == 1 else delegates, "models": len(rs),
+            "fully_delegated_models": sum(r["total_nodes"] > 0 and r["delegated_nodes"] == r["total_nodes"]
+                                          for r in rs),
+            "max_partitions": max(int(r["partitions"]) for r in rs),
+            "delegated_nodes": sum(int(r["delegated_nodes"]) for r in rs),
+            "total_nodes": sum(int(r["total_nodes"]) for r in rs), "undelegated_ops": dict(sorted(left.items()))}
 
 
 def _package_version(dist: str) -> str:
@@ -283,7 +306,7 @@ class _OrtSession(Session):
         return int(self._sess.get_session_options().intra_op_num_threads)
 
     @property
-    def handle(self) -> Any:
+    def native(self) -> Any:
         """The onnxruntime ``InferenceSession`` (for inspection; run through this class)."""
         return self._sess
 
@@ -393,7 +416,7 @@ class _TfliteSession(Session):
         self.bind()
 
     @property
-    def handle(self) -> Any:
+    def native(self) -> Any:
         """The LiteRT ``Interpreter`` (for inspection; run through this class)."""
         return self._interp
 
@@ -475,6 +498,15 @@ def backend_for_path(path: str | os.PathLike[str]) -> str:
     if suffix not in FORMATS:
         raise InputError(f"model file {p!r}: unknown format {suffix!r}; expected one of {', '.join(FORMATS)}")
     return _DEFAULT_BACKEND[FORMATS[suffix]]
+
+
+def input_spec(path: str | os.PathLike[str]) -> TensorSpec:
+    """The first input of a model file, read without preparing the model to run (no tensor allocation, no
+    delegate, no graph optimisation). `InputError` naming the file when it is missing or unreadable."""
+    p = _check_file(path)
+    if FORMATS.get(os.path.splitext(p)[1].lower()) == "tflite":
+        return _tflite_spec(tflite_interpreter(p).get_input_details()[0])
+    return open_session(p, options=RuntimeOptions(graph_optimization="disable")).input
 
 
 def open_session(path: str | os.PathLike[str], *, backend: str | None = None, threads: int | None = None,

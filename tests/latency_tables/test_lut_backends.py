@@ -102,7 +102,7 @@ def test_onnxruntime_sessions_keep_the_runtime_threading_defaults(threads: int, 
     alternative that was measured and dropped), and the environment says so."""
     be = create_backend("onnxruntime", threads=threads, precision="fp32")
     prepared = be.prepare(build_layer(SPEC), SHAPE, tmp_path)
-    opts = prepared.handle.get_session_options()
+    opts = prepared.handle.native.get_session_options()
     assert opts.intra_op_num_threads == threads and opts.inter_op_num_threads == 1
     with pytest.raises(RuntimeError, match="force_spinning_stop"):  # never set: the runtime's default applies
         opts.get_session_config_entry("session.force_spinning_stop")

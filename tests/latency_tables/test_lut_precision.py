@@ -129,7 +129,7 @@ def test_tflite_int8_export_is_full_integer(tmp_path: Path) -> None:
     path = be.export(build_layer(SPEC), SHAPE, tmp_path / "l.tflite")
     assert set(tflite_weight_dtypes(path)) == {"int8"}
     prepared = be.load(path, SHAPE)
-    assert prepared.handle.get_input_details()[0]["dtype"] == np.int8 and be.time_runs(prepared, 2).shape == (2,)
+    assert prepared.handle.input.dtype == "int8" and be.time_runs(prepared, 2).shape == (2,)
     assert be.environment()["quantization"]["weights"].endswith("per-channel")
 
 

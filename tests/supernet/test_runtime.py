@@ -70,8 +70,8 @@ def test_threads_reach_the_runtime(backend: str, threads: int, monkeypatch: pyte
     seen: dict[str, Any] = {}
     if backend == "onnxruntime":
         s = open_session(_fixture(backend), backend=backend, threads=threads)
-        seen["threads"] = s.handle.get_session_options().intra_op_num_threads
-        seen["inter"] = s.handle.get_session_options().inter_op_num_threads
+        seen["threads"] = s.native.get_session_options().intra_op_num_threads
+        seen["inter"] = s.native.get_session_options().inter_op_num_threads
         assert seen["inter"] == 1
     else:
         import ai_edge_litert.interpreter as litert
@@ -129,7 +129,7 @@ def test_bad_options_name_the_option() -> None:
 def test_onnxruntime_options_reach_the_session() -> None:
     """The one set of session options: what the latency tables and every other caller get by default."""
     s = open_session(DATA / "runtime_tiny.onnx")
-    so = s.handle.get_session_options()
+    so = s.native.get_session_options()
     import onnxruntime as ort
 
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -138,7 +138,7 @@ def test_onnxruntime_options_reach_the_session() -> None:
         so.get_session_config_entry("session.force_spinning_stop")
     s2 = open_session(DATA / "runtime_tiny.onnx", options=RuntimeOptions(spinning="stop-after-run",
                                                                          graph_optimization="basic"))
-    so2 = s2.handle.get_session_options()
+    so2 = s2.native.get_session_options()
     assert so2.get_session_config_entry("session.force_spinning_stop") == "1"
     assert so2.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
 
@@ -146,7 +146,7 @@ def test_onnxruntime_options_reach_the_session() -> None:
 # ----------------------------------------------------------------------------- XNNPACK vs built-in kernels
 def _delegate_nodes(session: Any) -> int:
     """DELEGATE nodes in the interpreter's own node table (independent of `Session.delegation`)."""
-    return sum(o["op_name"] == "DELEGATE" for o in session.handle._get_ops_details())
+    return sum(o["op_name"] == "DELEGATE" for o in session.native._get_ops_details())
 
 
 def test_tflite_means_xnnpack_and_tflite_builtin_means_no_delegate() -> None:
