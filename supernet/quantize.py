@@ -52,6 +52,7 @@ import numpy as np
 import typer
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.runtime import Session
 from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
@@ -431,16 +432,9 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 
 
 # --------------------------------------------------------------------------- backends
-class Runner(Protocol):
-    """A loaded model. `prepare` converts a float (1, C, H, W) input to what `invoke` feeds (the part timed);
-    calling the runner maps float (N, C, H, W) inputs to float logits (N, classes). `supernet.runtime.Session`
-    is one (every target's `QuantTarget.runner` returns a session)."""
-
-    def prepare(self, x: np.ndarray) -> Any: ...
-
-    def invoke(self, feed: Any) -> Any: ...
-
-    def __call__(self, xs: np.ndarray) -> np.ndarray: ...
+Runner = Session
+"""A loaded model (`supernet.runtime.Session`): `prepare` converts a float (1, C, H, W) input to what `invoke` feeds
+(the part timed); calling it maps float (N, C, H, W) inputs to float logits (N, classes)."""
 
 
 class QuantTarget(Protocol):

@@ -369,10 +369,11 @@ def _tflite_spec(d: Mapping[str, Any]) -> TensorSpec:
                       float(scale) if quantized else None, int(zero) if quantized else None)
 
 
-def _delegation(interp: Any, n_original: int) -> Delegation:
+def _delegation(interp: Any) -> Delegation:
     """Walk each DELEGATE node back from its outputs to its inputs over the original nodes it replaced."""
-    ops = interp._get_ops_details()  # LiteRT's node table: original nodes, then one DELEGATE node per partition
-    original, kernels = ops[:n_original], [o for o in ops[n_original:] if o["op_name"] == "DELEGATE"]
+    ops = interp._get_ops_details()  # LiteRT's node table: the model's nodes and one DELEGATE node per partition
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
     producer = {int(t): i for i, o in enumerate(original) for t in o["outputs"]}
     inside: set[int] = set()
     for k in kernels:
@@ -389,7 +390,8 @@ def _delegation(interp: Any, n_original: int) -> Delegation:
     for i, o in enumerate(original):
         if i not in inside:
             left[o["op_name"]] = left.get(o["op_name"], 0) + 1
-    return Delegation("XNNPACK" if kernels else None, len(kernels), len(inside), n_original, dict(sorted(left.items())))
+    return Delegation("XNNPACK" if kernels else None, len(kernels), len(inside), len(original),
+                      dict(sorted(left.items())))
 
 
 class _TfliteSession(Session):
@@ -399,16 +401,15 @@ class _TfliteSession(Session):
         self.backend, self.path, self.options = backend, path, options
         self._delegates = backend == "tflite"
         self._interp: Any = tflite_interpreter(path, threads=options.threads, delegates=self._delegates)
-        n_original = len(self._interp._get_ops_details())
         try:
             self._interp.allocate_tensors()
         except RuntimeError as e:
             raise InputError(f"model file {path!r}: LiteRT cannot allocate its tensors: {e}") from None
-        self._delegation = _delegation(self._interp, n_original)
+        self._delegation = _delegation(self._interp)
         if self._delegates and self._delegation.partitions == 0:
             raise RuntimeError(
                 f"{path}: backend 'tflite' means the XNNPACK delegate, but LiteRT applied no delegate to any of "
-                f"the {n_original} nodes; use backend 'tflite-builtin' for built-in kernels")
+                f"the {self._delegation.total_nodes} nodes; use backend 'tflite-builtin' for built-in kernels")
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
         self.input, self.output = _tflite_spec(self._in), _tflite_spec(self._out)
