@@ -759,6 +759,7 @@ def compare_variants(
             "latency_p50_ms": q50,
             "latency_iqr_ms": q75 - q25,
             "speed_vs_fp32": speed,
+            "delegation": None if (dg := runners[i].delegation()) is None else dg.to_json(),
         })
     if simulated:
         from supernet.evaluate import calibration_batches

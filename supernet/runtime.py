@@ -43,6 +43,7 @@ __all__ = [
     "list_backends",
     "open_session",
     "tflite_interpreter",
+    "time_interleaved",
 ]
 
 # model file suffix -> format name; format -> the backend that runs it by default
@@ -458,6 +459,28 @@ class _TfliteSession(Session):
                 else "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
                 "delegate": "XNNPACK" if self._delegates else "none: built-in kernels",
                 "delegation": d.to_json()}
+
+
+# --------------------------------------------------------------------------- side-by-side timing
+def time_interleaved(sessions: Mapping[str, Session], *, rounds: int, runs: int, warmup: int = 10,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Round medians in **ms** (shape ``(rounds,)``) per session, timed side by side on their bound inputs.
+
+    After ``warmup`` untimed runs each, every round times ``runs`` consecutive inferences of each session in a
+    fresh random order, so a drift of the machine hits every session alike and the per-round ratio of two
+    sessions cancels it (compare ratios, not absolute times, on a shared machine)."""
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise InputError(f"rounds and runs must be >= 1 and warmup >= 0, got {rounds}, {runs}, {warmup}")
+    names = list(sessions)
+    for name in names:
+        if warmup:
+            sessions[name].time_runs(warmup)
+    out = {name: np.empty(rounds) for name in names}
+    rng = np.random.default_rng(seed)
+    for r in range(rounds):
+        for i in rng.permutation(len(names)):
+            out[names[i]][r] = float(np.median(sessions[names[i]].time_runs(runs))) * 1e3
+    return out
 
 
 # --------------------------------------------------------------------------- registry

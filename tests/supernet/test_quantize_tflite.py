@@ -131,3 +131,7 @@ def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_pat
     assert all(r["latency_p50_ms"] > 0 and r["speed_vs_fp32"]["median"] > 0 for r in rows)
     assert set(res["protocol"]["backends"]) == {"tflite", "tflite-builtin"}
     assert "XNNPACK" in res["protocol"]["backends"]["tflite"]["delegate"]
+    # what each runtime really ran: fp32 wholly on XNNPACK, nothing delegated on the built-in path
+    assert rows[0]["delegation"]["delegate"] == "XNNPACK"
+    assert rows[0]["delegation"]["delegated_nodes"] == rows[0]["delegation"]["total_nodes"]
+    assert rows[2]["delegation"]["delegated_nodes"] == rows[3]["delegation"]["delegated_nodes"] == 0

@@ -18,6 +18,7 @@ from supernet.runtime import (
     backend_for_path,
     list_backends,
     open_session,
+    time_interleaved,
 )
 
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
@@ -195,3 +196,12 @@ def test_int8_tflite_input_is_quantized_with_the_files_scale() -> None:
 def test_copy_of_a_model_loads_anywhere(tmp_path: Path) -> None:
     p = shutil.copy(DATA / "runtime_tiny.onnx", tmp_path / "m.onnx")
     assert open_session(p).path == str(p)
+
+
+def test_time_interleaved_gives_round_medians_in_ms_per_session() -> None:
+    sessions = {b: open_session(_fixture(b), backend=b) for b in list_backends()}
+    out = time_interleaved(sessions, rounds=3, runs=2, warmup=1)
+    assert set(out) == set(sessions) and all(v.shape == (3,) and (v > 0).all() and (v < 1000).all()
+                                             for v in out.values())
+    with pytest.raises(InputError, match="rounds"):
+        time_interleaved(sessions, rounds=0, runs=1)
