@@ -77,7 +77,7 @@ FORMATS: Mapping[str, str] = {".onnx": "onnx", ".tflite": "tflite"}
 TableLike = Any  # LatencyTable | LatencyPredictor | str | os.PathLike | Callable[[str], float]
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle cannot be built or loaded; the message names the bundle, the variant and the field."""
 
 
