@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.registry import Registry
 
 __all__ = [
     "BACKENDS",
     "FORMATS",
+    "BackendInfo",
     "Delegation",
     "RuntimeOptions",
     "Session",
@@ -484,28 +486,28 @@ def time_interleaved(sessions: Mapping[str, Session], *, rounds: int, runs: int,
 
 
 # --------------------------------------------------------------------------- registry
-# backend name -> (format it runs, session factory, distribution whose version it reports)
-BACKENDS: Mapping[str, tuple[str, Callable[..., Session], str]] = {
-    "onnxruntime": ("onnx", _OrtSession, "onnxruntime"),
-    "tflite": ("tflite", _TfliteSession, "ai-edge-litert"),
-    "tflite-builtin": ("tflite", _TfliteSession, "ai-edge-litert"),
-}
+@dataclass(frozen=True)
+class BackendInfo:
+    """A runtime backend: the model format it runs, its `Session` class, the distribution it reports."""
+
+    format: str
+    session: Callable[..., Session]
+    distribution: str
+
+
+BACKENDS: Registry[BackendInfo] = Registry("runtime backend")
+BACKENDS.add("onnxruntime", BackendInfo("onnx", _OrtSession, "onnxruntime"))
+BACKENDS.add("tflite", BackendInfo("tflite", _TfliteSession, "ai-edge-litert"))
+BACKENDS.add("tflite-builtin", BackendInfo("tflite", _TfliteSession, "ai-edge-litert"))
 
 
 def list_backends() -> list[str]:
-    return list(BACKENDS)
-
-
-def _backend(name: str) -> tuple[str, Callable[..., Session], str]:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise InputError(f"unknown runtime backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    return BACKENDS.names()
 
 
 def backend_version(name: str) -> str:
     """Version of the runtime library behind backend ``name`` (package metadata; imports nothing heavy)."""
-    return _package_version(_backend(name)[2])
+    return _package_version(BACKENDS.get(name).distribution)
 
 
 def _check_file(path: str | os.PathLike[str]) -> str:
@@ -541,7 +543,8 @@ def open_session(path: str | os.PathLike[str], *, backend: str | None = None, th
     read, or naming the backend when it is unknown.
     """
     name = backend or backend_for_path(path)
-    fmt, factory, _ = _backend(name)
+    info = BACKENDS.get(name)
+    fmt = info.format
     p = _check_file(path)
     suffix = os.path.splitext(p)[1].lower()
     if FORMATS.get(suffix) != fmt:
@@ -549,4 +552,4 @@ def open_session(path: str | os.PathLike[str], *, backend: str | None = None, th
     opts = options or RuntimeOptions()
     if threads is not None:
         opts = replace(opts, threads=threads)
-    return factory(p, options=opts, backend=name)
+    return info.session(p, options=opts, backend=name)

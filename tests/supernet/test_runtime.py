@@ -12,6 +12,7 @@ import torch
 from runtime_fixture import DATA, INPUT_SHAPE, tiny_model
 
 from supernet.errors import InputError
+from supernet.registry import UnknownNameError
 from supernet.runtime import (
     BACKENDS,
     RuntimeOptions,
@@ -25,7 +26,7 @@ SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
 def _fixture(backend: str) -> Path:
-    return DATA / f"runtime_tiny{SUFFIX[BACKENDS[backend][0]]}"
+    return DATA / f"runtime_tiny{SUFFIX[BACKENDS.get(backend).format]}"
 
 
 def _inputs(n: int) -> np.ndarray:
@@ -90,26 +91,26 @@ def test_threads_reach_the_runtime(backend: str, threads: int, monkeypatch: pyte
 
 
 def test_missing_file_is_an_input_error_naming_it(backend: str, tmp_path: Path) -> None:
-    missing = tmp_path / f"nope{SUFFIX[BACKENDS[backend][0]]}"
+    missing = tmp_path / f"nope{SUFFIX[BACKENDS.get(backend).format]}"
     with pytest.raises(InputError, match="nope"):
         open_session(missing, backend=backend)
 
 
 def test_unreadable_file_is_an_input_error_naming_it(backend: str, tmp_path: Path) -> None:
-    bad = tmp_path / f"garbage{SUFFIX[BACKENDS[backend][0]]}"
+    bad = tmp_path / f"garbage{SUFFIX[BACKENDS.get(backend).format]}"
     bad.write_bytes(b"not a model at all" * 10)
     with pytest.raises(InputError, match="garbage.*not a readable"):
         open_session(bad, backend=backend)
 
 
 def test_wrong_suffix_for_backend_is_refused(backend: str, tmp_path: Path) -> None:
-    other = DATA / ("runtime_tiny.tflite" if BACKENDS[backend][0] == "onnx" else "runtime_tiny.onnx")
+    other = DATA / ("runtime_tiny.tflite" if BACKENDS.get(backend).format == "onnx" else "runtime_tiny.onnx")
     with pytest.raises(InputError, match=f"backend '{backend}' runs"):
         open_session(other, backend=backend)
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    with pytest.raises(InputError, match="known: onnxruntime, tflite, tflite-builtin"):
+    with pytest.raises(UnknownNameError, match="runtime backend 'tensorrt'; known: onnxruntime, tflite, tflite-builtin"):
         open_session(DATA / "runtime_tiny.onnx", backend="tensorrt")
 
 
