@@ -106,6 +106,8 @@ def quantize_tflite(
     if config.precision == "fp32":
         atomic_write_bytes(target, src.read_bytes())
         return target
+    if config.fp32_layers:
+        raise ValueError("tflite: per-layer mixed precision (fp32_layers) is not supported; use onnxruntime")
     if config.precision == "int8" and config.calibration not in TFLITE_CALIBRATION_METHODS:
         raise ValueError(
             f"calibration method {config.calibration!r} is not available for tflite (ai-edge-quantizer): "

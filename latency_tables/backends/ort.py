@@ -155,10 +155,12 @@ class OrtBackend:
             return None
         if self.precision == "fp16":
             return {"method": "onnxruntime.transformers.float16", "io": "float32", "ops": "float16 where supported"}
+        qop = self._quant_config().ort_format == "qoperator"
         return {
-            "method": "onnxruntime static quantization (supernet.quantize.quantize_onnx)", "format": "QDQ",
+            "method": "onnxruntime static quantization (supernet.quantize.quantize_onnx)",
+            "format": "QOperator (int8-friendly rewrite, scalar muls folded)" if qop else "QDQ",
             "weights": f"int8 symmetric, {'per-channel' if self.per_channel else 'per-tensor'}",
-            "activations": "int8", "calibration": self.calibration,
+            "activations": "uint8" if qop else "int8", "calibration": self.calibration,
             "reduce_range": bool(self._quant_config().reduce_range),
             "calibration_data": (f"{self.calib_samples} seeded standard-normal inputs per model (seed "
                                  f"{self.calib_seed})" + (f"; {self.calib_data} where its shape fits"
