@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernet.errors import InputError
+
 if TYPE_CHECKING:
     from supernet.data import DataSplits
 
@@ -58,16 +60,17 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.epochs > 0 or not self.lr > 0:
-            raise ValueError(f"FinetuneConfig: epochs and lr must be > 0, got {self.epochs} and {self.lr}")
+        if not (0 < self.epochs < math.inf and 0 < self.lr < math.inf):  # False for NaN as well
+            raise InputError(f"fine-tuning epochs and lr: expected finite numbers > 0, got {self.epochs} and "
+                             f"{self.lr}")
         if self.batch_size < 1:
-            raise ValueError(f"FinetuneConfig.batch_size: expected >= 1, got {self.batch_size}")
-        if not 0.0 <= self.kd_ratio <= 1.0 or not self.kd_temperature > 0:
-            raise ValueError("FinetuneConfig: kd_ratio must be in [0, 1] and kd_temperature > 0")
+            raise InputError(f"FinetuneConfig.batch_size: expected >= 1, got {self.batch_size}")
+        if not 0.0 <= self.kd_ratio <= 1.0 or not 0 < self.kd_temperature < math.inf:
+            raise InputError("FinetuneConfig: kd_ratio must be in [0, 1] and kd_temperature > 0")
         if self.max_train_images is not None and self.max_train_images < 1:
-            raise ValueError(f"FinetuneConfig.max_train_images: expected >= 1 or None, got {self.max_train_images}")
+            raise InputError(f"FinetuneConfig.max_train_images: expected >= 1 or None, got {self.max_train_images}")
         if self.bn_images < 0:
-            raise ValueError(f"FinetuneConfig.bn_images: expected >= 0, got {self.bn_images}")
+            raise InputError(f"FinetuneConfig.bn_images: expected >= 0, got {self.bn_images}")
 
     def scaled(self, share: float) -> FinetuneConfig:
         """The same recipe for ``share`` of the epochs (iterative pruning splits one budget over its steps)."""
