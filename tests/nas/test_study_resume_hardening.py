@@ -62,15 +62,18 @@ def test_sigkill_mid_trial_then_resume_completes_exactly_the_budget(tmp_path: Pa
 
 @pytest.mark.parametrize("strategy", ["gp", "evolution", "nsga2"])
 def test_raising_the_budget_of_a_finished_study_adds_only_the_difference(tmp_path: Path, strategy: str) -> None:
-    kw = {"n_pool": 200, "n_rounds": 1, "local_steps": 1} if strategy == "gp" else {}
+    # budgets where the plan differs (GP initial design 16 vs 20, populations 8 vs 10), so a replay planned with
+    # the new budget would diverge from the stored run
+    kw = ({"n_pool": 100, "n_rounds": 1, "local_steps": 1, "initial_fraction": 0.5, "min_initial": 2}
+          if strategy == "gp" else {})
     storage = str(tmp_path / "study.db")
     obj = make_synthetic_objective("mnist")
-    first = search(obj.space, obj, strategy=strategy, budget=8, seed=1, storage=storage, study_name="b", **kw)
+    first = search(obj.space, obj, strategy=strategy, budget=32, seed=1, storage=storage, study_name="b", **kw)
     obj2 = make_synthetic_objective("mnist")
-    more = search(obj2.space, obj2, strategy=strategy, budget=10, seed=1, storage=storage, study_name="b", **kw)
-    assert obj2.n_measured == 2, f"{obj2.n_measured} new evaluations for a budget raised by 2"
-    assert len(more.history) == 10
-    assert [e.arch for e in more.history[:8]] == [e.arch for e in first.history]
+    more = search(obj2.space, obj2, strategy=strategy, budget=40, seed=1, storage=storage, study_name="b", **kw)
+    assert obj2.n_measured == 8, f"{obj2.n_measured} new evaluations for a budget raised by 8"
+    assert len(more.history) == 40
+    assert [e.arch for e in more.history[:32]] == [e.arch for e in first.history]
 
 
 @pytest.mark.parametrize("strategy", ["gp", "optuna-tpe"])
