@@ -43,7 +43,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.registry import Registry
+from supernet.runtime import Session
 from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
@@ -66,10 +68,11 @@ __all__ = [
     "Precision",
     "QATPolicy",
     "QuantConfig",
+    "QuantRecipe",
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
-    "Variant",
+    "calibration_samples",
     "check_backend_config",
     "compare_variants",
     "cpu_has_vnni",
@@ -231,7 +234,7 @@ def _input_spec(model_path: Path) -> tuple[str, tuple[int | None, ...]]:
     return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
-def _calibration_samples(
+def calibration_samples(
     batches: Iterable[np.ndarray], *, shape: tuple[int | None, ...], where: str
 ) -> list[np.ndarray]:
     """Split calibration batches (N, C, H, W) into model-sized float32 feeds; check shapes and values."""
@@ -315,16 +318,6 @@ def _calibrate(model: Path, samples: Sequence[np.ndarray], *, name: str, config:
     return cache
 
 
-def _session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 # --------------------------------------------------------------------------- public API
 def quantize_onnx(
     fp32_path: str | os.PathLike[str],
@@ -380,7 +373,7 @@ def quantize_onnx(
     if calib_batches is None:
         raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
     name, shape = _input_spec(src)
-    samples = _calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
+    samples = calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -538,29 +531,19 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 
     A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
     DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
-    weights. ``.tflite`` files are read with `supernet.quantize_tflite.tflite_weight_dtypes`.
+    weights. ``.tflite`` files are read by the ``tflite`` target (through `BACKENDS`, so this module never
+    imports `supernet.quantize_tflite`, which builds on it).
     """
     p = Path(onnx_path)
-    if p.suffix == ".tflite":
-        from supernet.quantize_tflite import tflite_weight_dtypes
-
-        counts = tflite_weight_dtypes(p)
-    else:
-        counts = onnx_weight_dtypes(p)
+    counts = get_target("tflite").weight_dtypes(p) if p.suffix == ".tflite" else onnx_weight_dtypes(p)
     total = sum(counts.values())
     return counts.get("int8", 0) / total if total else 0.0
 
 
 # --------------------------------------------------------------------------- backends
-class Runner(Protocol):
-    """A loaded model. `prepare` converts a float (1, C, H, W) input to what `invoke` feeds (the part timed);
-    calling the runner maps float (N, C, H, W) inputs to float logits (N, classes)."""
-
-    def prepare(self, x: np.ndarray) -> Any: ...
-
-    def invoke(self, feed: Any) -> Any: ...
-
-    def __call__(self, xs: np.ndarray) -> np.ndarray: ...
+Runner = Session
+"""A loaded model (`supernet.runtime.Session`): `prepare` converts a float (1, C, H, W) input to what `invoke` feeds
+(the part timed); calling it maps float (N, C, H, W) inputs to float logits (N, classes)."""
 
 
 class QuantTarget(Protocol):
@@ -591,24 +574,6 @@ class QuantTarget(Protocol):
     def environment(self) -> dict[str, Any]: ...
 
 
-class _OrtRunner:
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1) -> None:
-        self._sess = _session(path, threads=threads)
-        inp = self._sess.get_inputs()[0]
-        self._name = inp.name
-        self._batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-
-    def prepare(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {self._name: np.asarray(x, dtype=np.float32)}
-
-    def invoke(self, feed: dict[str, np.ndarray]) -> Any:
-        return self._sess.run(None, feed)[0]
-
-    def __call__(self, xs: np.ndarray) -> np.ndarray:
-        b = self._batch or xs.shape[0]
-        return np.concatenate([self.invoke(self.prepare(xs[i : i + b])) for i in range(0, xs.shape[0] - b + 1, b)])
-
-
 class OnnxRuntimeTarget:
     """onnxruntime CPUExecutionProvider, sequential execution; QDQ int8 and fp16 from `quantize_onnx`."""
 
@@ -618,11 +583,11 @@ class OnnxRuntimeTarget:
 
     def export_fp32(self, model: Any, path: Path, *, form: str = "plain") -> Path:
         """fp32 ONNX; the int8 rewrite happens on the ONNX graph (`quantize_onnx`), so one form only."""
-        from supernet.export import export_onnx
+        from supernet.export import export
 
         if form != "plain":
             raise ValueError(f"onnxruntime export form {form!r}: expected 'plain'")
-        return export_onnx(model, path, input_shape=model.input_shape)
+        return export(model, path, format="onnx", input_shape=model.input_shape)
 
     def export_form(self, config: QuantConfig) -> str:
         return "plain"
@@ -633,33 +598,30 @@ class OnnxRuntimeTarget:
                              calib_batches=calib_batches if config.precision == "int8" else None)
 
     def runner(self, path: Path, *, threads: int = 1) -> Runner:
-        return _OrtRunner(path, threads=threads)
+        from supernet.runtime import open_session
+
+        return open_session(path, backend="onnxruntime", threads=threads)
 
     def weight_dtypes(self, path: Path) -> dict[str, int]:
         return onnx_weight_dtypes(path)
 
     def environment(self) -> dict[str, Any]:
-        import onnxruntime as ort
+        from supernet.runtime import backend_version
 
-        return {"backend": "onnxruntime", "backend_version": ort.__version__, "provider": "CPUExecutionProvider",
-                "execution_mode": "sequential", "graph_optimization": "all (default)"}
+        return {"backend": "onnxruntime", "backend_version": backend_version("onnxruntime"),
+                "provider": "CPUExecutionProvider", "execution_mode": "sequential", "graph_optimization": "all (default)"}
 
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "supernet.quantize:OnnxRuntimeTarget",
-    "tflite": "supernet.quantize_tflite:TFLiteTarget",
-    "tflite-builtin": "supernet.quantize_tflite:TFLiteBuiltinTarget",
-}
+# Quantization targets: name -> "module:Class", imported on first use (TFLite needs the [tflite] extra).
+BACKENDS: Registry[Callable[[], QuantTarget]] = Registry("quantization backend")
+BACKENDS.add("onnxruntime", "supernet.quantize:OnnxRuntimeTarget")
+BACKENDS.add("tflite", "supernet.quantize_tflite:TFLiteTarget")
+BACKENDS.add("tflite-builtin", "supernet.quantize_tflite:TFLiteBuiltinTarget")
 
 
 def get_target(name: str) -> QuantTarget:
-    """The backend ``name`` of `BACKENDS` (imported on first use)."""
-    import importlib
-
-    if name not in BACKENDS:
-        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new target of backend ``name`` of `BACKENDS`; `UnknownNameError` lists the known ones."""
+    return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
 def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
@@ -697,8 +659,9 @@ def export_variant(
 
 # --------------------------------------------------------------------------- variants and their comparison
 @dataclass(frozen=True, kw_only=True)
-class Variant:
-    """One deployable file: a backend, a precision recipe, and whether the weights come from QAT."""
+class QuantRecipe:
+    """How to make one deployable file of a subnet: a backend, a precision config, and whether the weights come
+    from QAT. (Not `device_agents.variants.Variant`, which is a subnet ready to serve.)"""
 
     backend: str = "onnxruntime"
     config: QuantConfig
@@ -714,6 +677,10 @@ class Variant:
     def label(self) -> str:
         """``fp32``, ``fp16``, ``int8-pc-minmax``, ``int8-qat-pc-minmax``..."""
         return self.config.label.replace("int8-", "int8-qat-", 1) if self.qat else self.config.label
+
+
+# Deprecated alias (collided with device_agents.variants.Variant); new code uses QuantRecipe.
+Variant = QuantRecipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -783,7 +750,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def compare_variants(
     models: Mapping[str, Any],
-    variants: Sequence[Variant],
+    variants: Sequence[QuantRecipe],
     data: DataSplits,
     *,
     out_dir: str | os.PathLike[str],
@@ -816,7 +783,7 @@ def compare_variants(
 
     if "fp32" not in models:
         raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
-    def model_key(v: Variant) -> str:
+    def model_key(v: QuantRecipe) -> str:
         if not v.qat:
             return "fp32"
         return f"qat:{v.backend}" if f"qat:{v.backend}" in models else "qat"
@@ -916,6 +883,7 @@ def compare_variants(
             "latency_p50_ms": q50,
             "latency_iqr_ms": q75 - q25,
             "speed_vs_fp32": speed,
+            "delegation": None if (dg := runners[i].delegation()) is None else dg.to_json(),
         })
     if simulated:
         from supernet.evaluate import calibration_batches
@@ -991,18 +959,18 @@ def precision_report(
     if qat_model is not None and qat_spec is None:
         raise ValueError("precision_report: qat_model needs qat_spec, the FakeQuantSpec it was trained with")
     base = config or QuantConfig()
-    variants: list[Variant] = []
+    variants: list[QuantRecipe] = []
     for backend in backends:
-        variants.append(Variant(backend=backend, config=base.replace(precision="fp32")))
+        variants.append(QuantRecipe(backend=backend, config=base.replace(precision="fp32")))
         for p in precisions:
             if p == "int8":
                 int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
-                variants += [Variant(backend=backend, config=c) for c in int8]
+                variants += [QuantRecipe(backend=backend, config=c) for c in int8]
                 if qat_model is not None:
-                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8
+                    variants += [QuantRecipe(backend=backend, config=c, qat=True) for c in int8
                                  if qat_spec_for(c, backend=backend) == qat_spec]
             elif p != "fp32":
-                variants.append(Variant(backend=backend, config=base.replace(precision=p)))
+                variants.append(QuantRecipe(backend=backend, config=base.replace(precision=p)))
     models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
     result = compare_variants(models, variants, data, out_dir=out_dir, split=split, max_eval_images=max_eval_images,
                               warmup=warmup, runs=runs, threads=threads, simulated=simulated)
@@ -1125,7 +1093,7 @@ def quantize_subnet(
             res = qat_finetune(model, data, config=qcfg, spec=qat_spec, calib_images=config.calib_images,
                                calib_seed=config.seed)
             qat_model = res.model
-            variant = Variant(backend=backend, config=config, qat=True)
+            variant = QuantRecipe(backend=backend, config=config, qat=True)
             qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
                                    config=config, data=data)
             qat_top1 = runner_top1(target.runner(qpath), xs, ys)
