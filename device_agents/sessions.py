@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ModelSession", "open_session", "resize_nchw"]
+__all__ = ["ModelSession", "open_session", "resize_nchw", "run_images"]
 
 
 def resize_nchw(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -98,6 +98,19 @@ class _TfliteSession(ModelSession):
             self._interp.set_tensor(self._in["index"], x.astype(self._in["dtype"]))
             self._interp.invoke()
             return np.array(self._interp.get_tensor(self._out["index"]))
+
+
+def run_images(session: ModelSession, x: np.ndarray) -> np.ndarray:
+    """``session.run`` on an (N, C, H, W) input of any N: a model exported with a fixed batch b (e.g. 1) runs
+    the N images in chunks of b, one after the other, and the logits are concatenated (N must be a multiple of
+    b). The input is resized to the model's H, W first."""
+    x = resize_nchw(x, session.input_shape)
+    b = session.input_shape[0] if session.input_shape else -1
+    if b <= 0 or x.shape[0] == b:
+        return session.run(x)
+    if x.shape[0] % b:
+        raise ValueError(f"model {session.path}: batch {x.shape[0]} is not a multiple of its fixed batch {b}")
+    return np.concatenate([session.run(x[i : i + b]) for i in range(0, x.shape[0], b)])
 
 
 def open_session(path: str | os.PathLike[str], *, threads: int = 1) -> ModelSession:
