@@ -276,8 +276,8 @@ def _render_ladder(lb: dict[str, Any]) -> list[str]:
                      f"{v['measured']['p99_ms']:.4f} |")
     srv = lb.get("server")
     lines += ["", f"Simulation: deadline {st['deadline_ms']:.4f} ms = {sim['deadline_factor']} x the median of the most "
-              f"accurate variant; traces compressed to at most {st['max_slowdown']:.2f}x slowdown (deadline / p99 of "
-              f"the fastest); per-request noise drawn from each variant's measured distribution; "
+              f"accurate variant; traces compressed to at most {st['max_slowdown']:.2f}x slowdown (deadline / the "
+              f"fastest's measured {100 * st['smallest_level']:.0f}th percentile); per-request noise drawn from each variant's measured distribution; "
               f"{sim['request_rate_hz']:g} req/s, {sim['duration_s']:g} s, seeds {sim['seeds']} (means)."
               + (f" Offload: `hwnas serve-model` on localhost, round trip median {srv['wall_median_ms']:.3f} ms / p99 "
                  f"{srv['wall_p99_ms']:.3f} ms (compute {srv['server_median_ms']:.3f} ms), model {srv['model']} "

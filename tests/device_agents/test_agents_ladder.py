@@ -149,6 +149,7 @@ def test_agent_beats_every_static_variant_on_a_constructed_scenario() -> None:
     assert st.largest == "v3@fp32" and st.smallest == "v0@fp32"
     p99_small = float(np.interp(0.99, np.linspace(0, 1, 11), qs["v0@fp32"]))
     assert st.deadline_ms < 2.8 and st.max_slowdown * p99_small == pytest.approx(st.deadline_ms)
+    assert st.largest_misses_at_full_speed and st.smallest_level == 0.99
     study = run_adaptation(vs, qs, scenarios=("thermal-throttling",), seeds=(0,), duration_s=200.0)
     pol = study["scenarios"]["thermal-throttling"]["policies"]
     statics = {k: v for k, v in pol.items() if k.startswith("static:")}
