@@ -102,7 +102,7 @@ def run_adaptation(
             tr = scale_trace(builtin_trace(sc, seed=seed, duration_s=duration_s), max_slowdown=setting.max_slowdown,
                              condition=MEASURED_DEVICE.condition_factor, link_rtt_ms=link_rtt_ms,
                              link_bandwidth_mbps=link_bandwidth_mbps)
-            common = {"deadline_ms": setting.deadline_ms, "seed": seed, "latency_model": MEASURED_DEVICE,
+            common: dict[str, Any] = {"deadline_ms": setting.deadline_ms, "seed": seed, "latency_model": MEASURED_DEVICE,
                       "request_rate_hz": request_rate_hz, "latency_quantiles": quantiles}
             runs: dict[str, SimulationResult] = {
                 "agent": simulate(vs, tr, policy=AGENT_POLICY, **common),

@@ -323,7 +323,7 @@ def build_ladder(search_dir: str | os.PathLike[str], out_dir: str | os.PathLike[
     if net is None or data is None:
         from supernet.train import load_supernet_and_data
 
-        net, data = load_supernet_and_data(supernet_path or search_cfg["supernet_path"])
+        net, data = load_supernet_and_data(Path(supernet_path or search_cfg["supernet_path"]))
     space = net.space
     bn_images = int(cfg.bn_images if cfg.bn_images is not None else search_cfg.get("bn_images", 500))
     limit = cfg.max_latency_ms if cfg.max_latency_ms is not None else max(search_cfg.get("targets_ms") or [math.inf])

@@ -130,13 +130,16 @@ def test_live_run_with_throttling_and_a_server_killed_mid_run(tiny_variants: tup
     server = ServerProcess(cmd, url=f"http://127.0.0.1:{port}")
     server.start()
     try:
+        # a generous deadline and a more accurate server: the agent offloads, so the kill hits real requests
         res = run_live(tiny_variants, schedule=(0, 0, 1), throttle=(1.0, 3.0, 1.0), phase_s=1.5,
                        request_interval_s=0.01, calibration_runs=2, max_procs=1, server=server, offload_accuracy=0.95,
-                       server_kill_at_s=1.0, server_restart_after_s=0.5, images_per_request=2)
+                       server_kill_at_s=1.0, server_restart_after_s=0.5, images_per_request=2, deadline_ms=500.0,
+                       offload_timeout_s=2.0)
     finally:
         server.stop()
     a = res.models["agent"]
     assert a["dropped"] == 0 and a["n_requests"] == res.models["static-largest"]["n_requests"] > 0
+    assert a["offloaded"] > 0 and a["fallbacks"] >= 1  # it used the server, and the kill made it fall back
     events = [e["event"] for e in res.conditions["server"]["events"]]
     assert events[:1] == ["killed"] and events[1:] in (["restarted"], ["restart failed"])
     assert [p["throttle"] for p in res.phases] == [1.0, 3.0, 1.0]
