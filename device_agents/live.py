@@ -52,7 +52,7 @@ from .bundle import Bundle
 from .policies import AGENT_POLICY, create_policy
 from .providers.combined import CombinedProvider
 from .runtime import AdaptiveModel
-from .sessions import ModelSession, open_session, run_images
+from .sessions import open_session, run_images
 from .state import NOMINAL_FREQ_MHZ, DeviceState, StateProvider
 from .variants import Variant, validate_bundle
 
@@ -151,11 +151,11 @@ class ThrottleDial:
         self.factor = 1.0
 
 
-class ThrottledSession(ModelSession):
-    """A session whose every run is stretched to ``dial.factor`` x its duration by a busy wait (the CPU stays busy,
-    as it would running slower)."""
+class ThrottledSession:
+    """Wraps a session: every run is stretched to ``dial.factor`` x its duration by a busy wait (the CPU stays
+    busy, as it would running slower). Has the ``run`` / ``input_shape`` / ``path`` / ``format`` the agent uses."""
 
-    def __init__(self, inner: ModelSession, dial: ThrottleDial) -> None:
+    def __init__(self, inner: Any, dial: ThrottleDial) -> None:
         self._inner, self._dial = inner, dial
         self.path, self.format, self.input_shape = inner.path, inner.format, inner.input_shape
 

@@ -132,7 +132,7 @@ class AdaptiveModel:
         log_path: str | os.PathLike[str] | None = None,
         log_capacity: int = 10_000,
         probe_interval_s: float = 5.0,
-        session_wrapper: Callable[[ModelSession], ModelSession] | None = None,
+        session_wrapper: Callable[[ModelSession], Any] | None = None,
         probe_batch: int = 1,
     ) -> None:
         if not (deadline_ms > 0 and math.isfinite(deadline_ms)):
