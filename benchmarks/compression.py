@@ -344,11 +344,16 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, only: li
                                "supernet": {**sn_info, "path": str(sn_path)}, "backends": list(BACKENDS),
                                "subnet_archs": {k: str(v) for k, v in subnets.items()}, "machine_start": start,
                                "subnets": {}}
-    for name, cfg in subnets.items():
+    # extremes first: if the run is cut short, the partial report still spans the MACs range
+    priority = sorted(subnets, key=lambda n: {"smallest": 0, "largest": 1, "p50": 2}.get(n, 3))
+    for name in priority:
         if only and name not in only:
             continue
+        cfg = subnets[name]
         log.info("subnet %s: %s", name, cfg)
-        results["subnets"][name] = run_subnet(name, cfg, net=net, data=data, size=size, work=work, sn_sha=sha)
+        done = run_subnet(name, cfg, net=net, data=data, size=size, work=work, sn_sha=sha)
+        results["subnets"] = {n: (done if n == name else results["subnets"][n]) for n in subnets
+                              if n == name or n in results["subnets"]}
         if only is None and len(results["subnets"]) < len(subnets):  # a partial report after every subnet
             _write(results, out, size_name, sn_info, t0, complete=False)
     if only is None:
