@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,13 +33,13 @@ class _InputErrorsToExit2(TyperGroup):
     console script.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except InputError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
 
 
@@ -209,7 +209,7 @@ def train(
     """
     from dataclasses import replace
 
-    from hwnas.progress import rich_progress
+    from hwnas.progress import console_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -230,7 +230,8 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        with rich_progress(console=console) as bars:
+        # bars on rank 0 only (torchrun sets RANK; the library reports nothing on the other ranks anyway)
+        with console_progress(os.environ.get("RANK", "0") == "0", console=console) as bars:
             result = train_supernet(cfg, out_dir=out, progress=bars)
     except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
         _fail(str(e))
