@@ -9,8 +9,9 @@ on the flatbuffer:
     (``CHANNELWISE``) or per tensor (``TENSORWISE``); every activation asymmetric int8 with a range calibrated
     on ``calib_images`` training images; bias int32; input and output tensors int8 (the runner here quantizes
     the float input with the input tensor's scale / zero point and dequantizes the logits). Every op of our
-    subnets has an int8 kernel in TFLite (CONV_2D, DEPTHWISE_CONV_2D, HARD_SWISH, MUL, ADD, MEAN, PAD,
-    FULLY_CONNECTED, RESHAPE), so no float islands remain.
+    subnets has an int8 kernel in TFLite's built-in kernels; XNNPACK (LiteRT 2.3) has none for HARD_SWISH, so
+    by default (``QuantConfig.tflite_form="int8-friendly"``) the int8 file is converted from
+    `int8_friendly_module` (h-swish as MUL / ADD+RELU6 / MUL), which XNNPACK takes in one partition.
 
 Why AEQ rather than litert-torch's PT2E quantizer: the PT2E quantizer annotates conv, linear, add, mul, pools
 and cat but not hardswish / hardsigmoid, so a MobileNetV3 subnet would keep float islands with
