@@ -303,3 +303,21 @@ def test_subnet_kit_runs_imports_and_grows(tmp_path: Path, space: SearchSpace, b
         import_subnet_logs(kit, out=tmp_path / "m3.csv")
     with pytest.raises(KitError, match="other settings"):
         write_subnet_kit(space, backbone, more, kit, formats=["tflite"], threads=4, exporters=stub.mapping())
+
+
+def test_chosen_subnets_are_spread_over_predicted_range_and_structure(space: SearchSpace, backbone: Backbone) -> None:
+    src = FnSource(space, layer_device(backbone, per_mmac=0.2))
+    pool = sample(space, 300, 19)
+    chosen = choose_subnets(space, backbone, 8, sources=[src], candidates=pool, rng=np.random.default_rng(0))
+    logp = np.log(src.predict(pool))
+    quartile = np.digitize(np.log(src.predict(chosen)), np.quantile(logp, [0.25, 0.5, 0.75]))
+    assert set(quartile.tolist()) == {0, 1, 2, 3}  # every quarter of the predicted range is measured
+
+    def min_pair(archs: Sequence[ArchConfig]) -> float:
+        x = space.encode_many(list(archs), "onehot")
+        d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        return float(d[np.triu_indices(len(x), 1)].min())
+
+    rng = np.random.default_rng(3)
+    random_sets = [min_pair([pool[i] for i in rng.choice(len(pool), 8, replace=False)]) for _ in range(30)]
+    assert min_pair(chosen) > np.median(random_sets)  # no two chosen subnets are near-duplicates
