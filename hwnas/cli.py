@@ -1,6 +1,10 @@
 """``hwnas``: the command line. Thin by design: each command parses, builds a config value, calls one library
-function, and writes results (with the resolved config beside them). Sub-apps of the packages are mounted
-here (``hwnas lut ...``, ``hwnas agent ...``, ``hwnas nas ...``).
+function, and writes results (with the resolved config beside them). Sub-apps live in `hwnas.commands` and are
+mounted here (``hwnas lut ...``, ``hwnas agent ...``, ``hwnas nas ...``, ``hwnas quantize``).
+
+Errors: any `supernet.errors.InputError` (bad user input; every library's "bad name / file / value" error
+derives from it) raised by any command becomes ``error: <message>`` on stderr and exit code 2, without a
+traceback; ``hwnas --debug ...`` re-raises it with the traceback.
 """
 
 from __future__ import annotations
@@ -9,13 +13,38 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+from supernet.errors import InputError
+
+INPUT_ERROR_EXIT_CODE = 2
+
+
+class _InputErrorsToExit2(TyperGroup):
+    """The top-level group: one error path for every subcommand, mounted sub-apps included.
+
+    Lives in the group (not only in `main`) so that `typer.testing.CliRunner` sees the same behaviour as the
+    console script.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(INPUT_ERROR_EXIT_CODE)
+
 
 app = typer.Typer(
+    cls=_InputErrorsToExit2,
     name="hwnas",
     help=(
         "Hardware-aware NAS: train a once-for-all supernet, measure a device's latency table, search the best "
@@ -28,6 +57,7 @@ app = typer.Typer(
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 console = Console()
+err_console = Console(stderr=True)
 log = logging.getLogger("hwnas")
 
 
@@ -40,13 +70,13 @@ def _mount_subapps() -> None:
     if _MOUNTED:
         return
     _MOUNTED = True
-    from device_agents import cli as agents_cli
-    from latency_tables import cli as lut_cli
+    from hwnas.commands import agent as agents_cli
+    from hwnas.commands import lut as lut_cli
 
     app.add_typer(lut_cli.app, name="lut", help="Latency lookup tables: build, validate, kit/import, predict, serve.")
     app.add_typer(lut_cli.app, name="latency", help="Alias of 'lut' (e.g. 'hwnas latency predict').")
     app.command("serve", help="HTTP latency-prediction service (localhost by default).")(lut_cli.serve)
-    from supernet.quantize import quantize_cmd
+    from hwnas.commands.quantize import quantize_cmd
 
     app.command("quantize", help="fp16 / int8 (PTQ or QAT) export of a subnet for onnxruntime or TFLite, with "
                                  "accuracy, size and latency per precision.")(
@@ -57,20 +87,22 @@ def _mount_subapps() -> None:
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
         agents_cli.serve_model_cmd
     )
-    try:
-        from nas.cli import app as nas_app
-    except ImportError:  # pragma: no cover - nas without a CLI
-        return
+    from hwnas.commands.nas import app as nas_app
+
     app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # keep paths unbroken (copyable)
+def _fail(message: str, code: int = INPUT_ERROR_EXIT_CODE) -> NoReturn:
+    """``error: <message>`` on stderr and exit ``code`` (2: bad input, as for `InputError`)."""
+    err_console.print(f"[red]error:[/] {message}", soft_wrap=True)  # keep paths unbroken (copyable)
     raise typer.Exit(code)
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of input errors instead of one line.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -113,11 +145,7 @@ def space_info(
 
     from supernet.space import get_space, list_spaces
 
-    try:
-        sp = get_space(space)
-    except KeyError as e:
-        _fail(str(e.args[0]))
-        raise
+    sp = get_space(space)  # an unknown name is an InputError: "error: ...", exit 2
     if resolutions:
         try:
             res = tuple(sorted({int(r) for r in resolutions.split(",")}))
@@ -174,6 +202,7 @@ def train(
     """
     from dataclasses import replace
 
+    from hwnas.progress import rich_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -194,10 +223,10 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        result = train_supernet(cfg, out_dir=out)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e.args[0]) if e.args else str(e))
-        raise
+        with rich_progress(console=console) as bars:
+            result = train_supernet(cfg, out_dir=out, progress=bars)
+    except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
+        _fail(str(e))
     if not result.supernet_path or not result.phases:
         return  # not rank 0 of a distributed run
     t = Table(title=f"phases ({cfg.schedule if cfg.phases is None else 'from ' + str(config)}, kd {cfg.kd_loss})")
@@ -222,9 +251,9 @@ def eval_(
     data_root: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Top-1 of one subnet after BN recalibration."""
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.evaluate import evaluate
     from supernet.space import InvalidArchError, resolve_arch
+    from supernet.train import load_supernet_and_data
 
     try:
         net, data = load_supernet_and_data(supernet, dataset=dataset, data_root=data_root)
@@ -249,11 +278,11 @@ def export(
     """Extract a subnet as a static model, recalibrate its BN and export it; checks outputs against torch."""
     import torch
 
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
     from supernet.export import check_export, export_onnx, export_tflite
     from supernet.space import InvalidArchError, resolve_arch
+    from supernet.train import load_supernet_and_data
 
     if format not in ("onnx", "tflite"):
         _fail(f"--format {format!r}: expected 'onnx' or 'tflite'")
@@ -328,9 +357,8 @@ def search(
                         accuracy=accuracy, calib_images=calib_images,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
-        raise
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     t = Table(title=f"winners ({strategy}, {summary['precision']}); predicted and measured latency in separate columns")
     for col in ("target ms", "arch file", "val top-1", "predicted ms", "measured ms", "meets target (measured)"):
         t.add_column(col)

@@ -43,15 +43,15 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
-import typer
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.registry import Registry
 from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
@@ -67,10 +67,12 @@ __all__ = [
     "Precision",
     "QATPolicy",
     "QuantConfig",
+    "QuantRecipe",
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
-    "Variant",
+    "calibration_samples",
+    "check_backend_config",
     "compare_variants",
     "cpu_has_vnni",
     "default_reduce_range",
@@ -83,7 +85,6 @@ __all__ = [
     "precision_report",
     "ptq_loss",
     "qat_spec_for",
-    "quantize_cmd",
     "quantize_onnx",
     "quantize_subnet",
     "runner_top1",
@@ -198,7 +199,7 @@ def _input_spec(model_path: Path) -> tuple[str, tuple[int | None, ...]]:
     return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
-def _calibration_samples(
+def calibration_samples(
     batches: Iterable[np.ndarray], *, shape: tuple[int | None, ...], where: str
 ) -> list[np.ndarray]:
     """Split calibration batches (N, C, H, W) into model-sized float32 feeds; check shapes and values."""
@@ -342,7 +343,7 @@ def quantize_onnx(
     if calib_batches is None:
         raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
     name, shape = _input_spec(src)
-    samples = _calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
+    samples = calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -427,15 +428,11 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 
     A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
     DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
-    weights. ``.tflite`` files are read with `supernet.quantize_tflite.tflite_weight_dtypes`.
+    weights. ``.tflite`` files are read by the ``tflite`` target (through `BACKENDS`, so this module never
+    imports `supernet.quantize_tflite`, which builds on it).
     """
     p = Path(onnx_path)
-    if p.suffix == ".tflite":
-        from supernet.quantize_tflite import tflite_weight_dtypes
-
-        counts = tflite_weight_dtypes(p)
-    else:
-        counts = onnx_weight_dtypes(p)
+    counts = get_target("tflite").weight_dtypes(p) if p.suffix == ".tflite" else onnx_weight_dtypes(p)
     total = sum(counts.values())
     return counts.get("int8", 0) / total if total else 0.0
 
@@ -523,21 +520,16 @@ class OnnxRuntimeTarget:
                 "execution_mode": "sequential", "graph_optimization": "all (default)"}
 
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "supernet.quantize:OnnxRuntimeTarget",
-    "tflite": "supernet.quantize_tflite:TFLiteTarget",
-    "tflite-builtin": "supernet.quantize_tflite:TFLiteBuiltinTarget",
-}
+# Quantization targets: name -> "module:Class", imported on first use (TFLite needs the [tflite] extra).
+BACKENDS: Registry[Callable[[], QuantTarget]] = Registry("quantization backend")
+BACKENDS.add("onnxruntime", "supernet.quantize:OnnxRuntimeTarget")
+BACKENDS.add("tflite", "supernet.quantize_tflite:TFLiteTarget")
+BACKENDS.add("tflite-builtin", "supernet.quantize_tflite:TFLiteBuiltinTarget")
 
 
 def get_target(name: str) -> QuantTarget:
-    """The backend ``name`` of `BACKENDS` (imported on first use)."""
-    import importlib
-
-    if name not in BACKENDS:
-        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new target of backend ``name`` of `BACKENDS`; `UnknownNameError` lists the known ones."""
+    return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
 def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
@@ -547,7 +539,7 @@ def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> 
                                                      seed=config.seed)]
 
 
-def _check_backend_config(target: QuantTarget, config: QuantConfig) -> None:
+def check_backend_config(target: QuantTarget, config: QuantConfig) -> None:
     if config.precision == "int8" and config.calibration not in target.calibration_methods:
         raise ValueError(
             f"calibration method {config.calibration!r} is not available for {target.name}: expected one of "
@@ -563,7 +555,7 @@ def export_variant(
     int8 calibrates on ``config.calib_images`` seeded training images, as `export_precision` does.
     """
     target = get_target(backend)
-    _check_backend_config(target, config)
+    check_backend_config(target, config)
     with tempfile.TemporaryDirectory(prefix="hwnas-variant-") as tmp:
         fp32 = target.export_fp32(model, Path(tmp) / f"fp32{target.suffix}")
         calib = None
@@ -574,8 +566,9 @@ def export_variant(
 
 # --------------------------------------------------------------------------- variants and their comparison
 @dataclass(frozen=True, kw_only=True)
-class Variant:
-    """One deployable file: a backend, a precision recipe, and whether the weights come from QAT."""
+class QuantRecipe:
+    """How to make one deployable file of a subnet: a backend, a precision config, and whether the weights come
+    from QAT. (Not `device_agents.variants.Variant`, which is a subnet ready to serve.)"""
 
     backend: str = "onnxruntime"
     config: QuantConfig
@@ -591,6 +584,10 @@ class Variant:
     def label(self) -> str:
         """``fp32``, ``fp16``, ``int8-pc-minmax``, ``int8-qat-pc-minmax``..."""
         return self.config.label.replace("int8-", "int8-qat-", 1) if self.qat else self.config.label
+
+
+# Deprecated alias (collided with device_agents.variants.Variant); new code uses QuantRecipe.
+Variant = QuantRecipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -660,7 +657,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def compare_variants(
     models: Mapping[str, Any],
-    variants: Sequence[Variant],
+    variants: Sequence[QuantRecipe],
     data: DataSplits,
     *,
     out_dir: str | os.PathLike[str],
@@ -693,7 +690,7 @@ def compare_variants(
 
     if "fp32" not in models:
         raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
-    def model_key(v: Variant) -> str:
+    def model_key(v: QuantRecipe) -> str:
         if not v.qat:
             return "fp32"
         return f"qat:{v.backend}" if f"qat:{v.backend}" in models else "qat"
@@ -709,7 +706,7 @@ def compare_variants(
         raise ValueError(f"latency protocol: expected warmup >= 0 and runs >= 1, got {warmup} and {runs}")
     targets = {v.backend: get_target(v.backend) for v in variants}
     for v in variants:
-        _check_backend_config(targets[v.backend], v.config)
+        check_backend_config(targets[v.backend], v.config)
     base = models["fp32"]
     res = base.arch.resolution
     out = Path(out_dir)
@@ -865,18 +862,18 @@ def precision_report(
     if qat_model is not None and qat_spec is None:
         raise ValueError("precision_report: qat_model needs qat_spec, the FakeQuantSpec it was trained with")
     base = config or QuantConfig()
-    variants: list[Variant] = []
+    variants: list[QuantRecipe] = []
     for backend in backends:
-        variants.append(Variant(backend=backend, config=base.replace(precision="fp32")))
+        variants.append(QuantRecipe(backend=backend, config=base.replace(precision="fp32")))
         for p in precisions:
             if p == "int8":
                 int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
-                variants += [Variant(backend=backend, config=c) for c in int8]
+                variants += [QuantRecipe(backend=backend, config=c) for c in int8]
                 if qat_model is not None:
-                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8
+                    variants += [QuantRecipe(backend=backend, config=c, qat=True) for c in int8
                                  if qat_spec_for(c, backend=backend) == qat_spec]
             elif p != "fp32":
-                variants.append(Variant(backend=backend, config=base.replace(precision=p)))
+                variants.append(QuantRecipe(backend=backend, config=base.replace(precision=p)))
     models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
     result = compare_variants(models, variants, data, out_dir=out_dir, split=split, max_eval_images=max_eval_images,
                               warmup=warmup, runs=runs, threads=threads, simulated=simulated)
@@ -968,7 +965,7 @@ def quantize_subnet(
     summary: ``path`` (the file to deploy), sizes, the QAT decision with its numbers, and the report rows.
     """
     target = get_target(backend)
-    _check_backend_config(target, config)
+    check_backend_config(target, config)
     if qat is not None and config.precision != "int8":
         raise ValueError(f"QAT needs precision int8, got {config.precision!r}")
     out = Path(out_dir)
@@ -999,7 +996,7 @@ def quantize_subnet(
             res = qat_finetune(model, data, config=qcfg, spec=qat_spec, calib_images=config.calib_images,
                                calib_seed=config.seed)
             qat_model = res.model
-            variant = Variant(backend=backend, config=config, qat=True)
+            variant = QuantRecipe(backend=backend, config=config, qat=True)
             qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
                                    config=config, data=data)
             qat_top1 = runner_top1(target.runner(qpath), xs, ys)
@@ -1016,104 +1013,3 @@ def quantize_subnet(
         summary["report"] = {"path": str(out / f"{arch}.report" / "precision_report.json"), "rows": rows}
     atomic_write_json(out / f"{arch}.{config.label}.json", summary)
     return summary
-
-
-# --------------------------------------------------------------------------- CLI
-def quantize_cmd(
-    arch: Annotated[str, typer.Option(help="largest | smallest | arch JSON file | inline JSON | r28-d2... string")],
-    supernet: Annotated[Path, typer.Option(help="supernet.pt written by 'hwnas train'.")] = Path(
-        "hwnas-runs/supernet/supernet.pt"
-    ),
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-qat (= int8 --force-qat)")] = "int8",
-    backend: Annotated[str, typer.Option(
-        help="onnxruntime (QDQ .onnx) | tflite (LiteRT .tflite, XNNPACK) | tflite-builtin (same file, built-in kernels)")
-    ] = "onnxruntime",
-    per_channel: Annotated[
-        bool, typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel or per tensor.")
-    ] = True,
-    calibration: Annotated[str, typer.Option(
-        help="int8 activation ranges: onnxruntime minmax | percentile | entropy; tflite minmax | moving-average")
-    ] = "minmax",
-    reduce_range: Annotated[bool | None, typer.Option(
-        "--reduce-range/--full-range",
-        help="onnxruntime: 7-bit int8 weights (x86 AVX2 without VNNI). Default: by this CPU's VNNI flag.")
-    ] = None,
-    calib_images: Annotated[int, typer.Option(help="Training images for int8 calibration.")] = 256,
-    bn_images: Annotated[int, typer.Option(help="Training images for BN recalibration before export.")] = 1000,
-    qat: Annotated[bool, typer.Option(
-        "--qat", help="Quantization-aware fine-tuning if int8 PTQ loses more than --qat-threshold points (val).")
-    ] = False,
-    force_qat: Annotated[bool, typer.Option("--force-qat", help="QAT whatever the PTQ loss.")] = False,
-    qat_threshold: Annotated[float, typer.Option(help="PTQ top-1 loss (points) above which --qat fine-tunes.")] = 1.0,
-    qat_epochs: Annotated[float, typer.Option(help="QAT epochs over the training split.")] = 1.0,
-    qat_lr: Annotated[float, typer.Option(help="QAT peak Adam learning rate.")] = 1e-4,
-    qat_kd: Annotated[float, typer.Option(help="QAT distillation weight from the fp32 subnet (0..1).")] = 0.5,
-    simulate_bits: Annotated[list[int] | None, typer.Option(
-        "--simulate-bits", help="Add a simulated wNa8 per-channel row (torch fake-quant, accuracy only; repeatable).")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the supernet).")] = None,
-    report: Annotated[
-        bool, typer.Option("--report/--no-report", help="Also compare fp32/fp16/int8: accuracy, size, latency.")
-    ] = True,
-    split: Annotated[str, typer.Option(help="Split for the report's accuracy: train | val | test.")] = "test",
-    seed: Annotated[int, typer.Option(help="Seed of the calibration subset.")] = 0,
-) -> None:
-    """Export one subnet at reduced precision (onnxruntime QDQ or TFLite) and report accuracy, size and latency."""
-    from hwnas.pipeline import load_supernet_and_data
-    from supernet.evaluate import recalibrated_subnet
-    from supernet.space import InvalidArchError, resolve_arch
-
-    def fail(msg: str) -> None:
-        typer.echo(f"error: {msg}", err=True)
-        raise typer.Exit(2)
-
-    if backend not in BACKENDS:
-        fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if precision == "int8-qat":
-        precision, force_qat = "int8", True
-    try:
-        from supernet.qat import FakeQuantSpec, QATConfig
-
-        cfg_q = QuantConfig(precision=precision, per_channel=per_channel, calibration=calibration,
-                            reduce_range=default_reduce_range() if reduce_range is None else reduce_range,
-                            calib_images=calib_images, seed=seed)
-        policy = None
-        if qat or force_qat:
-            policy = QATPolicy(threshold_pts=qat_threshold, force=force_qat,
-                               config=QATConfig(epochs=qat_epochs, lr=qat_lr, kd_ratio=qat_kd, seed=seed))
-        sims = [SimulatedVariant(spec=FakeQuantSpec(weight_bits=b, per_channel=True, act_bits=8))
-                for b in (simulate_bits or [])]
-        _check_backend_config(get_target(backend), cfg_q)
-        net, data = load_supernet_and_data(supernet)
-        cfg = resolve_arch(arch, net.space)
-        if bn_images > 0:
-            sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images, seed=seed)
-        else:
-            sub = net.get_active_subnet(cfg).eval()
-        folder = out or supernet.parent / "quantized"
-        summary = quantize_subnet(sub, data, out_dir=folder, config=cfg_q, backend=backend, qat=policy,
-                                  report=report, split=split, simulated=sims)
-    except (InvalidArchError, ValueError, FileNotFoundError, ImportError) as e:
-        fail(str(e))
-        raise
-    summary["supernet"], summary["bn_images"] = str(supernet), bn_images
-    atomic_write_json(folder / f"{cfg}.{cfg_q.label}.json", summary)
-    path = Path(summary["path"])
-    dtypes = summary["weight_dtypes"]
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e3:.1f} kB, weights stored as "
-               f"{', '.join(f'{k} {v / max(1, sum(dtypes.values())):.0%}' for k, v in dtypes.items())})")
-    if summary["qat"] is not None:
-        d = summary["qat"]
-        typer.echo(f"QAT: PTQ loses {d['ptq_drop_pts']:.2f} points on {d['split']} (threshold {d['threshold_pts']}"
-                   f"{', forced' if d['forced'] else ''}): " + (
-                       f"fine-tuned {d['steps']} steps, QAT loses {d['qat_drop_pts']:.2f} points" if d["ran"]
-                       else "not run"))
-    if report:
-        typer.echo(f"{'variant':<30}{'backend':<19}{'top1':>7}{'agree':>7}{'size kB':>9}{'p50 ms':>8}{'iqr ms':>8}"
-                   f"{'x fp32':>8}")
-        for r in summary["report"]["rows"]:
-            lat = ("  (simulated: no latency)" if r["simulated"] else
-                   f"{r['size_bytes'] / 1e3:>9.1f}{r['latency_p50_ms']:>8.3f}{r['latency_iqr_ms']:>8.3f}"
-                   f"{(r['speed_vs_fp32'] or {}).get('median', float('nan')):>8.2f}")
-            typer.echo(f"{r['variant']:<30}{r['backend']:<19}{r['top1']:>7.4f}{r['top1_agreement_fp32']:>7.3f}{lat}")
-        typer.echo(f"report: {summary['report']['path']}")

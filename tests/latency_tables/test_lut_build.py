@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import ChunkDone, LatencyTable, LatencyTableError, build_table, enumerate_layers
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
@@ -49,7 +49,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, small_space: Sear
 
     with pytest.raises(Killed):
         build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False, on_chunk=kill)
-    other = Protocol(**{**FAKE_PROTOCOL.to_json(), "rounds": 4})
+    other = MeasurementProtocol(**{**FAKE_PROTOCOL.to_json(), "rounds": 4})
     with pytest.raises(LatencyTableError, match=r"different settings.*protocol"):
         build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False)
     table = build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False, resume=False)
@@ -76,7 +76,7 @@ def test_real_onnxruntime_build_of_a_tiny_space(tmp_path: Path) -> None:
     """The real path end to end: spawned processes, ONNX export, onnxruntime timing, CSV + manifest on disk."""
     space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3, 6))
     bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
-    pr = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=8)
+    pr = MeasurementProtocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=8)
     out = tmp_path / "ort.csv"
     table = build_table(space, bb, out=out, backend="onnxruntime", threads=1, protocol=pr, progress=False)
     loaded = LatencyTable.load(out)
@@ -96,7 +96,7 @@ def test_measure_models_over_several_chunks_keeps_order_and_aligns_chunks(small_
 
     rng = np.random.default_rng(5)
     archs = list({small_space.sample(rng) for _ in range(9)})
-    pr = Protocol(rounds=2, runs_per_round=3, processes=2, spawn=False, chunk_size=4)
+    pr = MeasurementProtocol(rounds=2, runs_per_round=3, processes=2, spawn=False, chunk_size=4)
     ms = measure_models(archs, mnist_backbone, backend="fake", protocol=pr, anchors=2)
     assert [m.key for m in ms] == [str(a) for a in archs]
     env = ms[0].environment
