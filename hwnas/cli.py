@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,13 +33,13 @@ class _InputErrorsToExit2(TyperGroup):
     console script.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except InputError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
 
 
@@ -87,6 +87,13 @@ def _mount_subapps() -> None:
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
         agents_cli.serve_model_cmd
     )
+    from hwnas.commands.compress import compress_cmd, decompress_cmd, prune_cmd
+
+    app.command("compress", help="Deep Compression of a subnet (prune, share weights, Huffman) to a .hwdc file "
+                                 "with a size report.")(compress_cmd)
+    app.command("decompress", help="Restore a .hwdc file to a runnable ONNX / TFLite model.")(decompress_cmd)
+    app.command("prune", help="Structured channel pruning of a subnet with KD fine-tuning; latency by table.")(
+        prune_cmd)
     from hwnas.commands.nas import app as nas_app
 
     app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")
@@ -202,7 +209,7 @@ def train(
     """
     from dataclasses import replace
 
-    from hwnas.progress import rich_progress
+    from hwnas.progress import console_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -223,7 +230,8 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        with rich_progress(console=console) as bars:
+        # bars on rank 0 only (torchrun sets RANK; the library reports nothing on the other ranks anyway)
+        with console_progress(os.environ.get("RANK", "0") == "0", console=console) as bars:
             result = train_supernet(cfg, out_dir=out, progress=bars)
     except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
         _fail(str(e))
@@ -280,12 +288,13 @@ def export(
 
     from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
-    from supernet.export import check_export, export_onnx, export_tflite
+    from supernet.export import EXPORT_FORMATS, check_export
+    from supernet.export import export as export_model
     from supernet.space import InvalidArchError, resolve_arch
     from supernet.train import load_supernet_and_data
 
-    if format not in ("onnx", "tflite"):
-        _fail(f"--format {format!r}: expected 'onnx' or 'tflite'")
+    if format not in EXPORT_FORMATS:
+        _fail(f"--format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     try:
         net, data = load_supernet_and_data(supernet)
         cfg = resolve_arch(arch, net.space)
@@ -295,8 +304,7 @@ def export(
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images) if bn_images > 0 else net.get_active_subnet(cfg)
     sub.eval()
     target = out or supernet.parent / f"{cfg}.{format}"
-    exporter = export_onnx if format == "onnx" else export_tflite
-    path = exporter(sub, target, input_shape=sub.input_shape)
+    path = export_model(sub, target, format=format, input_shape=sub.input_shape)
     x, _ = next(iterate_batches(data.test, batch_size=8, mean=data.mean, std=data.std, resolution=cfg.resolution))
     check = check_export(sub, path, fmt=format, inputs=x.to(torch.float32))
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); max |torch - {format}| = "

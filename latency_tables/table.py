@@ -55,6 +55,7 @@ from supernet.errors import InputError
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
 from supernet.progress import ProgressArg, Tasks
+from supernet.runtime import delegation_summary
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
@@ -424,7 +425,7 @@ def torch_single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _artifact_tag(backend_kwargs: Mapping[str, Any]) -> str:
+def artifact_tag(backend_kwargs: Mapping[str, Any]) -> str:
     """Part of an exported model's file name that names how it was lowered: "" for plain fp32 (the names of
     earlier builds), else a hash of the backend settings other than threads — so a work folder shared by builds at
     different precisions or quantization settings never hands an fp32 model to an int8 measurement."""
@@ -438,7 +439,7 @@ def _artifact_name(key: str, suffix: str, tag: str = "") -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:20] + tag + suffix
 
 
-def _prepare_items(
+def prepare_items(
     entries: Sequence[tuple[str, Callable[[], Any], tuple[int, ...]]],
     backend: Backend,
     workdir: Path,
@@ -450,7 +451,7 @@ def _prepare_items(
 ) -> list[MeasureItem]:
     """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable).
 
-    ``tag`` (`_artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
+    ``tag`` (`artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
     files in that many spawned processes (``backend_spec`` = (name, kwargs) recreates the backend there): TFLite
     conversion takes seconds per model and uses one core, and exports are not timed, so they parallelise freely.
     Every file is written atomically, so a killed parallel export leaves only whole models behind."""
@@ -524,11 +525,13 @@ def _prepare_items_inner(
     return items
 
 
-def _layer_entry(spec: LayerSpec) -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+def layer_entry(spec: LayerSpec) -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+    """(key, module factory, input shape) of one table layer: what `prepare_items` exports."""
     return spec.key, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
 
 
-def _reference_entry() -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+def reference_entry() -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+    """The reference probe as a `prepare_items` entry (timed in every chunk, see `latency_tables.protocol`)."""
     spec = LayerSpec(**REFERENCE_SPEC_JSON)
     return REFERENCE_KEY, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
 
@@ -643,12 +646,12 @@ def build_table(
     todo = [s for s in specs if s.key not in done]
     workdir = _workdir(out)
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = _artifact_tag(bkw)
+    tag = artifact_tag(bkw)
 
     with Tasks(progress, logger=log) as bars:
         advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
-        ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
-        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
+        ref_item = prepare_items([reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
+        items = prepare_items([layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
                                jobs=export_jobs, backend_spec=(backend, bkw))
         if todo:
             advance_m = bars.task(
@@ -665,6 +668,9 @@ def build_table(
                         on_chunk(ChunkDone(tuple(res.keys), len(done), len(specs)))
 
     env = {**machine_environment(device=device), **be.environment(), "backend_kwargs": bkw}
+    delegation = delegation_summary(d for c in chunks for d in (c.delegations or []))
+    if delegation is not None:
+        env["delegation"] = delegation
     fits = [fit_chunk(c, pr.estimator_pct) for c in chunks]
     reference_ms = reference_ms_of(fits, pr.estimator_pct)
     measured: dict[str, Measurement] = {}
@@ -750,8 +756,8 @@ def measure_models(
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
-        tag = _artifact_tag(bkw)
-        all_items = _prepare_items([_reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
+        tag = artifact_tag(bkw)
+        all_items = prepare_items([reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
                                    tag=tag, jobs=export_jobs, backend_spec=(backend, bkw))
         ref_item, anchor_items, rest_items = all_items[0], all_items[1:1 + n_anchor], all_items[1 + n_anchor:]
         per_chunk = max(1, pr.chunk_size - n_anchor)
@@ -768,6 +774,9 @@ def measure_models(
     env = {**machine_environment(device=device), **be.environment(), "protocol": pr.to_json(),
            "own_reference_ms": own_ref, "anchors": n_anchor, "chunk_scale": [float(x) for x in scale],
            "scale": "own estimate" if ref is None else f"ratio x reference_ms {ref:.6g}"}
+    delegation = delegation_summary(d for r in results for d in (r.delegations or []))
+    if delegation is not None:
+        env["delegation"] = delegation
     by_key: dict[str, Measurement] = {}
     for f, k_scale in zip(fits, scale, strict=True):
         f = _scaled(f, k_scale) if ref is None else f

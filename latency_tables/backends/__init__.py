@@ -53,6 +53,7 @@ class UnknownBackendError(UnknownNameError):
 BACKENDS: Registry[type[Backend]] = Registry("backend", error=UnknownBackendError)
 BACKENDS.add("onnxruntime", "latency_tables.backends.ort:OrtBackend")
 BACKENDS.add("tflite", "latency_tables.backends.tflite:TFLiteBackend")
+BACKENDS.add("tflite-builtin", "latency_tables.backends.tflite:TFLiteBuiltinBackend")
 BACKENDS.add("pytorch", "latency_tables.backends.torch_eager:TorchEagerBackend")
 BACKENDS.add("fake", "latency_tables.backends.fake:FakeBackend")
 

@@ -109,8 +109,11 @@ def test_search_with_a_predicted_int8_accuracy(setup: dict[str, Path], net_data:
     (w,) = summary["winners"]
     assert summary["accuracy"] == "predicted" and w["precision"] == "int8"
     assert w["predicted_val_top1"] == pytest.approx(float(pred.predict([SPACE.parse(w["arch"])], precision="int8")[0]))
-    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:  # only the winner was measured, at int8
-        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (1, "int8")
+    # only the candidates re-scored before choosing (top-k by predicted accuracy) were measured, at int8
+    n = len(w["selection"]["candidates"])
+    assert w["selection"]["rescored"] and 1 <= n <= 3
+    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:
+        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (n, "int8")
     assert 0.0 <= w["val_top1"] <= 1.0 and json.loads((tmp_path / "out" / "search_config.json").read_text())[
         "precision"] is None  # the job as given; the summary holds the resolved precision
     with pytest.raises(ValueError, match="trained on fp32 accuracies only"):
@@ -208,7 +211,8 @@ def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setu
     assert quant_recipe_tag(backend, config) == "tflite:pt-minmax"
     ort_env = {**meta.environment, "quantization": {"reduce_range": True, "calibration": "entropy"}}
     backend, config = accuracy_quant_recipe(dataclasses.replace(meta, backend="onnxruntime", environment=ort_env))
-    assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1"
+    assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1:qop"
+    assert quant_recipe_tag(backend, config.replace(ort_format="qdq")) == "onnxruntime:pc-entropy:rr1"
     kw = dict(supernet_path=setup["supernet"], bn_images=32, seed=0)
     contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
                 accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]
