@@ -58,6 +58,7 @@ __all__ = [
     "load_latency_model",
     "load_source",
     "backbone_of_sources",
+    "is_adapted_predictor",
     "macs_m",
     "read_measured",
 ]
@@ -161,6 +162,18 @@ def load_source(path: str | os.PathLike[str]) -> LatencySource:
 
         return _PredictorSource(LatencyPredictor.load(p), str(p))
     return AdaptedLatencyPredictor.load(p)
+
+
+def is_adapted_predictor(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an adapted predictor JSON (``hwnas lut adapt``); any unreadable file: False."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json":
+        return False
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, Mapping) and d.get("kind") == ADAPTED_KIND
 
 
 def load_latency_model(path: str | os.PathLike[str], *, table: str | os.PathLike[str] | None = None) -> Any:
