@@ -54,11 +54,11 @@ __all__ = [
     "FewShotError",
     "LatencySource",
     "adapt",
+    "backbone_of_sources",
     "choose_subnets",
+    "is_adapted_predictor",
     "load_latency_model",
     "load_source",
-    "backbone_of_sources",
-    "is_adapted_predictor",
     "macs_m",
     "read_measured",
 ]
