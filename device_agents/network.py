@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .state import DeviceState, StateProvider, state_from_partial
 from supernet.errors import InputError
+
+from .state import DeviceState, StateProvider, state_from_partial
 
 __all__ = ["NetworkEstimator", "OffloadTarget", "transfer_ms"]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from supernet.errors import InputError
 from supernet.registry import Registry
 
 from .state import DeviceState
 from .trace import Trace
-from supernet.errors import InputError
 
 __all__ = ["DEVICE_FREQ_MAX_MHZ", "SCENARIOS", "builtin_trace", "describe_scenario", "list_scenarios", "scale_trace"]
 

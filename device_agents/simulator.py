@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from supernet.errors import InputError
 from supernet.io import atomic_write_text
 
 from .energy import BatteryBudget, EnergyModel
@@ -50,7 +51,6 @@ from .policies.adaptive import DEFAULT_BATTERY_BUDGET
 from .state import DeviceState
 from .trace import Trace
 from .variants import Variant, validate_bundle
-from supernet.errors import InputError
 
 __all__ = [
     "DEFAULT_COMPARISON",

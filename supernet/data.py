@@ -49,7 +49,6 @@ import torch.nn.functional as F
 import torch.utils.data
 
 from supernet.errors import InputError
-
 from supernet.registry import UnknownNameError
 
 __all__ = [

@@ -269,9 +269,10 @@ def live_cmd(
     from device_agents.live import format_live, run_live
 
     check_output_dir(out, flag="--out", what="live-run results")  # before minutes of measuring
-    for flag, v in (("--phase-s", phase_s), ("--request-interval-s", request_interval_s)):
-        if not (math.isfinite(v) and v > 0):
-            raise typer.BadParameter(f"{flag} {v}: expected a finite number of seconds > 0")
+    if not (math.isfinite(phase_s) and phase_s > 0):
+        raise typer.BadParameter(f"--phase-s {phase_s}: expected a finite number of seconds > 0")
+    if not (math.isfinite(request_interval_s) and request_interval_s >= 0):  # 0: back to back
+        raise typer.BadParameter(f"--request-interval-s {request_interval_s}: expected a finite number of seconds >= 0")
     if deadline_ms is not None and not (math.isfinite(deadline_ms) and deadline_ms > 0):
         raise typer.BadParameter(f"--deadline-ms {deadline_ms}: expected a finite number of milliseconds > 0")
     try:

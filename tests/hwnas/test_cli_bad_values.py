@@ -134,7 +134,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize("command", sorted({c for c, *_ in CASES}))
 def test_every_option_with_a_bad_value_gives_a_clear_error_not_a_traceback(command: str, sandbox: Path) -> None:
     runner = CliRunner()
-    cmd = dict((" ".join(p), c) for p, c in _commands())[command]
+    cmd = {" ".join(p): c for p, c in _commands()}[command]
     failures = []
     for _, name, i, _ in (c for c in CASES if c[0] == command):
         param = next(p for p in cmd.params if p.name == name)

@@ -677,7 +677,7 @@ def test_imagefolder_streams_from_disk_with_workers_giving_the_same_batches(tmp_
     from supernet.data import FileImages
 
     root = _make_imagefolder(tmp_path / "imgs", per_class=8)
-    kw = dict(root=root, image_size=12, val_fraction=0.2, test_fraction=0.2, seed=3)
+    kw = {"root": root, "image_size": 12, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 3}
     mem = load_dataset("imagefolder", stream=False, **kw)
     disk = load_dataset("imagefolder", stream=True, workers=2, **kw)
     assert isinstance(disk.train.images, FileImages) and isinstance(mem.train.images, torch.Tensor)
