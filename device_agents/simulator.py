@@ -242,7 +242,7 @@ def simulate(
     """
     bundle = validate_bundle(variants)
     if not (deadline_ms > 0 and math.isfinite(deadline_ms)):
-        raise InputError(f"--deadline-ms: expected a finite number of milliseconds > 0, got {deadline_ms}")
+        raise InputError(f"deadline_ms (--deadline-ms): expected a finite number of milliseconds > 0, got {deadline_ms}")
     if not (request_rate_hz > 0 and math.isfinite(request_rate_hz)):
         raise InputError(f"--request-rate-hz: expected a finite rate > 0, got {request_rate_hz}")
     if not isinstance(trace, Trace):
