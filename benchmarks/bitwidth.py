@@ -357,11 +357,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Bit-width benchmark ({results['size']})",
         "",
-        f"Supernet: {results['supernet']['source']}; dataset {first['comparison']['dataset']}, top-1 on "
+        (f"Supernet: {results['supernet']['source']}; dataset {first['comparison']['dataset']}, top-1 on "
         f"{first['comparison']['eval_images']} {first['comparison']['split']} images, BN recalibrated on "
         f"{results['params']['bn_images']} training images. int8: activations calibrated (min-max) on "
         f"{qc['calib_images']} training images; onnxruntime reduce_range={qc['reduce_range']} "
-        f"(CPU VNNI: {env['cpu_vnni']}).",
+        f"(CPU VNNI: {env['cpu_vnni']})."),
         "",
         f"Latency: device `{env['device']}`, CPU {env['cpu_model']} ({env['cpu_count']} logical CPUs, shared VM), "
         f"batch 1, {proto['threads']} thread, {proto['warmup']} warm-up rounds + {proto['runs']} timed rounds, every "
@@ -397,9 +397,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                  f"{TARGETS_PTS['int8-qat-pc-minmax']} of the control): "
                  + ("**met**" if not s.get("qat_control_misses") else "**missed**: " + "; ".join(s["qat_control_misses"]))
                  + "."] if s.get("qat_gap_vs_fp32_finetuned_pts") else []),
-              "- QAT rule (PTQ per-channel loses > 1 point on the validation split, onnxruntime) would have run QAT "
+              ("- QAT rule (PTQ per-channel loses > 1 point on the validation split, onnxruntime) would have run QAT "
               f"on: {', '.join(n for n, v in s['qat_rule_would_run'].items() if v) or 'none of the subnets'} "
-              "(QAT was run on all of them here to measure it).", ""]
+              "(QAT was run on all of them here to measure it)."), ""]
     for name, sub in results["subnets"].items():
         c = sub["comparison"]
         lines += [f"## {name}: `{sub['arch']}`", "",
@@ -409,8 +409,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"(onnxruntime, per-channel): {sub['qat_rule']['ptq_drop_pts']:.2f} points."
                   + (f" Control, fp32 fine-tuned with the QAT recipe: top-1 {100 * sub['fp32_finetuned']['top1']:.1f} %."
                      if "fp32_finetuned" in sub else ""), "",
-                  "| backend | variant | top-1 % | vs fp32 (pts) | agreement with fp32 | size (bytes) | weights stored as "
-                  "| p50 ms | IQR ms | × fp32 |",
+                  ("| backend | variant | top-1 % | vs fp32 (pts) | agreement with fp32 | size (bytes) | weights stored as "
+                  "| p50 ms | IQR ms | × fp32 |"),
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in c["rows"]:
             if r["simulated"]:
@@ -421,8 +421,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {r['backend']} | {r['variant']} | {100 * r['top1']:.1f} | {_pts(100 * (r['top1'] - fp32['top1']))} | "
                 f"{r['top1_agreement_fp32']:.3f} | {r['size_bytes']:,} | {dt} | {r['latency_p50_ms']:.3f} | "
                 f"{r['latency_iqr_ms']:.3f} | {_fmt_speed(r['speed_vs_fp32']['median'])} |")
-        lines += ["", "Simulated (torch fake quantization, accuracy only: no runtime here executes these bit-widths, "
-                  "so there is no latency or size):", "",
+        lines += ["", ("Simulated (torch fake quantization, accuracy only: no runtime here executes these bit-widths, "
+                  "so there is no latency or size):"), "",
                   "| variant | top-1 % | vs torch fp32 (pts) | agreement with torch fp32 |", "|---|---|---|---|"]
         for r in c["rows"]:
             if r["simulated"]:
@@ -445,7 +445,7 @@ def per_subnet_table(results: dict[str, Any]) -> list[str]:
         sp = s["speed_vs_fp32"][name]
         fp32 = next(r for r in sub["comparison"]["rows"] if r["backend"] == bs[0] and r["variant"] == "fp32")
 
-        def gaps(v: str) -> str:
+        def gaps(v: str, g: dict[str, Any] = g) -> str:
             return " / ".join(_pts(-g[b][v]) for b in bs)
 
         ctl = s.get("qat_gap_vs_fp32_finetuned_pts", {}).get(name)

@@ -177,16 +177,16 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Device agents benchmark",
         "",
-        f"Mode: {'quick' if r['quick'] else 'full'}. Machine: {r['machine']['platform']}, "
+        (f"Mode: {'quick' if r['quick'] else 'full'}. Machine: {r['machine']['platform']}, "
         f"{r['machine']['cpu_count']} cores, load average at start {r['machine']['loadavg']} "
-        f"({r['machine']['note']}).",
+        f"({r['machine']['note']})."),
         "",
         "## Simulated scenarios",
         "",
-        f"Variants: {sim['variants']}; deadline {sim['deadline_ms']:g} ms; {sim['request_rate_hz']:g} requests/s; "
+        (f"Variants: {sim['variants']}; deadline {sim['deadline_ms']:g} ms; {sim['request_rate_hz']:g} requests/s; "
         f"{sim['duration_s']:g} s per trace; seeds {sim['seeds']} (means over seeds). Accuracy = mean accuracy of "
         "the chosen options; effective accuracy scores a miss as 0. Target: agent within 2 points of the oracle "
-        "with <= 2 % misses where static-largest misses >= 20 %.",
+        "with <= 2 % misses where static-largest misses >= 20 %."),
         "",
         "| scenario | policy | miss rate | accuracy | effective acc |",
         "|---|---|---|---|---|",
@@ -195,8 +195,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         for name, m in d["policies"].items():
             lines.append(f"| {sc} | {name} | {_pct(m['miss_rate'])} | {m['mean_accuracy']:.4f} | "
                          f"{m['effective_accuracy']:.4f} |")
-    lines += ["", "| scenario | static-largest misses | agent misses | gap to oracle (points) | target applies | "
-              "target met | gap with server (points) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", ("| scenario | static-largest misses | agent misses | gap to oracle (points) | target applies | "
+              "target met | gap with server (points) |"), "|---|---|---|---|---|---|---|"]
     for sc, d in sim["scenarios"].items():
         p = d["policies"]
         met = {None: "-", True: "yes", False: "**no**"}[d["target_met"]]
@@ -204,8 +204,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{d['agent_gap_points']:.2f} | {'yes' if d['target_applies'] else 'no'} | {met} | "
                      f"{d['agent_server_gap_points']:.2f} |")
     lines += ["", "## Decision time", "",
-              "`time.perf_counter_ns` around each `decide` of the agent (18 variants), over replayed "
-              "thermal-throttling states, measured on this shared machine. Target p99 < 100 us.", "",
+              ("`time.perf_counter_ns` around each `decide` of the agent (18 variants), over replayed "
+              "thermal-throttling states, measured on this shared machine. Target p99 < 100 us."), "",
               "| setting | decisions | p50 us | p99 us | max us | target met |", "|---|---|---|---|---|---|"]
     for k, t in r["decision_time"].items():
         lines.append(f"| {k} | {t['n']} | {t['p50_us']:.1f} | {t['p99_us']:.1f} | {t['max_us']:.1f} | "

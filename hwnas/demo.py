@@ -318,8 +318,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# hwnas demo report",
         "",
-        f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_cores_logical', '?')} cores), "
-        f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}.",
+        (f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_cores_logical', '?')} cores), "
+        f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}."),
         "",
         "## 1. Supernet training",
         "",
@@ -329,8 +329,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     for p in r["train"]["phases"]:
         lines.append(f"| {p['name']} | {p['epochs']} | {p['steps']} | {p['images_per_s']:.0f} | "
                      f"{p['mean_loss']:.3f} | {p['val_top1_largest']:.4f} | {p['val_top1_smallest']:.4f} |")
-    lines += ["", "Subnets taken from the supernet (BN recalibrated on "
-              f"{r['config']['bn_images']} training images):", "",
+    lines += ["", ("Subnets taken from the supernet (BN recalibrated on "
+              f"{r['config']['bn_images']} training images):"), "",
               "| subnet | arch | MACs | val top-1 | test top-1 |", "|---|---|---|---|---|"]
     for k, v in r["accuracy"].items():
         if k.startswith("_"):
@@ -339,10 +339,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     meta = r["lut"]["meta"]
     lines += [
         "", "## 2. Latency table", "",
-        f"{r['lut']['rows']} layer rows measured with {meta.get('backend')} {meta.get('backend_version')}, "
+        (f"{r['lut']['rows']} layer rows measured with {meta.get('backend')} {meta.get('backend_version')}, "
         f"{meta.get('precision')}, {meta.get('threads')} thread(s), batch {meta.get('batch_size')}, "
         f"{meta.get('warmups')} warm-ups, {meta.get('runs')} timed runs per row over {meta.get('processes')} "
-        f"process(es), on {meta.get('cpu_model')}. Table: `{r['lut']['path']}`.",
+        f"process(es), on {meta.get('cpu_model')}. Table: `{r['lut']['path']}`."),
         "",
         "Prediction vs end-to-end measurement on held-out random subnets (same protocol):",
         "",
@@ -352,9 +352,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         mm = r["latency"][name]
         lines.append(f"| {name.replace('_', ' ')} | {mm['within_5pct']:.1%} | {mm['within_10pct']:.1%} | "
                      f"{mm['mape_pct']:.1f} | {mm['bias_pct']:+.1f} | {mm['spearman']:.3f} |")
-    lines += ["", f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
+    lines += ["", (f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
               "A shared 2-core VM drifts by tens of percent; the protocol's test-retest agreement "
-              "bounds how well any predictor can be checked:", ""]
+              "bounds how well any predictor can be checked:"), ""]
     retest = {k: v for k, v in (r["latency"].get("test_retest") or {}).items() if v}
     for k, v in retest.items():
         lines.append(f"- test-retest ({k}): within ±5 % {v['within_5pct']:.1%}, within ±10 % "
@@ -363,10 +363,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append("- test-retest: not available (measured with a single process in this run)")
     lines += ["", "![predicted vs measured](latency_predicted_vs_measured.png)", "",
               "## 3. Search per latency target", "",
-              f"Strategies {', '.join(f'`{x}`' for x in r['search']['strategies'])} on the same objective, "
+              (f"Strategies {', '.join(f'`{x}`' for x in r['search']['strategies'])} on the same objective, "
               f"{r['search']['budget']} accuracy evaluations each per target; MnasNet hard-constraint reward "
               "(alpha = 0, beta = -1); accuracy = val top-1 after BN recalibration; latency = corrected LUT "
-              "prediction. Best reward per strategy:", "",
+              "prediction. Best reward per strategy:"), "",
               "| target ms | strategy | best reward | val top-1 | predicted ms | seconds |", "|---|---|---|---|---|---|"]
     for c in r["search"]["comparison"]:
         lines.append(f"| {c['target_ms']:.3f} | {c['strategy']} | {c['best_reward']:.4f} | {c['best_val_top1']:.4f} | "
@@ -378,16 +378,16 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {w['target_ms']:.3f} | `{w['arch']}` | {w['val_top1']:.4f} | {w['test_top1']:.4f} | "
                      f"{w['size_bytes'] / 1024:.0f} | {w['onnx_max_abs_diff']:.1e} |")
     env = r["export"]["measurement"]["environment"]
-    lines += ["", "Latency of the winners - predicted (LUT + correction) and measured end to end are separate "
+    lines += ["", ("Latency of the winners - predicted (LUT + correction) and measured end to end are separate "
               f"tables. Measured on {env.get('cpu_model', '?')}, {env.get('backend', '?')} "
-              f"{env.get('backend_version', '')}, {env.get('precision', '?')}, {env.get('threads', '?')} thread(s).",
+              f"{env.get('backend_version', '')}, {env.get('precision', '?')}, {env.get('threads', '?')} thread(s)."),
               "", "Predicted:", "", "| target ms | predicted ms | meets target |", "|---|---|---|"]
     for w in r["export"]["winners"]:
         lines.append(f"| {w['target_ms']:.3f} | {w['predicted_latency_ms']:.3f} | "
                      f"{w['predicted_latency_ms'] <= w['target_ms']} |")
-    lines += ["", "Measured: the estimate is the ratio to the reference probe timed in the same rounds times the "
+    lines += ["", ("Measured: the estimate is the ratio to the reference probe timed in the same rounds times the "
               "probe's latency in the table, so load changes between the table build and this run cancel; round p50 "
-              "and IQR are raw.",
+              "and IQR are raw."),
               "", "| target ms | estimate ms | raw round p50 ms | raw round IQR ms | runs | meets target |",
               "|---|---|---|---|---|---|"]
     for w in r["export"]["winners"]:
@@ -395,8 +395,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{w['measured_iqr_ms']:.3f} | {w['measured_runs']} | {w['meets_target_measured']} |")
     lines += ["", "![pareto](pareto.png)", "", "![convergence](search_convergence.png)", "",
               "## 4. Device agent", "",
-              f"Variants: the winners above; deadline {r['agent']['deadline_ms']:.3f} ms; simulated device traces "
-              "(latency model documented in `device_agents/simulator.py`).", ""]
+              (f"Variants: the winners above; deadline {r['agent']['deadline_ms']:.3f} ms; simulated device traces "
+              "(latency model documented in `device_agents/simulator.py`)."), ""]
     for scen, pols in r["agent"]["scenarios"].items():
         lines += [f"**{scen}**", "", "| policy | miss rate | mean accuracy | switches |", "|---|---|---|---|"]
         for pol, mt in pols.items():

@@ -515,9 +515,9 @@ def validate(
     fit_archs, test_archs = archs[:n_fit], archs[n_fit:]
     ref_ms = tab.meta.reference.get("latency_ms") if scale == "table" else None
     bkw = table_backend_kwargs(tab.meta) if backend_kwargs is None else backend_kwargs
-    common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
-                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=bkw,
-                  workdir=workdir, export_jobs=export_jobs)
+    common = {"backend": tab.meta.backend, "threads": tab.meta.threads, "precision": tab.meta.precision,
+              "protocol": pr, "reference_ms": ref_ms, "progress": progress, "backend_kwargs": bkw,
+              "workdir": workdir, "export_jobs": export_jobs}
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
     measured = np.asarray([m.latency_ms for m in ms])
     y_fit, y_test = measured[:n_fit], measured[n_fit:]

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -326,7 +326,7 @@ class WorkerPool:
             self.close()
             raise
 
-    def __enter__(self) -> WorkerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -369,8 +369,8 @@ class WorkerPool:
             for h in self.handles:
                 try:
                     h.call("unload")
-                except Exception:  # noqa: BLE001 - a dead worker is reported by the call that failed
-                    pass
+                except Exception as e:  # noqa: BLE001 - a dead worker is reported by the call that failed
+                    log.debug("worker unload failed: %s", e)
         return ChunkResult(keys=[it.key for it in items], runs_s=runs_s, probe_runs_s=np.asarray(probes))
 
 
@@ -440,7 +440,7 @@ def fit_chunk(res: ChunkResult, pct: float) -> ChunkFit:
     """The protocol's estimator on one chunk (see the module notation): divide every run by its round's effect, then
     take the ``pct`` percentile of a model's corrected runs (all rounds and processes, and per process), and its
     ratio to the probe's estimate."""
-    P, R, n, m = res.runs_s.shape
+    P, _R, n, _m = res.runs_s.shape
     effect = round_effects(res)[:, :, None, None]
     runs_ms = res.runs_s * 1e3
     per_item = (runs_ms / effect).transpose(2, 0, 1, 3)  # (n, P, R, m)

@@ -339,13 +339,13 @@ def fit_predictor(
     rng = np.random.default_rng(seed)
     if choices is None:
         perm = rng.permutation(len(y))
-        n_test = int(round(test_fraction * len(y))) if test_fraction > 0 else 0
+        n_test = round(test_fraction * len(y)) if test_fraction > 0 else 0
         test_idx, train_idx = perm[:n_test], perm[n_test:]
     else:  # split by architecture: a held-out architecture is unseen at every precision
         keys = [str(space.canonical(a)) for a in archs]
         groups = sorted(set(keys))
         order = rng.permutation(len(groups))
-        n_test_groups = int(round(test_fraction * len(groups))) if test_fraction > 0 else 0
+        n_test_groups = round(test_fraction * len(groups)) if test_fraction > 0 else 0
         held = {groups[i] for i in order[:n_test_groups]}
         test_idx = np.asarray([i for i, k in enumerate(keys) if k in held], dtype=np.int64)
         train_idx = np.asarray([i for i, k in enumerate(keys) if k not in held], dtype=np.int64)
@@ -438,7 +438,7 @@ def fit_bitwidth_predictor(
     keys = [str(space.canonical(a)) for a, _, _ in records]
     groups = sorted(set(keys))
     order = np.random.default_rng(seed).permutation(len(groups))
-    n_test = int(round(test_fraction * len(groups))) if test_fraction > 0 else 0
+    n_test = round(test_fraction * len(groups)) if test_fraction > 0 else 0
     held = {groups[i] for i in order[:n_test]}
     train = [r for r, k in zip(records, keys, strict=True) if k not in held]
     test = [r for r, k in zip(records, keys, strict=True) if k in held]

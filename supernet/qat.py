@@ -27,6 +27,7 @@ therefore close to the exported model, not bit-exact (`tests/supernet/test_qat.p
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
@@ -71,7 +72,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
+        for a, b in itertools.pairwise(names):
             conv, bn = seq._modules[a], seq._modules[b]
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
                 continue
@@ -353,7 +354,7 @@ def qat_finetune(
         train = ImageDataset(images=train.images[idx], labels=train.labels[idx])
     steps_per_epoch = max(1, len(train) // config.batch_size)
     total = max(1, math.ceil(config.epochs * steps_per_epoch))
-    ema_steps = int(round(config.ema_fraction * total))
+    ema_steps = round(config.ema_fraction * total)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

@@ -560,7 +560,7 @@ class SearchSpace:
 
 def _fmt_choices(vals: Sequence[int]) -> str:
     if len(vals) > 4:
-        steps = {b - a for a, b in zip(vals, vals[1:], strict=False)}
+        steps = {b - a for a, b in itertools.pairwise(vals)}
         if len(steps) == 1:
             return f"{vals[0]}..{vals[-1]} step {steps.pop()} ({len(vals)} values)"
     return str(list(vals))

@@ -57,11 +57,11 @@ class TFLiteBackend:
         except ImportError as e:  # pragma: no cover - core dependency
             raise ImportError("tflite backend needs ai-edge-litert: pip install ai-edge-litert") from e
         self._litert = litert
-        try:
-            from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
             self.version = version("ai-edge-litert")
-        except Exception:  # pragma: no cover - metadata missing
+        except PackageNotFoundError:  # pragma: no cover - metadata missing
             self.version = "unknown"
         self.precision = precision
         self.threads = int(threads)

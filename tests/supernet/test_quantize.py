@@ -129,13 +129,13 @@ def test_ort_per_channel_weights_have_one_scale_per_output_channel(setup, tmp_pa
     q = quantize_onnx(fp32, tmp_path / "pc.onnx", config=QuantConfig(calib_images=8), calib_batches=calib)
     shapes = _conv_weight_scale_shapes(q)
     assert shapes and all(len(s) == 1 and s[0] > 1 for s in shapes)
-    out_channels = {tuple(i.dims)[0] for i in onnx.load(str(q)).graph.initializer if len(i.dims) == 4}
+    out_channels = {next(iter(i.dims)) for i in onnx.load(str(q)).graph.initializer if len(i.dims) == 4}
     assert {s[0] for s in shapes} <= out_channels
 
 
 def test_fp16_file_holds_float16_weights_and_matches_fp32(setup, tmp_path) -> None:
     pytest.importorskip("onnxruntime.transformers.float16")
-    model, data, fp32, xs = setup
+    _model, _data, fp32, xs = setup
     p = quantize_onnx(fp32, tmp_path / "fp16.onnx", config=QuantConfig(precision="fp16"))
     dtypes = {i.data_type for i in onnx.load(str(p)).graph.initializer if len(i.dims) > 1}
     assert dtypes == {onnx.TensorProto.FLOAT16}
@@ -198,7 +198,7 @@ def test_precision_report_emits_qat_rows_only_for_the_spec_the_model_was_trained
     model, data, _, _ = setup
     cfg = QuantConfig(calib_images=8)
     qat_like = fold_batchnorm(model)  # stands in for a QAT result: only which rows appear matters here
-    kw = dict(precisions=("int8",), config=cfg, max_eval_images=8, warmup=0, runs=1, qat_model=qat_like)
+    kw = {"precisions": ("int8",), "config": cfg, "max_eval_images": 8, "warmup": 0, "runs": 1, "qat_model": qat_like}
     rows = precision_report(model, data, out_dir=tmp_path / "pc", qat_spec=qat_spec_for(cfg, backend="onnxruntime"),
                             **kw)
     assert [r["variant"] for r in rows] == ["fp32", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pc-minmax"]

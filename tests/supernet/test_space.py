@@ -87,12 +87,12 @@ def test_optuna_suggest_roundtrip(space: SearchSpace) -> None:
 @pytest.mark.parametrize(
     ("mutation", "message"),
     [
-        (dict(resolution=999), "resolution: 999 is not allowed"),
-        (dict(depths=(2, 3, 4, 4)), "depths: expected 5 entries"),
-        (dict(depths=(2, 3, 4, 4, 5)), "depths[4]: 5 is not allowed; allowed: [2, 3, 4]"),
-        (dict(kernel_sizes=(3,) * 19), "kernel_sizes has 19 entries but expand_ratios has 20"),
-        (dict(kernel_sizes=(4,) * 20), "kernel_sizes[0] (stage 0, block 0): 4 is not allowed; allowed: [3, 5, 7]"),
-        (dict(expand_ratios=(3,) * 19 + (5,)), "expand_ratios[19]"),
+        ({"resolution": 999}, "resolution: 999 is not allowed"),
+        ({"depths": (2, 3, 4, 4)}, "depths: expected 5 entries"),
+        ({"depths": (2, 3, 4, 4, 5)}, "depths[4]: 5 is not allowed; allowed: [2, 3, 4]"),
+        ({"kernel_sizes": (3,) * 19}, "kernel_sizes has 19 entries but expand_ratios has 20"),
+        ({"kernel_sizes": (4,) * 20}, "kernel_sizes[0] (stage 0, block 0): 4 is not allowed; allowed: [3, 5, 7]"),
+        ({"expand_ratios": (3,) * 19 + (5,)}, "expand_ratios[19]"),
     ],
 )
 def test_invalid_configs_name_the_field(mutation: dict, message: str) -> None:
