@@ -300,10 +300,10 @@ def simulate(
             option, precision = offload.option_name, "server"
         else:
             assert d.variant is not None
-            j = index.get(d.variant.name)
-            if j is None:
+            chosen = index.get(d.variant.name)
+            if chosen is None:
                 raise RuntimeError(f"policy {pol.name!r} chose {d.variant.name!r}, which is not in the bundle")
-            actual = float(local_ms[j])
+            actual = float(local_ms[chosen])
             energy = em.local_energy_mj(actual, true_state)
             option, precision = d.variant.name, d.variant.precision
         pol.observe(d, actual)

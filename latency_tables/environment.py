@@ -46,6 +46,7 @@ def machine_environment(*, device: str | None = None) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001  # pragma: no cover - psutil missing or unsupported platform
         logging.getLogger(__name__).debug("psutil CPU facts unavailable: %s", e)
     max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

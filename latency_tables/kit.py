@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -225,8 +226,8 @@ def write_kit(
         for key, spec, fmt in todo:
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
-            exp[fmt](_seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
-            advance()
+            exp[fmt](_seeded_build(functools.partial(build_layer, spec), 0), path, shape)
+            advance(1)
     layers = []
     for key, spec in zip(keys, specs, strict=True):
         name = file_name_of(key)

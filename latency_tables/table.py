@@ -299,7 +299,7 @@ class LatencyTable:
         return LatencyTable(rows=_parse_csv(text, where=str(target)), meta=meta, path=target)
 
     @classmethod
-    def load(cls, csv_path: str | Path, *, check_hash: bool = True) -> LatencyTable:
+    def load(cls, csv_path: str | os.PathLike[str], *, check_hash: bool = True) -> LatencyTable:
         """Read a table; checks manifest schema, CSV hash, header, row values and keys, with messages naming the file."""
         path = Path(csv_path)
         if not path.is_file():
@@ -441,7 +441,7 @@ def _prepare_items(
     backend: Backend,
     workdir: Path,
     *,
-    on_export: Callable[[], None] | None = None,
+    on_export: Callable[[int], None] | None = None,
     tag: str = "",
     jobs: int = 1,
     backend_spec: tuple[str, Mapping[str, Any]] | None = None,
@@ -480,7 +480,7 @@ def _export_one(backend_name: str, backend_kwargs: Mapping[str, Any], factory: C
 
 def _export_parallel(missing: Sequence[tuple[Callable[[], Any], tuple[int, ...], Path]],
                      backend_spec: tuple[str, Mapping[str, Any]], jobs: int,
-                     on_export: Callable[[], None] | None) -> None:
+                     on_export: Callable[[int], None] | None) -> None:
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -491,7 +491,7 @@ def _export_parallel(missing: Sequence[tuple[Callable[[], Any], tuple[int, ...],
             for fut in cf.as_completed(futures):
                 fut.result()  # a worker's export error is raised here; files already written are whole
                 if on_export is not None:
-                    on_export()
+                    on_export(1)
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -502,7 +502,7 @@ def _prepare_items_inner(
     entries: Sequence[tuple[str, Callable[[], Any], tuple[int, ...]]],
     backend: Backend,
     workdir: Path,
-    on_export: Callable[[], None] | None,
+    on_export: Callable[[int], None] | None,
     tag: str,
     reported: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[MeasureItem]:
@@ -518,7 +518,7 @@ def _prepare_items_inner(
                 backend.export(_seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
         if on_export is not None and key not in reported:
-            on_export()
+            on_export(1)
     return items
 
 
@@ -566,10 +566,20 @@ class _Progress:
             self._p.__exit__(*exc)
 
     def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._p is None:
-            return lambda n=1: None
-        tid = self._p.add_task(description, total=total)
-        return lambda n=1: self._p.advance(tid, n)
+        """A callback advancing the bar by its argument (items done since the last call)."""
+        bar = self._p
+        if bar is None:
+            return _no_progress
+        tid = bar.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            bar.advance(tid, n)
+
+        return advance
+
+
+def _no_progress(n: int) -> None:
+    del n
 
 
 # --------------------------------------------------------------------------- build (resumable)

@@ -192,7 +192,7 @@ class AccuracyPredictor:
         self._precision_list(precision, 1)
         return functools.partial(self.predict, precision=precision)
 
-    def evaluate(self, cfgs: Sequence[ArchConfig], accuracies: Sequence[float], *, n_train: int = 0,
+    def evaluate(self, cfgs: Sequence[ArchConfig], accuracies: Sequence[float] | np.ndarray, *, n_train: int = 0,
                  precision: str | Sequence[str] | None = None) -> PredictorMetrics:
         from scipy.stats import kendalltau
 
@@ -227,7 +227,7 @@ class AccuracyPredictor:
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         arrays["manifest"] = np.frombuffer(json.dumps(self.manifest()).encode("utf-8"), dtype=np.uint8)
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, space: SearchSpace | None = None) -> AccuracyPredictor:

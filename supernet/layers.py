@@ -113,7 +113,8 @@ class Backbone:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"backbone JSON: unknown field(s) {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True, order=True)

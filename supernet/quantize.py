@@ -796,9 +796,11 @@ def compare_variants(
         from supernet.qat import simulate_quantized
 
         for sv in simulated:
-            calib = (calibration_batches(data, n_images=simulated_calib_images, resolution=res, seed=seed)
-                     if sv.spec.act_bits is not None else None)
-            sim = simulate_quantized(base, spec=sv.spec, calib_batches=calib, stage_weight_bits=sv.stage_weight_bits)
+            # torch batches here; `calib` above holds the exporters' numpy arrays
+            sim_calib = (calibration_batches(data, n_images=simulated_calib_images, resolution=res, seed=seed)
+                         if sv.spec.act_bits is not None else None)
+            sim = simulate_quantized(base, spec=sv.spec, calib_batches=sim_calib,
+                                     stage_weight_bits=sv.stage_weight_bits)
             with torch.no_grad():
                 lg = np.concatenate([sim(torch.from_numpy(xs[i : i + 256])).numpy() for i in range(0, len(xs), 256)])
             rows.append({

@@ -354,7 +354,8 @@ class TrainConfig:
         """This config with the schedule and distillation loss of recipe ``name`` (see `RECIPES`)."""
         if name not in RECIPES:
             raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
-        return replace(self, phases=None, kd_options={}, **RECIPES[name])
+        recipe = RECIPES[name]
+        return replace(self, phases=None, kd_options={}, schedule=recipe["schedule"], kd_loss=recipe["kd_loss"])
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
