@@ -40,7 +40,9 @@ def test_predict_prints_json_lines(fake_table: LatencyTable, small_space: Search
 
 def test_predict_needs_an_architecture(fake_table: LatencyTable) -> None:
     res = runner.invoke(app, ["predict", "--table", str(fake_table.path)])
-    assert res.exit_code != 0
+    assert res.exit_code == 2, res.output  # a usage error; a crash would exit 1 with a traceback
+    assert isinstance(res.exception, SystemExit)
+    assert "give at least one --arch or an --arch-file" in " ".join(res.output.replace("│", " ").split())
 
 
 def test_build_rejects_unknown_backend_and_space(tmp_path: Path) -> None:
