@@ -14,6 +14,7 @@ from supernet.evaluate import calibration_batches
 from supernet.export import export_onnx
 from supernet.layers import Backbone, StaticSubnet
 from supernet.quantize import (
+    BACKENDS,
     QuantConfig,
     export_precision,
     int8_weight_fraction,
@@ -21,6 +22,7 @@ from supernet.quantize import (
     quantize_onnx,
 )
 from supernet.space import get_space
+from supernet.testing import QuantTargetContract
 
 RES = 24
 
@@ -281,3 +283,24 @@ def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
                         "w4a8-pc (simulated)"]  # QAT ran per channel: no per-tensor QAT row
     sim = meta["report"]["rows"][-1]
     assert sim["simulated"] and sim["latency_p50_ms"] is None and sim["size_bytes"] is None
+
+
+TFLITE = [pytest.mark.slow, pytest.mark.tflite]  # conversion takes ~10 s per file
+
+
+@pytest.fixture(scope="module")
+def quant_setup(setup) -> tuple[StaticSubnet, list[np.ndarray], np.ndarray]:
+    model, data, _, xs = setup
+    return model, [x.numpy() for x in calibration_batches(data, n_images=64, resolution=RES, seed=0)], xs
+
+
+@pytest.mark.parametrize("target_name", [pytest.param(n, marks=TFLITE if n.startswith("tflite") else [])
+                                         for n in BACKENDS])
+class TestEveryQuantTarget(QuantTargetContract):
+    """`supernet.testing.QuantTargetContract`: fp32 matches torch; fp16 / int8 files agree with it on top-1."""
+
+    @pytest.fixture(autouse=True)
+    def _needs_converter(self, target_name: str) -> None:
+        if target_name.startswith("tflite"):
+            pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite] extra (litert-torch)")
+            pytest.importorskip("ai_edge_quantizer")

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import optuna
 import pytest
 
 from supernet.space import ArchConfig, InvalidArchError, SearchSpace, get_space, list_spaces
+from supernet.testing import ModelContract, SpaceContract
 
 
 @pytest.fixture(params=list_spaces())
@@ -27,18 +26,9 @@ def test_ofa_space_size_matches_the_paper() -> None:
     assert space.num_subnets() == space.num_subnets(224) * 25
 
 
-@pytest.mark.parametrize("kind", ["ordinal", "onehot"])
-def test_decode_encode_is_canonical(space: SearchSpace, kind: str) -> None:
-    for c in _samples(space):
-        assert space.decode(space.encode(c, kind), kind) == space.canonical(c)
-        assert space.encode(c, kind).shape == (space.encoding_size(kind),)
-
-
-def test_json_and_string_roundtrip(space: SearchSpace) -> None:
-    for c in _samples(space):
-        assert ArchConfig.from_json(json.loads(json.dumps(c.to_json()))) == c
-        assert space.parse(str(c)) == space.canonical(c)
-    assert SearchSpace.from_json(space.to_json()) == space
+@pytest.mark.parametrize("space_name", list_spaces())
+class TestEverySpace(SpaceContract, ModelContract):
+    """`supernet.testing`: encodings, round trips, sampling; the supernet's two forwards and its static model."""
 
 
 def test_canonical_forgets_inactive_slots(space: SearchSpace) -> None:
@@ -51,13 +41,6 @@ def test_canonical_forgets_inactive_slots(space: SearchSpace) -> None:
     assert noisy != c
     assert space.canonical(noisy) == c
     assert str(noisy) == str(c)
-
-
-def test_sample_is_deterministic_and_valid(space: SearchSpace) -> None:
-    assert _samples(space, 20, seed=3) == _samples(space, 20, seed=3)
-    assert _samples(space, 20, seed=3) != _samples(space, 20, seed=4)
-    for c in _samples(space, 50):
-        assert space.canonical(c) == c
 
 
 def test_mutate_crossover_neighbors_stay_in_space(space: SearchSpace) -> None:
