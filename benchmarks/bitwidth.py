@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.portable_paths import portable_paths
 from supernet.io import atomic_write_json, atomic_write_text, read_json
 from supernet.space import ArchConfig, SearchSpace
 from supernet.train import TrainConfig
@@ -494,6 +495,7 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends
     results["wall_time_s"] = (sum(s["wall_s"] for s in results["subnets"].values())
                               + float(sn_info.get("train_seconds") or 0.0))
     results["summary"] = summarise(results)
+    results = portable_paths(results, work=work, results=out)
     json_path, md_path = _names(out, size_name)
     atomic_write_json(json_path, results)
     atomic_write_text(md_path, render_markdown(results))

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.load_sampler import LoadSampler
+from benchmarks.portable_paths import portable_paths
 from latency_tables.environment import machine_environment
 from latency_tables.predictor import validate
 from latency_tables.protocol import Protocol
@@ -371,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
             if "validate" not in res["configs"].get(tag, {}) and not any(m.startswith(tag) for m in missing):
                 missing.append(f"{tag}: validation not run")
         res["missing"] = missing
-        atomic_write_json(a.results / f"{stem}.json", res)
-        atomic_write_text(a.results / f"{stem}.md", markdown(res))
+        portable = portable_paths(res, work=work, results=a.results)  # in memory: real paths for the next steps
+        atomic_write_json(a.results / f"{stem}.json", portable)
+        atomic_write_text(a.results / f"{stem}.md", markdown(portable))
 
     with LoadSampler() as load:
         for ci, (backend, threads) in enumerate(configs):

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bitwidth import SIZES as BITWIDTH_SIZES
 from benchmarks.bitwidth import supernet_for_benchmark
+from benchmarks.portable_paths import portable_paths
 from supernet.io import atomic_write_json, atomic_write_text, read_json
 from supernet.space import ArchConfig, SearchSpace
 from supernet.train import TrainConfig
@@ -351,6 +352,7 @@ def run(size: Size, *, size_name: str, work: Path, out: Path, run_dir: Path | No
                         "total": train_s + meas["seconds"] + cv["seconds"],
                         "this_call": time.perf_counter() - t_call},
     }
+    results = portable_paths(results, work=work, results=out)
     json_path, md_path = _names(out, size_name)
     atomic_write_json(json_path, results)
     atomic_write_text(md_path, render_markdown(results))

@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.load_sampler import LoadSampler
+from benchmarks.portable_paths import portable_paths
 from nas.bench import (
     AdditiveArchFn,
     NotAdditiveError,
@@ -875,6 +876,7 @@ def run(st: Settings, *, work: Path, out: Path, stem: str, run_dir: Path | None 
     with LoadSampler(work / "load.jsonl", period_s=15.0) as sampler:
         res = _run(st, work=work, out=out, stem=stem, run_dir=run_dir, workers=workers, notes=notes)
     res["conditions"]["load"] = {**sampler.summary(), **res["conditions"]["load"]}
+    res = portable_paths(res, work=work, results=out)
     atomic_write_json(out / f"{stem}.json", res)
     atomic_write_text(out / f"{stem}.md", markdown(res))
     return res

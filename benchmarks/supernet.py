@@ -10,9 +10,9 @@ On the embedded MNIST subset, with one epoch budget and seeds for every method:
 All subnets are evaluated on the test split after BN recalibration. Training throughput is images/s of the
 data loader (one image counts once however many subnets a step trains) on this machine, one torch thread.
 
-Usage: ``python benchmarks/supernet.py --quick`` (13 min measured on a loaded 2-core VM, 1 thread), ``--size
-quick12`` (twice the epochs), or without options for the full size (3,500 images, 30 epochs, width 0.5,
-3 seeds: roughly 100x the quick compute, i.e. most of a day on such a VM; see ``SIZES``). ``--size smoke``
+Usage: ``python benchmarks/supernet.py --quick`` (wall time of the last run: ``benchmarks/results/supernet.md``),
+``--size quick12`` (twice the epochs), or without options for the full size (3,500 images, 30 epochs, width 0.5,
+3 seeds: roughly 100x the quick compute; see ``SIZES``). ``--size smoke``
 checks the script in 2 min. Runs are resumable: re-running continues the training runs under ``--work`` and
 re-evaluates. Writes ``supernet.json`` and ``supernet.md`` to ``--out`` (default ``benchmarks/results``);
 ``--render-only`` rewrites the Markdown from the JSON.

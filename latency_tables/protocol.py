@@ -15,16 +15,15 @@ P processes, R rounds per process, n models in a chunk, m timed runs per model a
 * **Robust estimator.** A model's estimate is a low percentile (``estimator_pct``, default 10) of *all* its timed
   runs divided by their round's ``B``, over every round and process: on a shared machine interference only ever
   adds time and arrives in bursts shorter than a round, so the floor of many interleaved, round-corrected runs is
-  what repeats. (Measured here on 10 subnets x 3 processes under load: process-pair agreement within ±10 % was
-  ~55 % for percentiles of round medians, ~90 % for the minimum of raw runs, ~100 % for this estimator.)
+  what repeats (it agreed best between processes of the alternatives tried: docs/measurements.md).
   ``ratio_j`` = estimate_j / the probe's estimate, and ``reference_ms`` is the probe's estimate;
   A table stores ``latency_ms_j = ratio_j * reference_ms`` (one probe scale for all its chunks); `measure_models`
   returns each model's own estimate, or, given a table's ``reference_ms``, ``ratio_j * reference_ms`` on the table's
   scale (removing the machine's drift between the two sessions, at the price of the probe's own noise).
 * **Session level.** Round effects have median 1 *within* one measurement, so own-clock estimates carry the
   machine's level during that measurement's rounds. A measurement can be shorter than the machine's slow swings
-  (30 LiteRT subnets: 3 x 8 rounds in a few seconds), so two measurements of the same models may differ by one
-  common factor (issue 5: 0 % of subnets within ±10 %, median 30 %, while process pairs agreed to 0.3 %).
+  (e.g. 3 x 8 rounds of 30 LiteRT subnets take a few seconds), so two measurements of the same models may differ by
+  one common factor (docs/measurements.md).
   Test-retest between measurements therefore compares ``ratio_j``; the probe, timed in the same rounds, cancels it.
 * **Several processes.** P worker processes (fresh interpreter, memory layout and thread placement each) take
   turns round by round, in an order shuffled per round, and never run at the same time. Each process's own

@@ -310,7 +310,7 @@ def fit_predictor(
     Randomness (split, init, shuffling) comes from ``seed`` only: torch's global generator is forked and
     restored around training, so callers' random streams are untouched. ``num_threads`` caps torch's intra-op
     threads during training (restored afterwards): a 400-wide MLP gains nothing from threads, and on shared cores
-    they spin against each other (measured 25x slower with 2 threads under load).
+    they spin against each other (docs/measurements.md).
     """
     import torch
 

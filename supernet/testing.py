@@ -30,11 +30,11 @@ import torch
 from supernet.layers import Backbone, StaticSubnet, build_static_model, layer_specs
 from supernet.model import OFASupernet
 from supernet.quantize import QuantConfig, get_target
-from supernet.space import PRECISIONS, ArchConfig, SearchSpace, get_space
+from supernet.space import PRECISIONS, ArchConfig, EncodingKind, SearchSpace, get_space
 
 __all__ = ["ModelContract", "QuantTargetContract", "SpaceContract", "randomised_supernet", "small_configs"]
 
-ENCODINGS = ("ordinal", "onehot")
+ENCODINGS: tuple[EncodingKind, ...] = ("ordinal", "onehot")
 
 
 def small_configs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchConfig]:

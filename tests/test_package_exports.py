@@ -33,11 +33,16 @@ def _parse(package: str) -> tuple[set[str], set[str], bool, dict[str, str] | Non
             checked |= {a.asname or a.name for n in node.body if isinstance(n, ast.ImportFrom) for a in n.names}
         if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
             hidden = False  # defined at top level: mypy then types every unknown attribute as its return type
-        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(node, ast.Assign):
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
         if isinstance(target, ast.Name) and target.id == "__all__":
-            all_names = set(ast.literal_eval(node.value))  # type: ignore[union-attr,arg-type]
+            all_names = set(ast.literal_eval(value))
         if isinstance(target, ast.Name) and target.id == LAZY_PACKAGES[package]:
-            lazy = ast.literal_eval(node.value)  # type: ignore[union-attr,arg-type]
+            lazy = ast.literal_eval(value)
     return checked, all_names, hidden, lazy
 
 

@@ -10,8 +10,8 @@ subnet is (`supernet.quantize.export_precision`), so a table row and a quantized
   Calibration only sets scales and zero points — the graph and the kernels onnxruntime runs are the same — so the
   data do not change the latency, only the numbers the model computes.
 * ``fp16``: float16 initializers and ops with float32 inputs/outputs. On x86 CPUs onnxruntime has few fp16 kernels
-  and inserts casts around the rest, so expect little gain: whole subnets measured 1.06-1.19x the fp32 speed on
-  this VM (`benchmarks/results/bitwidth.md`); the table measures what it is per layer, nothing is assumed.
+  and inserts casts around the rest, so expect little gain (figures: docs/measurements.md); the table measures
+  what it is per layer, nothing is assumed.
 
 ``reduce_range`` None takes `supernet.quantize.QuantConfig`'s default (`supernet.quantize.default_reduce_range`,
 by the CPU's VNNI flag), the same default the deployed file and search-time int8 accuracy use.

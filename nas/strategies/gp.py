@@ -193,8 +193,7 @@ class GPBayesOpt(SearchStrategy):
         refit_every: re-optimise GP hyperparameters every ``max(refit_every, n // 10)`` evaluations (always while
             n < 30), warm-started, at most ``fit_maxiter`` L-BFGS-B iterations.
         blas_threads: BLAS threads while searching (restored afterwards; None = leave as is). The matrices are
-            small (n <= a few hundred), so threads only add contention: 1 thread measured 2.5x faster on 2 shared
-            cores.
+            small (n <= a few hundred), so threads only add contention (docs/measurements.md).
     """
 
     name = "gp"
