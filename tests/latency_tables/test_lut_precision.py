@@ -11,6 +11,7 @@ import pytest
 from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
+from hwnas.commands.lut import app
 from latency_tables.backends import (
     Backend,
     UnsupportedPrecisionError,
@@ -18,7 +19,6 @@ from latency_tables.backends import (
     list_backends,
     supported_precisions,
 )
-from hwnas.commands.lut import app
 from latency_tables.predictor import LatencyPredictor, predict_latency, read_measured_archs, validate
 from latency_tables.protocol import Protocol
 from latency_tables.table import (
