@@ -60,6 +60,8 @@ def test_validation_and_json() -> None:
         Reward.soft(0.0)
     with pytest.raises(ValueError, match="exponents"):
         Reward(10.0, 0.1, -0.07)
+    with pytest.raises(ValueError, match="exponents"):  # beta > 0 would reward being slower than the target
+        Reward(10.0, -0.07, 0.1)
     with pytest.raises(ValueError, match="latency_ms"):
         Reward.soft(10.0)(0.5, -1.0)
     with pytest.raises(ValueError, match="accuracy"):

@@ -135,3 +135,27 @@ def test_resolve_arch_accepts_every_form_and_explains_bad_input(tmp_path) -> Non
         resolve_arch(str(tmp_path / "list.json"), space)
     with pytest.raises(InvalidArchError, match="inline JSON is not valid"):
         resolve_arch("{oops", space)
+
+
+def test_ordinal_decode_snaps_to_the_nearest_choice_and_ties_to_the_smaller() -> None:
+    """Continuous ordinal vectors (e.g. from a relaxation) snap per entry; a value halfway snaps down."""
+    space = get_space("mnist")
+    c = space.largest()
+    v = space.encode(c, "ordinal")
+    n = space.n_stages
+    v[0] = 26.0  # halfway between 24 and 28 -> 24
+    v[1] = 2.5  # depth halfway between 2 and 3 -> 2
+    v[1 + n] = 6.0  # kernel halfway between 5 and 7 -> 5
+    v[1 + n + space.n_slots] = 3.4  # expand nearest 3
+    d = space.decode(v, "ordinal")
+    assert d.resolution == 24 and d.depths[0] == 2 and d.kernel_sizes[0] == 5 and d.expand_ratios[0] == 3
+
+
+def test_onehot_decode_refuses_an_active_slot_after_an_inactive_one() -> None:
+    space = get_space("mnist")
+    v = space.encode(space.smallest(), "onehot")  # depth 2 everywhere: slots 0, 1 active, 2, 3 inactive
+    nk, ne = len(space.kernel_choices), len(space.expand_choices)
+    base = 3 * (nk + ne)  # slot 3 of stage 0
+    v[base] = v[base + nk] = 1.0
+    with pytest.raises(InvalidArchError, match="stage 0 has an active slot 3 after an inactive one"):
+        space.decode(v, "onehot")
