@@ -45,6 +45,7 @@ from typing import Any
 
 from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json, sha256_file
+from supernet.registry import UnknownNameError
 
 from .energy import EnergyModel
 from .variants import PRECISIONS, InvalidVariantError, Variant, validate_bundle
@@ -151,7 +152,9 @@ class Bundle:
         for e in self.entries:
             if e.name == name:
                 return e
-        raise KeyError(f"bundle {self.root}: no variant {name!r}; it has {[e.name for e in self.entries]}")
+        names = tuple(e.name for e in self.entries)
+        raise UnknownNameError(f"bundle {self.root}: no variant {name!r}; it has {list(names)}", kind="variant",
+                               name=name, known=names)
 
     def variants(self, *, table: str | None = None, fmt: str = "onnx") -> tuple[Variant, ...]:
         """The variants as the agents see them: ``predicted_latency_ms`` from ``table`` (default: the bundle's
@@ -180,28 +183,14 @@ def model_format(path: str | os.PathLike[str]) -> str:
 
 
 def model_input_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """The first input's shape of an ONNX or TFLite model (symbolic dims become -1)."""
-    fmt = model_format(path)
-    if fmt == "onnx":
-        import onnx
+    """The first input's shape of an ONNX or TFLite model (symbolic dims become -1), via `supernet.runtime`."""
+    from supernet.runtime import input_spec
 
-        try:
-            model = onnx.load(os.fspath(path), load_external_data=False)
-        except Exception as e:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
-            raise BundleError(f"model file {os.fspath(path)!r} is not a readable ONNX model: {e}") from None
-        inits = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in inits]
-        if not inputs:
-            raise BundleError(f"model file {os.fspath(path)!r}: the ONNX graph has no input")
-        dims = inputs[0].type.tensor_type.shape.dim
-        return tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in dims)
-    from ai_edge_litert.interpreter import Interpreter
-
+    model_format(path)
     try:
-        interp = Interpreter(model_path=os.fspath(path))
-    except Exception as e:  # noqa: BLE001
-        raise BundleError(f"model file {os.fspath(path)!r} is not a readable TFLite model: {e}") from None
-    return tuple(int(d) for d in interp.get_input_details()[0]["shape"])
+        return input_spec(path).shape
+    except InputError as e:
+        raise BundleError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- build
@@ -213,13 +202,13 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     """A function arch string -> ms, and the provenance written into the manifest (with the table's precision)."""
     if callable(table) and not isinstance(table, (str, os.PathLike)):
         return (lambda arch: float(table(arch))), {"source": "callable supplied to build_bundle"}
-    from latency_tables.predictor import LatencyPredictor, _resolve_table, predict_latency
+    from latency_tables.predictor import LatencyPredictor, predict_latency, resolve_table
     from latency_tables.table import LatencyTable
 
     if isinstance(table, LatencyPredictor):
         pred, tab = table, table.table
     else:
-        tab = table if isinstance(table, LatencyTable) else _resolve_table(table)
+        tab = table if isinstance(table, LatencyTable) else resolve_table(table)
         pred = LatencyPredictor.from_table(tab)
     m = tab.meta
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,

@@ -2,7 +2,7 @@
 
 Public API (see each module for the contract):
     backends:   create_backend, list_backends, supported_precisions, Backend, Measurement
-    protocol:   Protocol (measurement budget and estimators)
+    protocol:   MeasurementProtocol (measurement budget and estimators)
     table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError
     predictor:  LatencyPredictor, fit_correction, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
                 read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to th
         validate,
         validate_measured,
     )
-    from latency_tables.protocol import Protocol
+    from latency_tables.protocol import MeasurementProtocol, Protocol
     from latency_tables.table import (
         ArchOutsideTableError,
         LatencyTable,
@@ -61,7 +61,8 @@ _EXPORTS = {
     "list_backends": "latency_tables.backends",
     "supported_precisions": "latency_tables.backends",
     "UnsupportedPrecisionError": "latency_tables.backends",
-    "Protocol": "latency_tables.protocol",
+    "MeasurementProtocol": "latency_tables.protocol",
+    "Protocol": "latency_tables.protocol",  # deprecated alias of MeasurementProtocol
     "ArchOutsideTableError": "latency_tables.table",
     "LatencyTable": "latency_tables.table",
     "LatencyTableError": "latency_tables.table",
@@ -95,7 +96,7 @@ _EXPORTS = {
 
 __all__ = [
     "ArchOutsideTableError", "Backend", "BenchmarkLogError", "BenchmarkRun", "KitError", "KitManifest",
-    "LatencyPredictor", "LatencyTable", "LatencyTableError", "Measurement", "MissingLayerError",
+    "LatencyPredictor", "LatencyTable", "LatencyTableError", "Measurement", "MeasurementProtocol", "MissingLayerError",
     "PrecisionMismatchError", "Protocol", "TableHashError", "TableMeta", "TableSchemaError",
     "UnsupportedPrecisionError", "ValidationReport", "build_table", "create_backend", "enumerate_layers",
     "fit_correction", "import_kit_csv", "import_kit_logs", "list_backends", "load_kit", "measure_models",

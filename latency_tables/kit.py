@@ -44,13 +44,13 @@ from latency_tables.table import (
     LatencyTableError,
     TableMeta,
     TableRow,
-    _Progress,
-    _seeded_build,
-    _torch_single_thread,
     enumerate_layers,
+    seeded_build,
+    torch_single_thread,
 )
 from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer
+from supernet.progress import ProgressArg, Tasks
 from supernet.space import SearchSpace
 
 __all__ = [
@@ -81,11 +81,11 @@ class KitError(LatencyTableError):
 
 
 def _default_exporters() -> dict[str, Exporter]:
-    from supernet.export import export_onnx, export_tflite
+    from supernet.export import export
 
     return {
-        "tflite": lambda model, path, shape: export_tflite(model, path, input_shape=shape),
-        "onnx": lambda model, path, shape: export_onnx(model, path, input_shape=shape),
+        "tflite": lambda model, path, shape: export(model, path, format="tflite", input_shape=shape),
+        "onnx": lambda model, path, shape: export(model, path, format="onnx", input_shape=shape),
     }
 
 
@@ -191,7 +191,7 @@ def write_kit(
     warmup_runs: int = 10,
     rounds: int = 3,
     precision: str = "fp32",
-    progress: bool = True,
+    progress: ProgressArg = True,
     exporters: Mapping[str, Exporter] | None = None,
 ) -> KitManifest:
     """Export every distinct layer of ``space`` (plus the reference probe) in ``formats`` into ``out_dir/models``,
@@ -223,13 +223,13 @@ def write_kit(
     if len(todo) < len(keys) * len(fmts):
         log.info("kit %s: %d of %d model files already exported, continuing", out, len(keys) * len(fmts) - len(todo),
                  len(keys) * len(fmts))
-    with _Progress(progress) as bars, _torch_single_thread():
+    with Tasks(progress, logger=log) as bars, torch_single_thread():
         advance = bars.task(f"export {'+'.join(fmts)} one-layer models", len(todo))
         for key, spec, fmt in todo:
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
-            exp[fmt](_seeded_build(functools.partial(build_layer, spec), 0), path, shape)
-            advance(1)
+            exp[fmt](seeded_build(functools.partial(build_layer, spec), 0), path, shape)
+            advance()
     layers = []
     for key, spec in zip(keys, specs, strict=True):
         name = file_name_of(key)

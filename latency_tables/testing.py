@@ -33,7 +33,7 @@ LAYER_INPUT_SHAPE = (1, 16, 8, 8)
 
 def skip_without_converter(name: str) -> None:
     """Skip when backend ``name`` cannot export here (TFLite needs the ``[tflite]`` extra's converter)."""
-    if name == "tflite" and importlib.util.find_spec("litert_torch") is None:
+    if name.startswith("tflite") and importlib.util.find_spec("litert_torch") is None:
         pytest.skip("TFLite conversion needs the [tflite] extra (litert-torch)")
 
 

@@ -13,13 +13,15 @@ from supernet.evaluate import calibration_batches
 from supernet.layers import StaticSubnet
 from supernet.quantize import (
     QuantConfig,
-    Variant,
+    QuantRecipe,
     compare_variants,
     get_target,
     int8_weight_fraction,
     quantize_onnx,
 )
-from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
+from supernet.quantize_tflite import quantize_tflite, tflite_weight_dtypes
+from supernet.registry import UnknownNameError
+from supernet.runtime import open_session
 
 RES = 24
 
@@ -35,7 +37,7 @@ def test_tflite_refuses_calibration_methods_it_does_not_have(tmp_path: Path) -> 
         quantize_tflite(tmp_path / "missing.tflite", tmp_path / "q.tflite", config=QuantConfig())
     with pytest.raises(ValueError, match="calibration method 'moving-average' is not available for onnxruntime"):
         quantize_onnx(fake, tmp_path / "q.onnx", config=QuantConfig(calibration="moving-average"))
-    with pytest.raises(ValueError, match="backend 'coreml': expected one of onnxruntime, tflite"):
+    with pytest.raises(UnknownNameError, match="backend .coreml.; known quantization backends: onnxruntime, tflite"):
         get_target("coreml")
     assert not (tmp_path / "q.tflite").exists()
 
@@ -81,9 +83,9 @@ def test_int8_per_channel_is_full_integer_and_close_to_fp32(setup, tmp_path: Pat
     assert set(dtypes) == {"int8"} and sum(dtypes.values()) > 100_000
     assert int8_weight_fraction(q) == 1.0 and int8_weight_fraction(fp32) == 0.0
     assert max(_weight_scales(q)) > 1  # one scale per output channel
-    runner = TFLiteRunner(q)
+    runner = open_session(q)
     assert runner.prepare(xs[:1]).dtype == np.int8  # full integer: int8 input (and output)
-    ref = TFLiteRunner(fp32)(xs)
+    ref = open_session(fp32)(xs)
     with torch.no_grad():
         torch_ref = model(torch.from_numpy(xs)).numpy()
     assert _rel_err(ref, torch_ref) < 1e-3
@@ -98,19 +100,19 @@ def test_int8_per_channel_is_full_integer_and_close_to_fp32(setup, tmp_path: Pat
 @pytest.mark.tflite
 def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
     _, data, fp32, xs = setup
-    ref = TFLiteRunner(fp32)(xs)
+    ref = open_session(fp32)(xs)
     pt = quantize_tflite(fp32, tmp_path / "pt.tflite", config=QuantConfig(per_channel=False, calib_images=64),
                          calib_batches=_calib(data))
     assert set(tflite_weight_dtypes(pt)) == {"int8"} and set(_weight_scales(pt)) == {1}
-    assert _rel_err(TFLiteRunner(pt)(xs), ref) < 0.5
+    assert _rel_err(open_session(pt)(xs), ref) < 0.5
     ma = quantize_tflite(fp32, tmp_path / "ma.tflite", config=QuantConfig(calibration="moving-average"),
                          calib_batches=_calib(data))
-    assert np.isfinite(TFLiteRunner(ma)(xs)).all()
+    assert np.isfinite(open_session(ma)(xs)).all()
     f16 = quantize_tflite(fp32, tmp_path / "fp16.tflite", config=QuantConfig(precision="fp16"))
     assert set(tflite_weight_dtypes(f16)) == {"float16"}
-    assert _rel_err(TFLiteRunner(f16)(xs), ref) < 0.05
+    assert _rel_err(open_session(f16)(xs), ref) < 0.05
     assert f16.stat().st_size < 0.65 * fp32.stat().st_size
-    builtin = TFLiteRunner(f16, default_delegates=False)(xs)
+    builtin = open_session(f16, backend="tflite-builtin")(xs)
     assert _rel_err(builtin, ref) < 0.05
 
 
@@ -119,7 +121,7 @@ def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
 def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_path: Path) -> None:
     model, data, _, _ = setup
     base = QuantConfig(calib_images=16)
-    variants = [Variant(backend=b, config=c) for b in ("tflite", "tflite-builtin")
+    variants = [QuantRecipe(backend=b, config=c) for b in ("tflite", "tflite-builtin")
                 for c in (base.replace(precision="fp32"), base)]
     res = compare_variants({"fp32": model}, variants, data, out_dir=tmp_path, max_eval_images=16, warmup=1, runs=5)
     rows = res["rows"]
@@ -130,3 +132,7 @@ def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_pat
     assert all(r["latency_p50_ms"] > 0 and r["speed_vs_fp32"]["median"] > 0 for r in rows)
     assert set(res["protocol"]["backends"]) == {"tflite", "tflite-builtin"}
     assert "XNNPACK" in res["protocol"]["backends"]["tflite"]["delegate"]
+    # what each runtime really ran: fp32 wholly on XNNPACK, nothing delegated on the built-in path
+    assert rows[0]["delegation"]["delegate"] == "XNNPACK"
+    assert rows[0]["delegation"]["delegated_nodes"] == rows[0]["delegation"]["total_nodes"]
+    assert rows[2]["delegation"]["delegated_nodes"] == rows[3]["delegation"]["delegated_nodes"] == 0

@@ -137,6 +137,27 @@ def test_resolve_arch_accepts_every_form_and_explains_bad_input(tmp_path) -> Non
         resolve_arch("{oops", space)
 
 
+def test_optuna_parameter_names_come_from_one_place() -> None:
+    """`suggest`, `to_params`, `from_params` and `nas.study.param_distributions` agree on names and ranges."""
+    import numpy as np
+    import optuna
+
+    from nas.study import param_distributions
+
+    space = get_space("mnist")
+    dists = param_distributions(space)
+    assert list(dists) == list(space.param_ranges())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cfg = space.sample(rng)
+        params = space.to_params(cfg)
+        assert list(params) == list(space.param_ranges())
+        assert space.from_params(params) == space.canonical(cfg)
+        assert space.suggest(optuna.trial.FixedTrial(params)) == space.canonical(cfg)
+        assert all(dists[k].low <= v <= dists[k].high for k, v in params.items())
+    assert next(iter(space.to_params(cfg, prefix="a_"))) == "a_r"
+
+
 def test_ordinal_decode_snaps_to_the_nearest_choice_and_ties_to_the_smaller() -> None:
     """Continuous ordinal vectors (e.g. from a relaxation) snap per entry; a value halfway snaps down."""
     space = get_space("mnist")
