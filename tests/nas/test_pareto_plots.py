@@ -35,7 +35,7 @@ def test_plots_draw_the_data(tmp_path: Path, mnist_objective, monkeypatch: pytes
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     figs: list = []
-    monkeypatch.setattr(nas.plots, "_save", lambda fig, path: figs.append(fig))
+    monkeypatch.setattr(nas.plots, "save_figure", lambda fig, path: figs.append(fig))
     plot_convergence(results, tmp_path / "conv.png")
     plot_convergence({"r": results["random"][0]}, tmp_path / "gap.png", relative_to=0.8)
     plot_pareto(evs, tmp_path / "pareto.png", target_ms=target)
