@@ -22,7 +22,7 @@ from device_agents.bundle import (
 )
 from device_agents.cli import app
 
-FIXTURE_TABLE = Path(__file__).parents[2] / "latency_tables" / "fixtures" / "schema-v1-fake.csv"
+FIXTURE_TABLE = Path(__file__).parents[1] / "latency_tables" / "fixtures" / "tables" / "schema-v1-fake.csv"
 
 
 def test_build_and_load_round_trip(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from latency_tables.table import (
     CSV_COLUMNS,
+    TABLE_SCHEMA_VERSION,
     ArchOutsideTableError,
     LatencyTable,
     LatencyTableError,
@@ -22,7 +23,7 @@ from latency_tables.table import (
 from supernet.layers import Backbone, LayerSpec, layer_specs
 from supernet.space import ArchConfig, SearchSpace, get_space
 
-FIXTURES = Path(__file__).resolve().parents[2] / "latency_tables" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tables"
 
 
 def test_round_trip_keeps_rows_and_manifest(fake_table: LatencyTable, tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_round_trip_keeps_rows_and_manifest(fake_table: LatencyTable, tmp_path: 
 
 def test_manifest_states_machine_backend_and_protocol(fake_table: LatencyTable) -> None:
     m = fake_table.meta
-    assert m.schema_version == 1 and m.backend == "fake" and m.precision == "fp32" and m.threads == 1
+    assert m.schema_version == TABLE_SCHEMA_VERSION and m.backend == "fake" and m.precision == "fp32" and m.threads == 1
     assert m.device == "test-device" and m.cpu_model
     assert m.processes == 3 and m.rounds == 3 and m.runs == 5 and m.batch_size == 1
     assert m.reference["latency_ms"] > 0
@@ -149,4 +150,4 @@ def test_fixture_of_every_schema_version_still_loads(csv_name: str) -> None:
 
 def test_there_is_a_fixture_for_the_current_schema() -> None:
     versions = {json.loads(p.read_text())["schema_version"] for p in FIXTURES.glob("*.meta.json")}
-    assert 1 in versions
+    assert versions == set(range(1, TABLE_SCHEMA_VERSION + 1))  # one fixture per schema version, the current one too
