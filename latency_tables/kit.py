@@ -61,6 +61,8 @@ __all__ = [
     "import_kit_csv",
     "import_kit_logs",
     "load_kit",
+    "model_runs",
+    "run_script",
     "write_kit",
 ]
 
@@ -365,8 +367,11 @@ echo "done: logs in $(pwd)/logs; next: hwnas lut import $(pwd) --out table.csv"
 
 
 # --------------------------------------------------------------------------- importing
-def _layer_runs(m: KitManifest, kit_dir: Path, layer: KitLayer) -> tuple[list[BenchmarkRun], list[BenchmarkRun]]:
-    """(ok runs, failed runs) of one layer's log, after checking each run belongs to this kit and layer."""
+def model_runs(m: KitManifest, kit_dir: Path, layer: KitLayer, *,
+               earlier_sha256: Sequence[str] = ()) -> tuple[list[BenchmarkRun], list[BenchmarkRun]]:
+    """(ok runs, failed runs) of one model's log (``logs/<name>.log``), after checking each run belongs to this kit
+    (or to an earlier version of it, ``earlier_sha256``, whose models it kept) and model. Shared by the layer kit
+    and the subnet kit (`latency_tables.subnet_kit`)."""
     path = kit_dir / "logs" / f"{layer.name}.log"
     if not path.is_file():
         return [], []
@@ -375,7 +380,7 @@ def _layer_runs(m: KitManifest, kit_dir: Path, layer: KitLayer) -> tuple[list[Be
         if run.kit_sha256 is None:
             raise KitError(f"{run.where}: run without the '# hwnas-kit sha256=...' marker line: this log was not "
                            "written by this kit's run_benchmark.sh")
-        if run.kit_sha256 != m.kit_sha256:
+        if run.kit_sha256 != m.kit_sha256 and run.kit_sha256 not in earlier_sha256:
             raise KitError(f"{run.where}: the log comes from another kit (sha256 {run.kit_sha256[:12]}..., this kit "
                            f"{m.kit_sha256[:12]}...); regenerate the logs with this kit's run_benchmark.sh")
         if run.key != layer.key:
@@ -461,7 +466,7 @@ def import_kit_logs(
     missing: dict[str, str] = {}
     failed_runs: list[str] = []
     for layer in m.layers:
-        ok, failed = _layer_runs(m, kd, layer)
+        ok, failed = model_runs(m, kd, layer)
         failed_runs += [f"{r.source}:{r.error_line or r.line}: {r.error}" for r in failed]
         if not ok:
             missing[layer.key] = (f"logs/{layer.name}.log is missing" if not failed else

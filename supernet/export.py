@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ExportCheck", "check_export", "export_onnx", "export_tflite", "run_onnx", "run_tflite"]
+from supernet.errors import InputError
+from supernet.runtime import open_session
+
+__all__ = ["EXPORT_FORMATS", "ExportCheck", "check_export", "export", "export_onnx", "export_tflite", "run_onnx",
+           "run_tflite"]
 
 log = logging.getLogger(__name__)
 ONNX_OPSET = 17
@@ -89,25 +93,30 @@ def export_tflite(model: nn.Module, path: str | os.PathLike[str], *, input_shape
 
 
 def run_onnx(path: str | os.PathLike[str], x: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.asarray(sess.run(None, {name: x.astype(np.float32)})[0])
+    """Outputs of the .onnx file at ``path`` for ``x`` (`supernet.runtime`, backend onnxruntime)."""
+    return open_session(path, backend="onnxruntime", threads=threads).run(x)
 
 
 def run_tflite(path: str | os.PathLike[str], x: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+    """Outputs of the .tflite file at ``path`` for ``x`` (`supernet.runtime`, backend tflite: XNNPACK)."""
+    return open_session(path, backend="tflite", threads=threads).run(x)
 
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    interp.invoke()
-    return np.asarray(interp.get_tensor(interp.get_output_details()[0]["index"]))
+
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "tflite")
+
+
+def export(model: nn.Module, path: str | os.PathLike[str], *, input_shape: tuple[int, ...],
+           format: str | None = None) -> Path:
+    """Export ``model`` to ``path`` as ``format`` ("onnx" | "tflite"; default: from the suffix), fp32.
+
+    The one export entry: quantized files are lowered from this fp32 file (`supernet.quantize`)."""
+    fmt = format or {".onnx": "onnx", ".tflite": "tflite"}.get(Path(path).suffix.lower())
+    if fmt == "onnx":
+        return export_onnx(model, path, input_shape=input_shape)
+    if fmt == "tflite":
+        return export_tflite(model, path, input_shape=input_shape)
+    raise InputError(f"export format {format or Path(path).suffix!r} for {os.fspath(path)!r}: expected one of "
+                     f"{', '.join(EXPORT_FORMATS)}")
 
 
 @dataclass(frozen=True)
@@ -130,13 +139,14 @@ def check_export(
     atol: float = 1e-3,
 ) -> ExportCheck:
     """Run ``inputs`` (N, C, H, W) one at a time through torch and the exported file and compare logits."""
-    runner = {"onnx": run_onnx, "tflite": run_tflite}.get(fmt)
-    if runner is None:
-        raise ValueError(f"export format {fmt!r}: expected 'onnx' or 'tflite'")
+    backend = {"onnx": "onnxruntime", "tflite": "tflite"}.get(fmt)
+    if backend is None:
+        raise InputError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     model.eval()
     with torch.no_grad():
         ref = model(inputs).numpy()
-    got = np.concatenate([runner(path, inputs[i : i + 1].numpy()) for i in range(inputs.shape[0])])
+    session = open_session(path, backend=backend)
+    got = np.concatenate([session.run(inputs[i : i + 1].numpy()) for i in range(inputs.shape[0])])
     diff = float(np.abs(ref - got).max())
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
     return ExportCheck(str(path), fmt, diff, agree, diff <= atol)

@@ -4,14 +4,13 @@ against a fake adb, and importing logs / CSVs back as tables and predictors."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from lut_helpers import StubExporters, run_kit_script  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
 from latency_tables.benchmark_log import BenchmarkLogError, parse_log, parse_log_file
@@ -83,24 +82,6 @@ def test_hand_captured_logs_split_at_starting() -> None:
 
 
 # --------------------------------------------------------------------------- kit writing
-class StubExporters:
-    """Stands in for litert-torch (~10 s a layer here): writes the layer's MACs, counts calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def export(self, model: Any, path: Path, shape: tuple[int, ...]) -> Path:
-        from latency_tables.backends.fake import count_macs_of_module
-
-        macs, _ = count_macs_of_module(model, shape)
-        Path(path).write_text(f"FAKE-TFLITE macs={macs}\n")
-        self.calls.append(Path(path).name)
-        return Path(path)
-
-    def mapping(self) -> dict[str, Any]:
-        return {"tflite": self.export}
-
-
 @pytest.fixture(scope="module")
 def tflite_kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("kit") / "kit"
@@ -152,51 +133,6 @@ def test_edited_manifest_is_refused(tmp_path: Path, tflite_kit: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the script, against a fake adb
-FAKE_ADB = r"""#!/bin/sh
-# Fake adb: push copies into $FAKE_DEVICE; 'shell benchmark_model --graph=X' prints a benchmark_model log whose
-# Inference (avg) is 10 + macs/1000 us (macs read from the stub model). While a file $FAKE_DEVICE/fail-<name>
-# exists, that model's runs fail.
-case "$1" in
-  push) cp "$2" "$FAKE_DEVICE/$(basename "$3")"; exit $? ;;
-  shell)
-    shift
-    case "$*" in
-      "test -x "*|"mkdir -p "*) exit 0 ;;
-    esac
-    graph=$(echo "$*" | sed -n 's/.*--graph=\([^ ]*\).*/\1/p')
-    threads=$(echo "$*" | sed -n 's/.*--num_threads=\([0-9]*\).*/\1/p')
-    runs=$(echo "$*" | sed -n 's/.*--num_runs=\([0-9]*\).*/\1/p')
-    name=$(basename "$graph" .tflite)
-    echo "INFO: STARTING!"
-    echo "INFO: Num runs: [$runs]"
-    echo "INFO: Num threads: [$threads]"
-    echo "INFO: Graph: [$graph]"
-    if [ -f "$FAKE_DEVICE/fail-$name" ]; then
-      echo "ERROR: Didn't find op for builtin opcode 'HARD_SWISH' version '2'."
-      echo "Benchmarking failed."
-      exit 1
-    fi
-    macs=$(sed -n 's/.*macs=\([0-9]*\).*/\1/p' "$FAKE_DEVICE/$name.tflite")
-    avg=$(awk "BEGIN { printf \"%.3f\", 10 + $macs / 1000 }")
-    echo "INFO: count=5 first=99 curr=50 min=40 max=99 avg=60 std=5"
-    echo "INFO: count=$runs first=$avg curr=$avg min=$avg max=$avg avg=$avg std=0"
-    echo "INFO: Inference timings in us: Init: 1500, First inference: 99, Warmup (avg): 60, Inference (avg): $avg"
-    exit 0 ;;
-esac
-echo "fake adb: unsupported $*" >&2
-exit 1
-"""
-
-
-def _run_kit_script(kit: Path, device: Path) -> subprocess.CompletedProcess[str]:
-    adb = device.parent / "adb"
-    if not adb.exists():
-        adb.write_text(FAKE_ADB)
-        adb.chmod(0o755)
-    env = {**os.environ, "ADB": str(adb), "FAKE_DEVICE": str(device)}
-    return subprocess.run(["sh", str(kit / "run_benchmark.sh")], env=env, capture_output=True, text=True, timeout=60)
-
-
 def _expected_ms(kit: Path, name: str) -> float:
     text = (kit / "models" / f"{name}.tflite").read_text()
     return round(10 + int(text.split("macs=")[1]) / 1000, 3) / 1000
@@ -211,7 +147,7 @@ def test_script_runs_benchmark_model_per_layer_resumes_and_imports(tmp_path: Pat
     victim = m.layers[5]
     (device / f"fail-{victim.name}").touch()
 
-    first = _run_kit_script(kit, device)
+    first = run_kit_script(kit, device)
     assert first.returncode == 1, first.stdout + first.stderr
     assert f"warning: {victim.name} round 1 failed" in first.stderr and f"{victim.name} round 2 failed" in first.stderr
     with pytest.raises(KitError, match=rf"1 of 15 layers.*\n  {victim.key}: 2 failed run\(s\), first at "
@@ -221,7 +157,7 @@ def test_script_runs_benchmark_model_per_layer_resumes_and_imports(tmp_path: Pat
     assert victim.key not in partial.rows and partial.meta.environment["missing_keys"] == [victim.key]
 
     (device / f"fail-{victim.name}").unlink()
-    second = _run_kit_script(kit, device)  # resume: only the failed (model, round) pairs run again
+    second = run_kit_script(kit, device)  # resume: only the failed (model, round) pairs run again
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.count("round ") == 2 and victim.name in second.stdout
 
