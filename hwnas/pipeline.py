@@ -70,6 +70,7 @@ class SearchJob:
     accuracy: str = "measured"  # "measured" at the precision, or "predicted" by accuracy_predictor_path
     accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
+    statistic: str | None = None  # latency statistic constrained (median, p99, ...); None: the table's default
 
     def __post_init__(self) -> None:
         if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
@@ -249,16 +250,19 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
 
 
 def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None, *,
-                      precision: str | None = None) -> ArchFn:
+                      precision: str | None = None, statistic: str | None = None) -> ArchFn:
     """Predicted latency in ms from a LUT (plus its fitted correction when given), at the table's precision;
-    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`)."""
+    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`). ``statistic``
+    (median, p99, ...; default the predictor's, else the table's) must be the predictor's
+    (`latency_tables.table.StatisticMismatchError`: statistics never mix)."""
     from latency_tables.predictor import LatencyPredictor
     from latency_tables.table import LatencyTable
 
     if predictor_path is not None:
         predictor = LatencyPredictor.load(predictor_path, table=table_path)
+        predictor.table.check_statistic(statistic, what="the search's latency")
     else:
-        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path))
+        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path, statistic=statistic))
     predictor.table.check_precision(precision)
     return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
 
@@ -327,14 +331,14 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     strategies = list(strategies or [job.strategy])
     if net is None or data is None:
         net, data = load_supernet_and_data(job.supernet_path, dataset=job.dataset, data_root=job.data_root)
-    table = LatencyTable.load(job.table_path)
+    table = LatencyTable.load(job.table_path, statistic=job.statistic)
     if table.space != net.space:
         raise ValueError(
             f"latency table {job.table_path!r} is for space {table.space.name!r} but the supernet's space is "
             f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
         )
     precision = table.check_precision(job.precision, what="a search")
-    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision)
+    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision, statistic=table.statistic)
     q_backend, quant = accuracy_quant_recipe(table.meta, calib_images=job.calib_images, seed=job.seed)
     context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
                                calib_images=job.calib_images,
@@ -404,11 +408,12 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
-                w["measured_latency_ms"] = m.latency_ms
+                w["measured_latency_ms"] = m.stat(table.statistic)
+                w["measured_statistic"] = table.statistic
                 w["measured_p50_ms"] = m.p50_ms
                 w["measured_iqr_ms"] = m.iqr_ms
                 w["measured_runs"] = m.runs
-                w["meets_target_measured"] = m.latency_ms <= w["target_ms"]
+                w["meets_target_measured"] = w["measured_latency_ms"] <= w["target_ms"]
             measured = {"performed": True, "environment": dict(ms[0].environment) if ms else {},
                         "protocol": proto.to_json() if proto is not None else None}
         else:

@@ -52,7 +52,7 @@ def test_manifest_states_machine_backend_and_protocol(fake_table: LatencyTable) 
 
 def test_sum_equals_rows_summed_by_hand(fake_table: LatencyTable, small_space: SearchSpace, rng: np.random.Generator) -> None:
     csv_text = Path(fake_table.path).read_text().splitlines()  # type: ignore[arg-type]
-    by_key = {line.split(",")[0]: float(line.split(",")[CSV_COLUMNS.index("latency_ms")]) for line in csv_text[1:]}
+    by_key = {line.split(",")[0]: float(line.split(",")[CSV_COLUMNS.index("median_ms")]) for line in csv_text[1:]}
     for _ in range(10):
         cfg = small_space.sample(rng)
         by_hand = sum(by_key[s.key] for s in layer_specs(fake_table.backbone, cfg))
@@ -84,7 +84,7 @@ def test_hash_mismatch_names_the_file(fake_table_copy: Path) -> None:
     text = fake_table_copy.read_text()
     lines = text.splitlines()
     parts = lines[1].split(",")
-    parts[CSV_COLUMNS.index("latency_ms")] = "9.999999"
+    parts[CSV_COLUMNS.index("median_ms")] = "9.999999"
     fake_table_copy.write_text("\n".join([lines[0], ",".join(parts), *lines[2:]]) + "\n")
     with pytest.raises(TableHashError, match=str(fake_table_copy.name)):
         LatencyTable.load(fake_table_copy)
@@ -116,9 +116,9 @@ def test_missing_manifest_file(fake_table_copy: Path) -> None:
 
 def test_wrong_csv_header_is_explained(fake_table: LatencyTable, tmp_path: Path) -> None:
     t = fake_table.save(tmp_path / "t.csv")
-    text = (tmp_path / "t.csv").read_text().replace("latency_ms", "lat", 1)
+    text = (tmp_path / "t.csv").read_text().replace("median_ms", "lat", 1)
     (tmp_path / "t.csv").write_text(text)
-    with pytest.raises(TableSchemaError, match=r"missing columns \['latency_ms'\]"):
+    with pytest.raises(TableSchemaError, match=r"missing columns \['median_ms'\]"):
         LatencyTable.load(tmp_path / "t.csv", check_hash=False)
     assert t.meta.n_rows > 0
 
