@@ -185,7 +185,7 @@ def _server(table: Path, predictor: Path | None) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "latency_tables.cli", "serve", "--table", str(table), "--port", str(port)]
+    cmd = [sys.executable, "-m", "hwnas.commands.lut", "serve", "--table", str(table), "--port", str(port)]
     if predictor is not None:
         cmd += ["--predictor", str(predictor)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

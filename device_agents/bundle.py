@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json, sha256_file
 
 from .energy import EnergyModel
@@ -76,7 +77,7 @@ FORMATS: Mapping[str, str] = {".onnx": "onnx", ".tflite": "tflite"}
 TableLike = Any  # LatencyTable | LatencyPredictor | str | os.PathLike | Callable[[str], float]
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle cannot be built or loaded; the message names the bundle, the variant and the field."""
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from supernet.errors import InputError
 from supernet.io import atomic_write_text
 
 from .state import DeviceState, state_from_partial
@@ -37,7 +38,7 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(InputError):
     """A trace file is malformed. ``row`` is the 1-based data row (header excluded), None for file-level errors."""
 
     def __init__(self, message: str, *, row: int | None = None) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json
 from supernet.space import PRECISIONS  # the vocabulary shared with quantization, tables and search
 
@@ -30,7 +31,7 @@ __all__ = [
 VARIANT_SCHEMA_VERSION = 1
 
 
-class InvalidVariantError(ValueError):
+class InvalidVariantError(InputError):
     """A variant or a bundle of variants is malformed; the message names the entry and the field."""
 
 

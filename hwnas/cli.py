@@ -1,6 +1,10 @@
 """``hwnas``: the command line. Thin by design: each command parses, builds a config value, calls one library
-function, and writes results (with the resolved config beside them). Sub-apps of the packages are mounted
-here (``hwnas lut ...``, ``hwnas agent ...``, ``hwnas nas ...``).
+function, and writes results (with the resolved config beside them). Sub-apps live in `hwnas.commands` and are
+mounted here (``hwnas lut ...``, ``hwnas agent ...``, ``hwnas nas ...``, ``hwnas quantize``).
+
+Errors: any `supernet.errors.InputError` (bad user input; every library's "bad name / file / value" error
+derives from it) raised by any command becomes ``error: <message>`` on stderr and exit code 2, without a
+traceback; ``hwnas --debug ...`` re-raises it with the traceback.
 """
 
 from __future__ import annotations
@@ -9,13 +13,38 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+from supernet.errors import InputError
+
+INPUT_ERROR_EXIT_CODE = 2
+
+
+class _InputErrorsToExit2(TyperGroup):
+    """The top-level group: one error path for every subcommand, mounted sub-apps included.
+
+    Lives in the group (not only in `main`) so that `typer.testing.CliRunner` sees the same behaviour as the
+    console script.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(INPUT_ERROR_EXIT_CODE)
+
 
 app = typer.Typer(
+    cls=_InputErrorsToExit2,
     name="hwnas",
     help=(
         "Hardware-aware NAS: train a once-for-all supernet, measure a device's latency table, search the best "
@@ -28,6 +57,7 @@ app = typer.Typer(
 space_app = typer.Typer(help="Inspect search spaces.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 console = Console()
+err_console = Console(stderr=True)
 log = logging.getLogger("hwnas")
 
 
@@ -40,13 +70,13 @@ def _mount_subapps() -> None:
     if _MOUNTED:
         return
     _MOUNTED = True
-    from device_agents import cli as agents_cli
-    from latency_tables import cli as lut_cli
+    from hwnas.commands import agent as agents_cli
+    from hwnas.commands import lut as lut_cli
 
     app.add_typer(lut_cli.app, name="lut", help="Latency lookup tables: build, validate, kit/import, predict, serve.")
     app.add_typer(lut_cli.app, name="latency", help="Alias of 'lut' (e.g. 'hwnas latency predict').")
     app.command("serve", help="HTTP latency-prediction service (localhost by default).")(lut_cli.serve)
-    from supernet.quantize import quantize_cmd
+    from hwnas.commands.quantize import quantize_cmd
 
     app.command("quantize", help="fp16 / int8 (PTQ or QAT) export of a subnet for onnxruntime or TFLite, with "
                                  "accuracy, size and latency per precision.")(
@@ -57,20 +87,22 @@ def _mount_subapps() -> None:
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
         agents_cli.serve_model_cmd
     )
-    try:
-        from nas.cli import app as nas_app
-    except ImportError:  # pragma: no cover - nas without a CLI
-        return
+    from hwnas.commands.nas import app as nas_app
+
     app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # keep paths unbroken (copyable)
+def _fail(message: str, code: int = INPUT_ERROR_EXIT_CODE) -> NoReturn:
+    """``error: <message>`` on stderr and exit ``code`` (2: bad input, as for `InputError`)."""
+    err_console.print(f"[red]error:[/] {message}", soft_wrap=True)  # keep paths unbroken (copyable)
     raise typer.Exit(code)
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of input errors instead of one line.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -30,10 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supernet.errors import InputError
+
 __all__ = ["BenchmarkLogError", "BenchmarkRun", "parse_log", "parse_log_file"]
 
 
-class BenchmarkLogError(ValueError):
+class BenchmarkLogError(InputError):
     """A log line that should hold numbers does not; the message names the file and the line."""
 
 

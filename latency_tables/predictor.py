@@ -45,6 +45,7 @@ from latency_tables.table import (
     measurement_agreement,
     table_backend_kwargs,
 )
+from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json
 from supernet.layers import LayerSpec
 from supernet.space import ArchConfig, InvalidArchError
@@ -73,7 +74,7 @@ PREDICTOR_SCHEMA_VERSION = 1
 ArchLike = ArchConfig | str | Mapping[str, Any]
 
 
-class PredictorError(ValueError):
+class PredictorError(InputError):
     """A predictor file cannot be used (schema, feature names, or it was fitted on another table)."""
 
 
@@ -640,7 +641,7 @@ def validate(
     return report
 
 
-class MeasuredArchsError(ValueError):
+class MeasuredArchsError(InputError):
     """A CSV of measured architectures cannot be read; the message names the file and line."""
 
 

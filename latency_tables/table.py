@@ -65,6 +65,7 @@ from latency_tables.protocol import (
     reference_ms_of,
     summarise,
 )
+from supernet.errors import InputError
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
@@ -100,7 +101,7 @@ CSV_COLUMNS_V1 = ("key", *SPEC_COLUMNS, "macs", "latency_ms", "ratio", "p50_ms",
 
 
 # --------------------------------------------------------------------------- errors
-class LatencyTableError(ValueError):
+class LatencyTableError(InputError):
     """A latency table cannot be used; the message says what is wrong and in which file."""
 
 

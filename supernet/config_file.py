@@ -48,12 +48,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from supernet.errors import InputError
 from supernet.train import DEFAULT_RECIPE, RECIPES, Phase, TrainConfig
 
 __all__ = ["ConfigFileError", "load_train_config", "parse_train_config"]
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(InputError):
     """A run file is unreadable or invalid; the message names the file and the key."""
 
 

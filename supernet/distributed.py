@@ -16,17 +16,16 @@ BatchNorm statistics are per rank during a step (as in OFA, no SyncBN); `average
 running statistics across ranks before every checkpoint, so what is saved, and what every rank continues
 with, is identical. Evaluation re-estimates BN statistics anyway (`supernet.evaluate`).
 
-Launch: ``torchrun --nproc_per_node=N -m supernet.distributed --config run.toml --out DIR`` (see
+Launch: ``torchrun --nproc_per_node=N -m hwnas.commands.train --config run.toml --out DIR`` (see
 docs/training.md for multi-node). Backend: NCCL when CUDA is available, else gloo.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,6 @@ __all__ = [
     "average_buffers",
     "gather_objects",
     "init_from_env",
-    "main",
     "state_digest",
 ]
 
@@ -160,29 +158,3 @@ def state_digest(module: nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``torchrun ... -m supernet.distributed --config run.toml --out DIR``."""
-    from supernet.config_file import load_train_config
-    from supernet.train import TrainConfig, train_supernet
-
-    ap = argparse.ArgumentParser(prog="python -m supernet.distributed", description=main.__doc__)
-    ap.add_argument("--config", help="TOML run file (see docs/training.md); default: TrainConfig defaults")
-    ap.add_argument("--out", required=True, help="run folder (shared by all ranks)")
-    ap.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    env = init_from_env()
-    try:
-        config = load_train_config(args.config) if args.config else TrainConfig()
-        train_supernet(config, out_dir=args.out, progress=env.is_main and os.isatty(1),
-                       stop_after_steps=args.stop_after_steps, dist_env=env)
-    finally:
-        if env.distributed and dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through torchrun in tests
-    raise SystemExit(main())

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from supernet.errors import InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class InvalidArchError(ValueError):
+class InvalidArchError(InputError):
     """An architecture (or its JSON/string form) does not fit the search space; the message says which field."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from supernet.errors import InputError
 from supernet.space import PRECISIONS
 
 __all__ = [
@@ -51,11 +52,11 @@ _BACKENDS: dict[str, str] = {
 }
 
 
-class UnknownBackendError(ValueError):
+class UnknownBackendError(InputError):
     """A backend name that is not registered; the message lists the known ones."""
 
 
-class UnsupportedPrecisionError(ValueError):
+class UnsupportedPrecisionError(InputError):
     """A backend asked for a precision it does not run; the message lists the ones it does."""
 
 

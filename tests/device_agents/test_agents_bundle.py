@@ -20,7 +20,7 @@ from device_agents.bundle import (
     build_bundle,
     load_bundle,
 )
-from device_agents.cli import app
+from hwnas.commands.agent import app
 
 FIXTURE_TABLE = Path(__file__).parents[1] / "latency_tables" / "fixtures" / "tables" / "schema-v1-fake.csv"
 

@@ -7,7 +7,7 @@ from agents_helpers import DATA
 from typer.testing import CliRunner
 
 from device_agents import Variant, save_variants
-from device_agents.cli import app
+from hwnas.commands.agent import app
 
 runner = CliRunner()
 

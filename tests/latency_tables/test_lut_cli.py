@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from latency_tables.cli import app
+from hwnas.commands.lut import app
 from latency_tables.table import LatencyTable
 from supernet.space import SearchSpace
 
@@ -64,7 +64,7 @@ def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) 
                 progress=False)
     models, out = tmp_path / "models", tmp_path / "val"
     too_few = runner.invoke(app, ["validate", str(table), "--n-fit", "3", "--out-dir", str(tmp_path / "x")])
-    assert too_few.exit_code == 1 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output
+    assert too_few.exit_code == 2 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output
     bad = runner.invoke(app, ["validate", str(table), "--features", "everything", "--out-dir", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--features" in bad.output and "compact" in bad.output
     (tmp_path / "a-file").write_text("x")

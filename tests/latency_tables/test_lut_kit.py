@@ -14,7 +14,7 @@ from lut_helpers import StubExporters, run_kit_script  # type: ignore[import-not
 from typer.testing import CliRunner
 
 from latency_tables.benchmark_log import BenchmarkLogError, parse_log, parse_log_file
-from latency_tables.cli import app
+from hwnas.commands.lut import app
 from latency_tables.kit import KitError, file_name_of, import_kit_csv, import_kit_logs, load_kit, write_kit
 from latency_tables.predictor import (
     LatencyPredictor,
@@ -266,7 +266,7 @@ def test_cli_kit_import_and_validate_measured(tmp_path: Path, tflite_kit: Path) 
     assert res.exit_code == 0, res.output
     assert "held-out subnets: 2 (correction fitted on 5)" in res.output and (tmp_path / "v" / "predictor.json").exists()
     res = runner.invoke(app, ["import", str(tflite_kit), "--out", str(tmp_path / "none.csv")])
-    assert res.exit_code == 1 and "15 of 15 layers have no usable measurement" in res.output
+    assert res.exit_code == 2 and "15 of 15 layers have no usable measurement" in res.output
 
 
 @pytest.mark.slow

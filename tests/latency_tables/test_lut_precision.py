@@ -18,7 +18,7 @@ from latency_tables.backends import (
     list_backends,
     supported_precisions,
 )
-from latency_tables.cli import app
+from hwnas.commands.lut import app
 from latency_tables.predictor import LatencyPredictor, predict_latency, read_measured_archs, validate
 from latency_tables.protocol import Protocol
 from latency_tables.table import (
@@ -223,7 +223,7 @@ def test_cli_precision_options(fake_table: LatencyTable, fake_int8_table: Latenc
     assert res.exit_code != 0 and "precision 'int8' is not supported" in res.output
     arch = str(small_space.smallest())
     res = runner.invoke(app, ["predict", "--table", str(fake_table.path), "--arch", arch, "--precision", "int8"])
-    assert res.exit_code == 1 and "measured at 'fp32'" in res.output
+    assert res.exit_code == 2 and "measured at 'fp32'" in res.output
     res = runner.invoke(app, ["predict", "--table", str(fake_int8_table.path), "--arch", arch, "--precision", "int8",
                               "--json"])
     assert res.exit_code == 0, res.output

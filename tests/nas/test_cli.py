@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from nas.cli import app
+from hwnas.commands.nas import app
 
 
 def test_reward_command() -> None:

@@ -275,7 +275,7 @@ def test_cache_measures_each_precision_once(tmp_path: Path) -> None:
 def test_fit_predictor_command_trains_apq_from_a_cache(pairs: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
     from typer.testing import CliRunner
 
-    from nas.cli import app
+    from hwnas.commands.nas import app
 
     archs, precs, y = pairs
     n = len(archs) // 2
@@ -327,7 +327,7 @@ def test_cache_without_a_schema_row_opens_or_says_it_is_corrupt(tmp_path: Path) 
 def test_fit_predictor_command_with_too_few_records_exits_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from nas.cli import app
+    from hwnas.commands.nas import app
 
     space = get_space("mnist")
     rng = np.random.default_rng(0)

@@ -59,7 +59,7 @@ def test_two_process_torchrun_ends_with_identical_weights(tmp_path: Path) -> Non
                                                              "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "supernet.distributed", "--config", str(cfg), "--out", str(out)]
+           "-m", "hwnas.commands.train", "--config", str(cfg), "--out", str(out)]
     # own session, so that on a timeout the launcher *and* its two workers are killed
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

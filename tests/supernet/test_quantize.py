@@ -224,7 +224,7 @@ def test_quantize_cmd_writes_an_int8_file_and_rejects_unknown_backends(tmp_path)
     from typer.testing import CliRunner
 
     from supernet.model import OFASupernet
-    from supernet.quantize import quantize_cmd
+    from hwnas.commands.quantize import quantize_cmd
     from supernet.train import save_supernet
 
     torch.manual_seed(0)
@@ -259,7 +259,7 @@ def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from supernet.model import OFASupernet
-    from supernet.quantize import quantize_cmd
+    from hwnas.commands.quantize import quantize_cmd
     from supernet.train import save_supernet
 
     torch.manual_seed(0)

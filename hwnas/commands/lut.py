@@ -24,7 +24,7 @@ def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int 
 
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(2)
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:
@@ -364,7 +364,7 @@ def serve(
     run_serve(table, host=host, port=port, predictor=predictor, max_batch=max_batch)
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m latency_tables.cli`
+def main() -> None:  # pragma: no cover - console entry for `python -m hwnas.commands.lut`
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app()
 

@@ -10,14 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from device_agents.network import OffloadTarget
+from device_agents.policies import AGENT_POLICY, list_policies
+from device_agents.scenarios import builtin_trace, describe_scenario, list_scenarios
+from device_agents.simulator import DEFAULT_COMPARISON, SimulationResult, compare_policies, simulate
+from device_agents.trace import Trace, TraceFormatError, load_trace_csv
+from device_agents.variants import InvalidVariantError, example_variants, load_variants, save_variants
 from supernet.io import atomic_write_json
-
-from .network import OffloadTarget
-from .policies import AGENT_POLICY, list_policies
-from .scenarios import builtin_trace, describe_scenario, list_scenarios
-from .simulator import DEFAULT_COMPARISON, SimulationResult, compare_policies, simulate
-from .trace import Trace, TraceFormatError, load_trace_csv
-from .variants import InvalidVariantError, example_variants, load_variants, save_variants
 
 __all__ = ["app", "bundle_cmd", "live_cmd", "resolve_trace", "serve_model_cmd"]
 
@@ -91,7 +90,7 @@ def simulate_cmd(
         results = {policy: simulate(bundle, tr, policy=policy, **common)}
         main_name = policy
 
-    from .plot import plot_timeline
+    from device_agents.plot import plot_timeline
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", {
@@ -145,7 +144,7 @@ def bundle_cmd(
     """Pack the variants' model files and a versioned manifest.json (hashes, latency per table, energy) into --out.
 
     Relative model paths in the variants file are resolved against the file's folder."""
-    from .bundle import BundleError, build_bundle
+    from device_agents.bundle import BundleError, build_bundle
 
     grouped: dict[str, list[str]] = {}
     for spec in table or []:
@@ -183,8 +182,8 @@ def serve_model_cmd(
     max_payload_bytes: Annotated[int, typer.Option("--max-payload-bytes")] = 4 * 1024 * 1024,
 ) -> None:
     """Serve one model over HTTP for offloading (POST /v1/infer, GET /health) until Ctrl-C."""
-    from .bundle import BundleError, load_bundle
-    from .server import serve_model
+    from device_agents.bundle import BundleError, load_bundle
+    from device_agents.server import serve_model
 
     if (bundle is None) == (model is None):
         raise typer.BadParameter("give exactly one of --bundle or --model")
@@ -219,8 +218,8 @@ def live_cmd(
     """Run the agent and static-largest side by side on this machine under injected busy processes.
 
     The busy processes are stopped on exit, Ctrl-C or error, and end by themselves if this process dies."""
-    from .bundle import BundleError, load_bundle
-    from .live import format_live, run_live
+    from device_agents.bundle import BundleError, load_bundle
+    from device_agents.live import format_live, run_live
 
     try:
         counts = tuple(int(c) for c in schedule.split(","))
