@@ -332,6 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     export_s = (time.perf_counter() - t0) * args.export_jobs / len(todo)
             done = {(r["device"], r["batch"], r["process"]) for r in _read_state(state_path)}
             n_batches = -(-n_dev // args.batch)
+            if all((d, b, p) in done for b in range(n_batches) for p in range(args.processes)):
+                continue
+            # one lock for all of a device's batches: a lock per batch would queue behind every other waiter
+            lock_cm = _bench_lock(args.lock)
+            print(f"[{d}] waiting for {args.lock or 'no lock'}", flush=True)
+            lock_cm.__enter__()
+            print(f"[{d}] timing", flush=True)
             for b in range(n_batches):
                 sel = list(range(b * args.batch, min(n_dev, (b + 1) * args.batch)))
                 for p in range(args.processes):
@@ -345,12 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     spec_path = args.work / f".spec-{os.getpid()}.json"
                     spec_path.write_text(json.dumps(spec))
                     env = {**os.environ, "OMP_NUM_THREADS": str(dev["threads"]), "PYTHONPATH": str(ROOT)}
-                    with _bench_lock(args.lock):
-                        l0 = os.getloadavg()[0]
-                        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                                              str(spec_path)], capture_output=True, text=True, env=env, check=False)
-                        l1 = os.getloadavg()[0]
+                    l0 = os.getloadavg()[0]
+                    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
+                                          str(spec_path)], capture_output=True, text=True, env=env, check=False)
+                    l1 = os.getloadavg()[0]
                     if res.returncode != 0:
+                        lock_cm.__exit__(None, None, None)
                         raise RuntimeError(f"timing worker for {d} batch {b} failed:\n{res.stderr[-3000:]}")
                     rec = json.loads(res.stdout)
                     rec.update({"device": d, "batch": b, "process": p, "load1": [min(l0, l1), max(l0, l1)],
@@ -362,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     spec_path.unlink(missing_ok=True)
                 print(f"[{d}] batch {b + 1}/{n_batches} timed", flush=True)
                 write_results()
+            lock_cm.__exit__(None, None, None)
         write_results()
     return 0
 

@@ -75,9 +75,9 @@ def ofa_keys(spec: LayerSpec) -> list[str]:
         return [f"Conv-input:{_shape(h, h, spec.in_ch)}-output:{_shape(o, o, spec.out_ch)}"]
     if spec.op == "mbconv":
         idskip = int(spec.stride == 1 and spec.in_ch == spec.out_ch)
-        return [f"expanded_conv-input:{_shape(h, h, spec.in_ch)}-output:{_shape(o, o, spec.out_ch)}"
-                f"-expand:{spec.mid_ch}-kernel:{spec.kernel}-stride:{spec.stride}-idskip:{idskip}"
-                f"-se:{int(spec.se)}-hs:{int(spec.act == 'hswish')}"]
+        return [(f"expanded_conv-input:{_shape(h, h, spec.in_ch)}-output:{_shape(o, o, spec.out_ch)}"
+                 f"-expand:{spec.mid_ch}-kernel:{spec.kernel}-stride:{spec.stride}-idskip:{idskip}"
+                 f"-se:{int(spec.se)}-hs:{int(spec.act == 'hswish')}")]
     if spec.op == "final_expand":
         return [f"Conv_1-input:{_shape(h, h, spec.in_ch)}-output:{_shape(h, h, spec.out_ch)}"]
     if spec.op == "head":

@@ -286,7 +286,7 @@ class LatencyPredictor:
             if not tpath:
                 raise PredictorError(f"latency predictor {where}: records no table path; pass table=")
             table = tpath
-        tab = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        tab = table if isinstance(table, LatencyTable) else LatencyTable.load(Path(table))
         # Predictors written before statistics were named were fitted on the protocol's low percentile ("best").
         stat = d.get("statistic") or d["table"].get("statistic") or "best"
         if not isinstance(table, LatencyTable) and stat in tab.meta.statistics:

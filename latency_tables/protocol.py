@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from latency_tables.backends import Backend, Measurement, Prepared, create_backend
+from supernet.errors import InputError
 
 __all__ = [
     "REFERENCE_SPEC_JSON",
@@ -91,7 +92,7 @@ STATISTIC_TEXT: dict[str, str] = {
 }
 
 
-class StatisticError(ValueError):
+class StatisticError(InputError):
     """A statistic name that does not exist, or one that is not available where it was asked for."""
 
 

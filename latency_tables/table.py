@@ -444,6 +444,7 @@ def _parse_csv(text: str, *, where: str, meta: TableMeta) -> dict[str, TableRow]
         header = next(reader)
     except StopIteration:
         raise TableSchemaError(f"latency table {where}: the CSV is empty (expected header {list(CSV_COLUMNS)})") from None
+    columns: tuple[str, ...]
     if tuple(header) == CSV_COLUMNS_V1:
         columns, v1 = CSV_COLUMNS_V1, True
         if len(meta.statistics) != 1:

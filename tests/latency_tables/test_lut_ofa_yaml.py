@@ -100,7 +100,7 @@ def test_exported_yaml_is_ofas_exact_layout(fake_table: LatencyTable, tmp_path: 
     v = d["Conv-input:224x224x3-output:112x112x24"]
     assert set(v) == {"count", "mean", "std"} and v["count"] == 480
     # OFA sums AvgPool2D + Conv_2 + Logits: together they are our head
-    head = [s for s in ours.rows.values() if s.spec.op == "head"][0]
+    head = next(s for s in ours.rows.values() if s.spec.op == "head")
     parts = [d[k]["mean"] for k in ofa_keys(head.spec)]
     assert sum(parts) == pytest.approx(head.latency_ms)
 
