@@ -104,7 +104,7 @@ def build_example_bundle(out_dir: str | os.PathLike[str]) -> Path:
     complete bundle already in ``out_dir``. Returns the bundle folder."""
     import torch
 
-    from supernet.export import export_onnx
+    from supernet.export import export
     from supernet.layers import Backbone, build_static_model
     from supernet.space import SearchSpace
 
@@ -122,7 +122,7 @@ def build_example_bundle(out_dir: str | os.PathLike[str]) -> Path:
         cfg = space.parse(v.arch)
         torch.manual_seed(i)
         model = build_static_model(backbone, cfg, space=space)
-        path = export_onnx(model, out.parent / f"{out.name}-export" / f"v{i}.onnx", input_shape=model.input_shape)
+        path = export(model, out.parent / f"{out.name}-export" / f"v{i}.onnx", format="onnx", input_shape=model.input_shape)
         variants.append(Variant(name=v.name, arch=v.arch, precision="fp32", predicted_latency_ms=v.predicted_latency_ms,
                                 accuracy=v.accuracy, model_path=str(path)))
     build_bundle(variants, out, overwrite=True)

@@ -180,28 +180,14 @@ def model_format(path: str | os.PathLike[str]) -> str:
 
 
 def model_input_shape(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """The first input's shape of an ONNX or TFLite model (symbolic dims become -1)."""
-    fmt = model_format(path)
-    if fmt == "onnx":
-        import onnx
+    """The first input's shape of an ONNX or TFLite model (symbolic dims become -1), via `supernet.runtime`."""
+    from supernet.runtime import input_spec
 
-        try:
-            model = onnx.load(os.fspath(path), load_external_data=False)
-        except Exception as e:  # noqa: BLE001 - onnx raises several unrelated types for a bad file
-            raise BundleError(f"model file {os.fspath(path)!r} is not a readable ONNX model: {e}") from None
-        inits = {i.name for i in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in inits]
-        if not inputs:
-            raise BundleError(f"model file {os.fspath(path)!r}: the ONNX graph has no input")
-        dims = inputs[0].type.tensor_type.shape.dim
-        return tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in dims)
-    from ai_edge_litert.interpreter import Interpreter
-
+    model_format(path)
     try:
-        interp = Interpreter(model_path=os.fspath(path))
-    except Exception as e:  # noqa: BLE001
-        raise BundleError(f"model file {os.fspath(path)!r} is not a readable TFLite model: {e}") from None
-    return tuple(int(d) for d in interp.get_input_details()[0]["shape"])
+        return input_spec(path).shape
+    except InputError as e:
+        raise BundleError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- build

@@ -1,17 +1,18 @@
-"""Inference sessions over exported model files (ONNX via onnxruntime, TFLite via ai_edge_litert) and the input
-resizing every variant needs (variants of one search may differ in resolution).
+"""Inference sessions over exported model files for the agent, and the input resizing every variant needs
+(variants of one search may differ in resolution).
 
-Heavy imports (onnxruntime, ai_edge_litert) happen inside `open_session` only.
+Sessions are `supernet.runtime` sessions (the one place a model is opened and run): ``.onnx`` on onnxruntime,
+``.tflite`` on LiteRT with XNNPACK, as the latency tables measured them.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from abc import ABC, abstractmethod
-from typing import Any
 
 import numpy as np
+
+from supernet.runtime import Session
+from supernet.runtime import open_session as _open_runtime_session
 
 __all__ = ["ModelSession", "open_session", "resize_nchw"]
 
@@ -48,66 +49,11 @@ def resize_nchw(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return (rows[:, :, :, x0] * (1 - wx) + rows[:, :, :, x1] * wx).astype(np.float32)
 
 
-class ModelSession(ABC):
-    """A loaded model. `run` is safe to call from several threads at once (TFLite serialises internally)."""
-
-    path: str
-    format: str
-    input_shape: tuple[int, ...]
-
-    @abstractmethod
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Logits for ``x``, already resized to `input_shape` (float32, batch as the model expects)."""
+ModelSession = Session  # a loaded model; `run` is safe to call from several threads
 
 
-class _OrtSession(ModelSession):
-    format = "onnx"
+def open_session(path: str | os.PathLike[str], *, threads: int = 1) -> Session:
+    """Load an .onnx (onnxruntime, CPU) or .tflite (LiteRT, XNNPACK) file with ``threads`` intra-op threads.
 
-    def __init__(self, path: str, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.path = path
-        self._sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-        inp = self._sess.get_inputs()[0]
-        self._input = inp.name
-        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._sess.run(None, {self._input: x})[0])
-
-
-class _TfliteSession(ModelSession):
-    format = "tflite"
-
-    def __init__(self, path: str, *, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = path
-        self._interp: Any = Interpreter(model_path=path, num_threads=threads)
-        self._interp.allocate_tensors()
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-        self.input_shape = tuple(int(d) for d in self._in["shape"])
-        self._lock = threading.Lock()  # an interpreter holds its tensors: one invocation at a time
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self._interp.set_tensor(self._in["index"], x.astype(self._in["dtype"]))
-            self._interp.invoke()
-            return np.array(self._interp.get_tensor(self._out["index"]))
-
-
-def open_session(path: str | os.PathLike[str], *, threads: int = 1) -> ModelSession:
-    """Load an .onnx (onnxruntime, CPU) or .tflite (ai_edge_litert) file with ``threads`` intra-op threads."""
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"model file {p!r} does not exist")
-    suffix = os.path.splitext(p)[1].lower()
-    if suffix == ".onnx":
-        return _OrtSession(p, threads=threads)
-    if suffix == ".tflite":
-        return _TfliteSession(p, threads=threads)
-    raise ValueError(f"model file {p!r}: unknown format {suffix!r}; expected .onnx or .tflite")
+    Raises `supernet.errors.InputError` (a ``ValueError``) naming the file when it is missing or unreadable."""
+    return _open_runtime_session(path, threads=threads)

@@ -87,6 +87,13 @@ def _mount_subapps() -> None:
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
         agents_cli.serve_model_cmd
     )
+    from hwnas.commands.compress import compress_cmd, decompress_cmd, prune_cmd
+
+    app.command("compress", help="Deep Compression of a subnet (prune, share weights, Huffman) to a .hwdc file "
+                                 "with a size report.")(compress_cmd)
+    app.command("decompress", help="Restore a .hwdc file to a runnable ONNX / TFLite model.")(decompress_cmd)
+    app.command("prune", help="Structured channel pruning of a subnet with KD fine-tuning; latency by table.")(
+        prune_cmd)
     from hwnas.commands.nas import app as nas_app
 
     app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")
@@ -284,11 +291,12 @@ def export(
     from hwnas.pipeline import load_supernet_and_data
     from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
-    from supernet.export import check_export, export_onnx, export_tflite
+    from supernet.export import EXPORT_FORMATS, check_export
+    from supernet.export import export as export_model
     from supernet.space import InvalidArchError, resolve_arch
 
-    if format not in ("onnx", "tflite"):
-        _fail(f"--format {format!r}: expected 'onnx' or 'tflite'")
+    if format not in EXPORT_FORMATS:
+        _fail(f"--format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     try:
         net, data = load_supernet_and_data(supernet)
         cfg = resolve_arch(arch, net.space)
@@ -298,8 +306,7 @@ def export(
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images) if bn_images > 0 else net.get_active_subnet(cfg)
     sub.eval()
     target = out or supernet.parent / f"{cfg}.{format}"
-    exporter = export_onnx if format == "onnx" else export_tflite
-    path = exporter(sub, target, input_shape=sub.input_shape)
+    path = export_model(sub, target, format=format, input_shape=sub.input_shape)
     x, _ = next(iterate_batches(data.test, batch_size=8, mean=data.mean, std=data.std, resolution=cfg.resolution))
     check = check_export(sub, path, fmt=format, inputs=x.to(torch.float32))
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); max |torch - {format}| = "

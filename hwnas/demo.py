@@ -244,7 +244,7 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
     from latency_tables import Protocol
     from supernet.data import iterate_batches
     from supernet.evaluate import accuracy, recalibrated_subnet
-    from supernet.export import check_export, export_onnx
+    from supernet.export import check_export, export
 
     rows = []
     archs = [ArchConfig.from_json(w["arch_json"]) for w in s_search["winners"]]
@@ -255,7 +255,7 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
     measured = measure_on_table(archs, LatencyTable.load(s_lut["path"]), net.backbone, protocol=protocol)
     for w, cfg, m in zip(s_search["winners"], archs, measured, strict=True):
         sub = recalibrated_subnet(net, cfg, data, bn_images=config.bn_images, seed=config.seed)
-        path = export_onnx(sub, out / "models" / f"T{w['target_ms']:.4f}.onnx", input_shape=sub.input_shape)
+        path = export(sub, out / "models" / f"T{w['target_ms']:.4f}.onnx", format="onnx", input_shape=sub.input_shape)
         x, _ = next(iterate_batches(data.test, batch_size=16, mean=data.mean, std=data.std, resolution=cfg.resolution))
         check = check_export(sub, path, fmt="onnx", inputs=x.to(torch.float32))
         test_top1 = accuracy(sub, data.test, mean=data.mean, std=data.std, resolution=cfg.resolution)

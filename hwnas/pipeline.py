@@ -127,7 +127,9 @@ def quant_recipe_tag(backend: str, config: Any) -> str:
     `accuracy_context`). reduce_range only matters to onnxruntime."""
     label = config.label.replace("int8-", "", 1) if config.precision == "int8" else config.label
     rr = f":rr{int(bool(config.reduce_range))}" if backend == "onnxruntime" else ""
-    return f"{backend}:{label}{rr}"
+    # the fast QOperator lowering (issue 14) computes other int8 numbers than the earlier QDQ one: its own tag
+    fmt = ":qop" if backend == "onnxruntime" and config.precision == "int8" and config.ort_format == "qoperator" else ""
+    return f"{backend}:{label}{rr}{fmt}"
 
 
 def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES, seed: int = 0) -> tuple[str, Any]:

@@ -80,11 +80,11 @@ class KitError(LatencyTableError):
 
 
 def _default_exporters() -> dict[str, Exporter]:
-    from supernet.export import export_onnx, export_tflite
+    from supernet.export import export
 
     return {
-        "tflite": lambda model, path, shape: export_tflite(model, path, input_shape=shape),
-        "onnx": lambda model, path, shape: export_onnx(model, path, input_shape=shape),
+        "tflite": lambda model, path, shape: export(model, path, format="tflite", input_shape=shape),
+        "onnx": lambda model, path, shape: export(model, path, format="onnx", input_shape=shape),
     }
 
 

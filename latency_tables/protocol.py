@@ -205,12 +205,14 @@ class ChunkResult:
     """Raw protocol output for one chunk: every timed run, in seconds.
 
     ``runs_s`` (P, R, n, m): model i's m timed runs in round r of process p; ``probe_runs_s`` (P, R, k, m): the
-    probe's k timings per round.
+    probe's k timings per round. ``delegations``: per model, how the runtime's delegate took its graph
+    (`supernet.runtime.Delegation.to_json`, from the first measuring process) or None where not applicable.
     """
 
     keys: list[str]
     runs_s: np.ndarray
     probe_runs_s: np.ndarray
+    delegations: list[dict[str, Any] | None] | None = None
 
     @property
     def raw_s(self) -> np.ndarray:
@@ -223,13 +225,17 @@ class ChunkResult:
         return P * R * m
 
     def to_json(self) -> dict[str, Any]:
-        return {"keys": self.keys, "runs_us": np.round(self.runs_s * 1e6, 2).tolist(),
-                "probe_runs_us": np.round(self.probe_runs_s * 1e6, 2).tolist()}
+        d: dict[str, Any] = {"keys": self.keys, "runs_us": np.round(self.runs_s * 1e6, 2).tolist(),
+                             "probe_runs_us": np.round(self.probe_runs_s * 1e6, 2).tolist()}
+        if self.delegations is not None:
+            d["delegations"] = self.delegations
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ChunkResult:
         return cls(keys=list(d["keys"]), runs_s=np.asarray(d["runs_us"], dtype=np.float64) / 1e6,
-                   probe_runs_s=np.asarray(d["probe_runs_us"], dtype=np.float64) / 1e6)
+                   probe_runs_s=np.asarray(d["probe_runs_us"], dtype=np.float64) / 1e6,
+                   delegations=d.get("delegations"))
 
 
 # --------------------------------------------------------------------------- the per-process worker
@@ -251,13 +257,15 @@ class _RoundWorker:
             raise ValueError(f"measure item {item.key!r}: needs an artifact or a factory")
         return self.backend.load(source, item.input_shape, key=item.key)
 
-    def load(self, items: Sequence[MeasureItem], reference: MeasureItem, load_warmups: int) -> None:
+    def load(self, items: Sequence[MeasureItem], reference: MeasureItem, load_warmups: int) -> list[Any]:
+        """Load the chunk; return each item's ``Prepared.extra.get("delegation")`` (None where not reported)."""
         self.unload()
         self.reference = self._load_one(reference)
         self.items = [self._load_one(it) for it in items]
         for p in [self.reference, *self.items]:
             if load_warmups:
                 self.backend.time_runs(p, load_warmups)
+        return [p.extra.get("delegation") for p in self.items]
 
     def unload(self) -> None:
         self.items, self.reference = [], None
@@ -398,9 +406,12 @@ class WorkerPool:
         runs_s = np.empty((P, R, n, pr.runs_per_round))
         probes: list[list[np.ndarray]] = [[] for _ in range(P)]
         rng = np.random.default_rng([pr.seed, chunk_index])
+        delegations: list[Any] | None = None
         try:
             for h in self.handles:
-                h.call("load", items=list(items), reference=reference, load_warmups=pr.load_warmups)
+                loaded = h.call("load", items=list(items), reference=reference, load_warmups=pr.load_warmups)
+                if delegations is None and isinstance(loaded, list) and any(d is not None for d in loaded):
+                    delegations = loaded
             for r in range(R):
                 for p in rng.permutation(P):
                     seed = int(rng.integers(2**31))
@@ -418,7 +429,8 @@ class WorkerPool:
                     h.call("unload")
                 except Exception:  # noqa: BLE001 - a dead worker is reported by the call that failed
                     pass
-        return ChunkResult(keys=[it.key for it in items], runs_s=runs_s, probe_runs_s=np.asarray(probes))
+        return ChunkResult(keys=[it.key for it in items], runs_s=runs_s, probe_runs_s=np.asarray(probes),
+                           delegations=delegations)
 
 
 def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

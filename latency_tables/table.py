@@ -68,6 +68,7 @@ from latency_tables.protocol import (
 from supernet.errors import InputError
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
+from supernet.runtime import delegation_summary
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
@@ -870,6 +871,9 @@ def build_table(
     env = {**machine_environment(device=device), **be.environment(), "backend_kwargs": bkw,
            "export_seconds": round(export_seconds, 2), "export_jobs": export_jobs or default_export_jobs(),
            "model_cache": str(cache.root) if cache is not None else None}
+    delegation = delegation_summary(d for c in chunks for d in (c.delegations or []))
+    if delegation is not None:
+        env["delegation"] = delegation
     fits = [fit_chunk(c, pr) for c in chunks]
     reference_ms = reference_ms_of(fits, pr.primary_pct)
     measured: dict[str, Measurement] = {}
@@ -980,6 +984,9 @@ def measure_models(
            "own_reference_ms": own_ref, "anchors": n_anchor, "chunk_scale": [float(x) for x in scale],
            "export_seconds": round(export_seconds, 2),
            "scale": "own estimate" if ref is None else f"ratio x reference_ms {ref:.6g}"}
+    delegation = delegation_summary(d for r in results for d in (r.delegations or []))
+    if delegation is not None:
+        env["delegation"] = delegation
     by_key: dict[str, Measurement] = {}
     for f, k_scale in zip(fits, scale, strict=True):
         f = _scaled(f, k_scale) if ref is None else f

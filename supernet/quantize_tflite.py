@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from supernet.io import atomic_write_bytes
+from supernet.runtime import Session, open_session, tflite_interpreter
 
 if TYPE_CHECKING:
     from supernet.quantize import QuantConfig
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TFLITE_CALIBRATION_METHODS",
     "TFLiteBuiltinTarget",
-    "TFLiteRunner",
     "TFLiteTarget",
     "quantize_tflite",
     "tflite_weight_dtypes",
@@ -68,9 +68,7 @@ def _global_minmax(qsv: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def _signature(model_path: Path) -> tuple[str, str, tuple[int, ...]]:
     """(signature key, input name, input shape) of a single-input, single-signature model."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(model_path))
+    interp = tflite_interpreter(model_path)
     sigs = interp.get_signature_list()
     if len(sigs) != 1:
         raise ValueError(f"{str(model_path)!r}: expected one signature, got {sorted(sigs)}")
@@ -108,6 +106,8 @@ def quantize_tflite(
     if config.precision == "fp32":
         atomic_write_bytes(target, src.read_bytes())
         return target
+    if config.fp32_layers:
+        raise ValueError("tflite: per-layer mixed precision (fp32_layers) is not supported; use onnxruntime")
     if config.precision == "int8" and config.calibration not in TFLITE_CALIBRATION_METHODS:
         raise ValueError(
             f"calibration method {config.calibration!r} is not available for tflite (ai-edge-quantizer): "
@@ -158,12 +158,10 @@ def tflite_weight_dtypes(path: str | os.PathLike[str]) -> dict[str, int]:
     A weight behind a DEQUANTIZE op (fp16 files) counts with the DEQUANTIZE's input dtype, e.g.
     ``{"float16": 150000}``; an int8 full-integer file gives ``{"int8": ...}``.
     """
-    from ai_edge_litert.interpreter import Interpreter
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"TFLite model {str(p)!r} does not exist or is not a file")
-    interp = Interpreter(model_path=str(p))
+    interp = tflite_interpreter(p)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # LiteRT's op table; the public API has no graph walk
     producer = {out: op for op in ops for out in op["outputs"]}
@@ -183,55 +181,10 @@ def tflite_weight_dtypes(path: str | os.PathLike[str]) -> dict[str, int]:
     return counts
 
 
-class TFLiteRunner:
-    """One LiteRT interpreter (``threads`` threads) running batch-1 float inputs to float logits.
-
-    ``default_delegates`` True is LiteRT's default CPU path (the XNNPACK delegate takes the ops it supports);
-    False uses only LiteRT's built-in optimized kernels (ruy / optimized_ops, no delegate).
-
-    `prepare` converts a float input to the model's input dtype (quantizing with the input tensor's scale and
-    zero point for int8 models); `invoke` runs a prepared input (what latency timing measures); calling the
-    runner maps float (N, C, H, W) to float logits (N, classes), dequantizing int8 outputs.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 1, default_delegates: bool = True) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        self.path = Path(path)
-        resolver = OpResolverType.AUTO if default_delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self._interp = Interpreter(model_path=str(self.path), num_threads=threads,
-                                   experimental_op_resolver_type=resolver)
-        self._interp.allocate_tensors()
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        dtype = np.dtype(self._in["dtype"])
-        if dtype == np.float32:
-            return x
-        scale, zero = self._in["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
-
-    def invoke(self, feed: np.ndarray) -> np.ndarray:
-        self._interp.set_tensor(self._in["index"], feed)
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out["index"])
-
-    def __call__(self, xs: np.ndarray) -> np.ndarray:
-        outs = []
-        for i in range(xs.shape[0]):
-            y = self.invoke(self.prepare(xs[i : i + 1]))
-            if np.dtype(self._out["dtype"]) != np.float32:
-                scale, zero = self._out["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            outs.append(np.asarray(y, dtype=np.float32))
-        return np.concatenate(outs)
-
-
 class TFLiteTarget:
-    """LiteRT interpreter, default CPU path (XNNPACK delegate); fp16 / int8 files from `quantize_tflite`."""
+    """LiteRT interpreter, default CPU path (XNNPACK delegate); fp16 / int8 files from `quantize_tflite`.
+
+    Runs through `supernet.runtime` backend ``name`` ("tflite": XNNPACK, checked at load; "tflite-builtin")."""
 
     name = "tflite"
     suffix = ".tflite"
@@ -239,17 +192,17 @@ class TFLiteTarget:
     default_delegates = True
 
     def export_fp32(self, model: Any, path: Path) -> Path:
-        from supernet.export import export_tflite
+        from supernet.export import export
 
-        return export_tflite(model, path, input_shape=model.input_shape)
+        return export(model, path, format="tflite", input_shape=model.input_shape)
 
     def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
               calib_batches: Iterable[np.ndarray] | None) -> Path:
         return quantize_tflite(fp32_path, out_path, config=config,
                                calib_batches=calib_batches if config.precision == "int8" else None)
 
-    def runner(self, path: Path, *, threads: int = 1) -> TFLiteRunner:
-        return TFLiteRunner(path, threads=threads, default_delegates=self.default_delegates)
+    def runner(self, path: Path, *, threads: int = 1) -> Session:
+        return open_session(path, backend=self.name, threads=threads)
 
     def weight_dtypes(self, path: Path) -> dict[str, int]:
         return tflite_weight_dtypes(path)

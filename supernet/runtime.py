@@ -21,26 +21,31 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.registry import Registry
 
 __all__ = [
     "BACKENDS",
     "FORMATS",
+    "BackendInfo",
     "Delegation",
     "RuntimeOptions",
     "Session",
     "TensorSpec",
     "backend_for_path",
     "backend_version",
+    "delegation_summary",
+    "input_spec",
     "list_backends",
     "open_session",
     "tflite_interpreter",
+    "time_interleaved",
 ]
 
 # model file suffix -> format name; format -> the backend that runs it by default
@@ -133,6 +138,27 @@ class Delegation:
     def to_json(self) -> dict[str, Any]:
         return {"delegate": self.delegate, "partitions": self.partitions, "delegated_nodes": self.delegated_nodes,
                 "total_nodes": self.total_nodes, "undelegated_ops": dict(self.undelegated_ops)}
+
+
+def delegation_summary(reports: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """One manifest entry for many models' `Delegation.to_json` reports (None entries skipped; None if none).
+
+    ``fully_delegated_models`` of ``models`` ran entirely inside the delegate; ``undelegated_ops`` sums the
+    nodes left on built-in kernels by op name over all models."""
+    rs = [r for r in reports if r is not None]
+    if not rs:
+        return None
+    left: dict[str, int] = {}
+    for r in rs:
+        for op, n in r["undelegated_ops"].items():
+            left[op] = left.get(op, 0) + int(n)
+    delegates = sorted({str(r["delegate"]) for r in rs})
+    return {"delegate": delegates[0] if len(delegates) == 1 else delegates, "models": len(rs),
+            "fully_delegated_models": sum(r["total_nodes"] > 0 and r["delegated_nodes"] == r["total_nodes"]
+                                          for r in rs),
+            "max_partitions": max(int(r["partitions"]) for r in rs),
+            "delegated_nodes": sum(int(r["delegated_nodes"]) for r in rs),
+            "total_nodes": sum(int(r["total_nodes"]) for r in rs), "undelegated_ops": dict(sorted(left.items()))}
 
 
 def _package_version(dist: str) -> str:
@@ -283,7 +309,7 @@ class _OrtSession(Session):
         return int(self._sess.get_session_options().intra_op_num_threads)
 
     @property
-    def handle(self) -> Any:
+    def native(self) -> Any:
         """The onnxruntime ``InferenceSession`` (for inspection; run through this class)."""
         return self._sess
 
@@ -346,10 +372,11 @@ def _tflite_spec(d: Mapping[str, Any]) -> TensorSpec:
                       float(scale) if quantized else None, int(zero) if quantized else None)
 
 
-def _delegation(interp: Any, n_original: int) -> Delegation:
+def _delegation(interp: Any) -> Delegation:
     """Walk each DELEGATE node back from its outputs to its inputs over the original nodes it replaced."""
-    ops = interp._get_ops_details()  # LiteRT's node table: original nodes, then one DELEGATE node per partition
-    original, kernels = ops[:n_original], [o for o in ops[n_original:] if o["op_name"] == "DELEGATE"]
+    ops = interp._get_ops_details()  # LiteRT's node table: the model's nodes and one DELEGATE node per partition
+    original = [o for o in ops if o["op_name"] != "DELEGATE"]
+    kernels = [o for o in ops if o["op_name"] == "DELEGATE"]
     producer = {int(t): i for i, o in enumerate(original) for t in o["outputs"]}
     inside: set[int] = set()
     for k in kernels:
@@ -366,7 +393,8 @@ def _delegation(interp: Any, n_original: int) -> Delegation:
     for i, o in enumerate(original):
         if i not in inside:
             left[o["op_name"]] = left.get(o["op_name"], 0) + 1
-    return Delegation("XNNPACK" if kernels else None, len(kernels), len(inside), n_original, dict(sorted(left.items())))
+    return Delegation("XNNPACK" if kernels else None, len(kernels), len(inside), len(original),
+                      dict(sorted(left.items())))
 
 
 class _TfliteSession(Session):
@@ -376,16 +404,15 @@ class _TfliteSession(Session):
         self.backend, self.path, self.options = backend, path, options
         self._delegates = backend == "tflite"
         self._interp: Any = tflite_interpreter(path, threads=options.threads, delegates=self._delegates)
-        n_original = len(self._interp._get_ops_details())
         try:
             self._interp.allocate_tensors()
         except RuntimeError as e:
             raise InputError(f"model file {path!r}: LiteRT cannot allocate its tensors: {e}") from None
-        self._delegation = _delegation(self._interp, n_original)
+        self._delegation = _delegation(self._interp)
         if self._delegates and self._delegation.partitions == 0:
             raise RuntimeError(
                 f"{path}: backend 'tflite' means the XNNPACK delegate, but LiteRT applied no delegate to any of "
-                f"the {n_original} nodes; use backend 'tflite-builtin' for built-in kernels")
+                f"the {self._delegation.total_nodes} nodes; use backend 'tflite-builtin' for built-in kernels")
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
         self.input, self.output = _tflite_spec(self._in), _tflite_spec(self._out)
@@ -393,7 +420,7 @@ class _TfliteSession(Session):
         self.bind()
 
     @property
-    def handle(self) -> Any:
+    def native(self) -> Any:
         """The LiteRT ``Interpreter`` (for inspection; run through this class)."""
         return self._interp
 
@@ -436,29 +463,51 @@ class _TfliteSession(Session):
                 "delegation": d.to_json()}
 
 
+# --------------------------------------------------------------------------- side-by-side timing
+def time_interleaved(sessions: Mapping[str, Session], *, rounds: int, runs: int, warmup: int = 10,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Round medians in **ms** (shape ``(rounds,)``) per session, timed side by side on their bound inputs.
+
+    After ``warmup`` untimed runs each, every round times ``runs`` consecutive inferences of each session in a
+    fresh random order, so a drift of the machine hits every session alike and the per-round ratio of two
+    sessions cancels it (compare ratios, not absolute times, on a shared machine)."""
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise InputError(f"rounds and runs must be >= 1 and warmup >= 0, got {rounds}, {runs}, {warmup}")
+    names = list(sessions)
+    for name in names:
+        if warmup:
+            sessions[name].time_runs(warmup)
+    out = {name: np.empty(rounds) for name in names}
+    rng = np.random.default_rng(seed)
+    for r in range(rounds):
+        for i in rng.permutation(len(names)):
+            out[names[i]][r] = float(np.median(sessions[names[i]].time_runs(runs))) * 1e3
+    return out
+
+
 # --------------------------------------------------------------------------- registry
-# backend name -> (format it runs, session factory, distribution whose version it reports)
-BACKENDS: Mapping[str, tuple[str, Callable[..., Session], str]] = {
-    "onnxruntime": ("onnx", _OrtSession, "onnxruntime"),
-    "tflite": ("tflite", _TfliteSession, "ai-edge-litert"),
-    "tflite-builtin": ("tflite", _TfliteSession, "ai-edge-litert"),
-}
+@dataclass(frozen=True)
+class BackendInfo:
+    """A runtime backend: the model format it runs, its `Session` class, the distribution it reports."""
+
+    format: str
+    session: Callable[..., Session]
+    distribution: str
+
+
+BACKENDS: Registry[BackendInfo] = Registry("runtime backend")
+BACKENDS.add("onnxruntime", BackendInfo("onnx", _OrtSession, "onnxruntime"))
+BACKENDS.add("tflite", BackendInfo("tflite", _TfliteSession, "ai-edge-litert"))
+BACKENDS.add("tflite-builtin", BackendInfo("tflite", _TfliteSession, "ai-edge-litert"))
 
 
 def list_backends() -> list[str]:
-    return list(BACKENDS)
-
-
-def _backend(name: str) -> tuple[str, Callable[..., Session], str]:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise InputError(f"unknown runtime backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    return BACKENDS.names()
 
 
 def backend_version(name: str) -> str:
     """Version of the runtime library behind backend ``name`` (package metadata; imports nothing heavy)."""
-    return _package_version(_backend(name)[2])
+    return _package_version(BACKENDS.get(name).distribution)
 
 
 def _check_file(path: str | os.PathLike[str]) -> str:
@@ -477,6 +526,15 @@ def backend_for_path(path: str | os.PathLike[str]) -> str:
     return _DEFAULT_BACKEND[FORMATS[suffix]]
 
 
+def input_spec(path: str | os.PathLike[str]) -> TensorSpec:
+    """The first input of a model file, read without preparing the model to run (no tensor allocation, no
+    delegate, no graph optimisation). `InputError` naming the file when it is missing or unreadable."""
+    p = _check_file(path)
+    if FORMATS.get(os.path.splitext(p)[1].lower()) == "tflite":
+        return _tflite_spec(tflite_interpreter(p).get_input_details()[0])
+    return open_session(p, options=RuntimeOptions(graph_optimization="disable")).input
+
+
 def open_session(path: str | os.PathLike[str], *, backend: str | None = None, threads: int | None = None,
                  options: RuntimeOptions | None = None) -> Session:
     """Load ``path`` on ``backend`` (default: by suffix) with ``options`` (``threads`` overrides its threads).
@@ -485,7 +543,8 @@ def open_session(path: str | os.PathLike[str], *, backend: str | None = None, th
     read, or naming the backend when it is unknown.
     """
     name = backend or backend_for_path(path)
-    fmt, factory, _ = _backend(name)
+    info = BACKENDS.get(name)
+    fmt = info.format
     p = _check_file(path)
     suffix = os.path.splitext(p)[1].lower()
     if FORMATS.get(suffix) != fmt:
@@ -493,4 +552,4 @@ def open_session(path: str | os.PathLike[str], *, backend: str | None = None, th
     opts = options or RuntimeOptions()
     if threads is not None:
         opts = replace(opts, threads=threads)
-    return factory(p, options=opts, backend=name)
+    return info.session(p, options=opts, backend=name)

@@ -47,6 +47,7 @@ KNOWN_PRECISIONS: tuple[str, ...] = PRECISIONS
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "latency_tables.backends.ort:OrtBackend",
     "tflite": "latency_tables.backends.tflite:TFLiteBackend",
+    "tflite-builtin": "latency_tables.backends.tflite:TFLiteBuiltinBackend",
     "pytorch": "latency_tables.backends.torch_eager:TorchEagerBackend",
     "fake": "latency_tables.backends.fake:FakeBackend",
 }

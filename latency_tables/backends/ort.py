@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +78,20 @@ class OrtBackend:
             raise FileNotFoundError(f"onnxruntime backend: calib_data {calib_data!r} does not exist or is not a file")
         import onnxruntime as ort
 
-        self._ort = ort
+        from supernet.runtime import RuntimeOptions
+
         self.version = str(ort.__version__)
         self.precision = precision
         self.threads = int(threads)
+        # Sequential execution, graph optimisation ALL, inter-op 1, errors-only logging, and onnxruntime's own
+        # thread spinning: pool threads keep spinning for a while after a Run, as in an application running
+        # inferences back to back. Tried and dropped: session.force_spinning_stop=1 ("stop-after-run") at 2
+        # threads (so that a model is not timed beside the still-spinning threads of the sessions timed before it)
+        # made whole subnets 1.5x slower and unpredictable from their layers - corrected predictor 49 % within
+        # +-10 % on 200 held-out subnets against 99.5 % with the defaults, same VM, same day - as every Run then
+        # wakes its threads.
+        self.runtime_options = RuntimeOptions(threads=self.threads, inter_op_threads=1, graph_optimization="all",
+                                              execution_mode="sequential", spinning="default", log_severity=3)
         self.per_channel = bool(per_channel)
         self.calibration = calibration
         self.reduce_range = None if reduce_range is None else bool(reduce_range)
@@ -109,47 +118,32 @@ class OrtBackend:
         return rng.standard_normal((self.calib_samples, *per_sample)).astype(np.float32)
 
     def export(self, model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
-        from supernet.export import export_onnx
+        from supernet.export import export
 
         target = Path(path)
         if self.precision == "fp32":
-            return export_onnx(model, target, input_shape=tuple(input_shape))
+            return export(model, target, format="onnx", input_shape=tuple(input_shape))
         from supernet.quantize import quantize_onnx
 
         config = self._quant_config()
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="hwnas-ort-export-", dir=target.parent) as tmp:
-            fp32 = export_onnx(model, Path(tmp) / "fp32.onnx", input_shape=tuple(input_shape))
+            fp32 = export(model, Path(tmp) / "fp32.onnx", format="onnx", input_shape=tuple(input_shape))
             calib = [self._calibration_inputs(tuple(input_shape))] if self.precision == "int8" else None
             return quantize_onnx(fp32, target, config=config, calib_batches=calib)
 
     # ---- measurement (measuring processes)
     def load(self, source: Path | Any, input_shape: tuple[int, ...], *, key: str = "") -> Prepared:
-        ort = self._ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        # Threading stays at onnxruntime's defaults: pool threads keep spinning for a while after a Run, as in an
-        # application running inferences back to back. Tried and dropped: session.force_spinning_stop=1 at 2 threads
-        # (so that a model is not timed beside the still-spinning threads of the sessions timed before it) made whole
-        # subnets 1.5x slower and unpredictable from their layers - corrected predictor 49 % within +-10 % on 200
-        # held-out subnets against 99.5 % with the defaults, same VM, same day - as every Run then wakes its threads.
-        sess = ort.InferenceSession(str(source), sess_options=opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        feeds = {name: np.zeros(tuple(input_shape), dtype=np.float32)}
-        return Prepared(key=key or str(source), input_shape=tuple(input_shape), handle=sess, feeds=feeds)
+        """A `supernet.runtime` onnxruntime session (`RUNTIME_OPTIONS` with this backend's threads) bound to a
+        zero input of ``input_shape``."""
+        from supernet.runtime import open_session
+
+        sess = open_session(source, backend="onnxruntime", options=self.runtime_options)
+        sess.bind(np.zeros(tuple(input_shape), dtype=np.float32))
+        return Prepared(key=key or str(source), input_shape=tuple(input_shape), handle=sess)
 
     def time_runs(self, prepared: Prepared, runs: int) -> np.ndarray:
-        run, feeds = prepared.handle.run, prepared.feeds
-        clock = time.perf_counter_ns
-        out = np.empty(runs, dtype=np.float64)
-        for i in range(runs):
-            t0 = clock()
-            run(None, feeds)
-            out[i] = clock() - t0
-        return out * 1e-9
+        return np.asarray(prepared.handle.time_runs(runs))
 
     def prepare(self, model: Any, input_shape: tuple[int, ...], workdir: Path) -> Prepared:
         path = self.export(model, input_shape, Path(workdir) / "model.onnx")
@@ -161,10 +155,12 @@ class OrtBackend:
             return None
         if self.precision == "fp16":
             return {"method": "onnxruntime.transformers.float16", "io": "float32", "ops": "float16 where supported"}
+        qop = self._quant_config().ort_format == "qoperator"
         return {
-            "method": "onnxruntime static quantization (supernet.quantize.quantize_onnx)", "format": "QDQ",
+            "method": "onnxruntime static quantization (supernet.quantize.quantize_onnx)",
+            "format": "QOperator (int8-friendly rewrite, scalar muls folded)" if qop else "QDQ",
             "weights": f"int8 symmetric, {'per-channel' if self.per_channel else 'per-tensor'}",
-            "activations": "int8", "calibration": self.calibration,
+            "activations": "uint8" if qop else "int8", "calibration": self.calibration,
             "reduce_range": bool(self._quant_config().reduce_range),
             "calibration_data": (f"{self.calib_samples} seeded standard-normal inputs per model (seed "
                                  f"{self.calib_seed})" + (f"; {self.calib_data} where its shape fits"
@@ -173,7 +169,8 @@ class OrtBackend:
 
     def environment(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"execution_provider": "CPUExecutionProvider", "graph_optimization": "ORT_ENABLE_ALL",
-                                 "thread_spinning": "onnxruntime default (pool threads spin on after a Run)"}
+                                 "thread_spinning": "onnxruntime default (pool threads spin on after a Run)",
+                                 "runtime_options": self.runtime_options.to_json()}
         q = self.quantization()
         if q is not None:
             extra["quantization"] = q

@@ -1,4 +1,7 @@
-"""TFLite / LiteRT interpreter backend (XNNPACK delegate as applied by default by LiteRT).
+"""TFLite / LiteRT interpreter backends: ``tflite`` on the XNNPACK delegate (the phone path), ``tflite-builtin`` on
+LiteRT's built-in kernels without a delegate. Models are loaded by `supernet.runtime`, which checks that "tflite"
+really runs on XNNPACK; each measured model's delegation (partitions, delegated nodes, ops left on built-in kernels)
+travels back with its timings and lands in the table manifest.
 
 Conversion uses litert-torch (the optional ``[tflite]`` extra) through `supernet.export.export_tflite`; the
 interpreter (ai-edge-litert) is a core dependency. fp16 and int8 (full-integer: int8 weights per channel, int8
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from latency_tables.backends import Prepared, base_environment, check_precision
 
-__all__ = ["TFLiteBackend"]
+__all__ = ["TFLiteBackend", "TFLiteBuiltinBackend"]
 
 
 _LOWERING_PACKAGES = ("litert_torch", "ai_edge_quantizer")  # the `tflite` extra: torch -> .tflite, then quantize
@@ -35,43 +37,41 @@ def _lowering_available() -> bool:
 
 
 class TFLiteBackend:
+    """``supernet.runtime`` backend ``runtime_backend`` ("tflite": XNNPACK delegate) with ``threads`` threads."""
+
     name = "tflite"
+    runtime_backend = "tflite"
     artifact_suffix: str | None = ".tflite"
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8") if _lowering_available() else ("fp32",)
 
     def __init__(self, *, threads: int = 1, precision: str = "fp32", per_channel: bool = True,
                  calib_samples: int = 8, calib_seed: int = 0) -> None:
-        check_precision("tflite", precision, self.precisions,
+        check_precision(self.name, precision, self.precisions,
                         why="int8/fp16 .tflite layers need the 'tflite' extra (litert-torch and ai-edge-quantizer: "
                             "pip install -e '.[tflite]'), which this install lacks; for int8 latency use "
                             "--backend onnxruntime")
         if threads < 1:
-            raise ValueError(f"tflite backend: threads must be >= 1, got {threads}")
+            raise ValueError(f"{self.name} backend: threads must be >= 1, got {threads}")
         if calib_samples < 1:
-            raise ValueError(f"tflite backend: calib_samples must be >= 1, got {calib_samples}")
+            raise ValueError(f"{self.name} backend: calib_samples must be >= 1, got {calib_samples}")
         self.per_channel = bool(per_channel)
         self.calib_samples = int(calib_samples)
         self.calib_seed = int(calib_seed)
-        try:
-            from ai_edge_litert import interpreter as litert
-        except ImportError as e:  # pragma: no cover - core dependency
-            raise ImportError("tflite backend needs ai-edge-litert: pip install ai-edge-litert") from e
-        self._litert = litert
-        try:
-            from importlib.metadata import version
+        if importlib.util.find_spec("ai_edge_litert") is None:  # pragma: no cover - core dependency
+            raise ImportError("tflite backend needs ai-edge-litert: pip install ai-edge-litert")
+        from supernet.runtime import RuntimeOptions, backend_version
 
-            self.version = version("ai-edge-litert")
-        except Exception:  # pragma: no cover - metadata missing
-            self.version = "unknown"
+        self.version = backend_version(self.runtime_backend)
         self.precision = precision
         self.threads = int(threads)
+        self.runtime_options = RuntimeOptions(threads=self.threads)
 
     def export(self, model: Any, input_shape: tuple[int, ...], path: Path) -> Path:
-        from supernet.export import export_tflite
+        from supernet.export import export
 
         target = Path(path)
         if self.precision == "fp32":
-            return export_tflite(model, target, input_shape=tuple(input_shape))
+            return export(model, target, format="tflite", input_shape=tuple(input_shape))
         from supernet.quantize import QuantConfig
         from supernet.quantize_tflite import quantize_tflite
 
@@ -79,7 +79,7 @@ class TFLiteBackend:
                              calib_images=self.calib_samples, seed=self.calib_seed)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="hwnas-tflite-export-", dir=target.parent) as tmp:
-            fp32 = export_tflite(model, Path(tmp) / "fp32.tflite", input_shape=tuple(input_shape))
+            fp32 = export(model, Path(tmp) / "fp32.tflite", format="tflite", input_shape=tuple(input_shape))
             calib = None
             if self.precision == "int8":
                 rng = np.random.default_rng([self.calib_seed, *input_shape[1:]])
@@ -87,29 +87,29 @@ class TFLiteBackend:
             return quantize_tflite(fp32, target, config=config, calib_batches=calib)
 
     def load(self, source: Path | Any, input_shape: tuple[int, ...], *, key: str = "") -> Prepared:
-        interp = self._litert.Interpreter(model_path=str(source), num_threads=self.threads)
-        interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
-        if tuple(inp["shape"]) != tuple(input_shape):
-            raise ValueError(f"tflite model {source}: input shape {tuple(inp['shape'])} != expected {tuple(input_shape)}")
-        interp.set_tensor(inp["index"], np.zeros(tuple(input_shape), dtype=inp["dtype"]))
-        return Prepared(key=key or str(source), input_shape=tuple(input_shape), handle=interp)
+        """A `supernet.runtime` session bound to a zero input; ``extra["delegation"]`` says what XNNPACK took."""
+        from supernet.runtime import open_session
+
+        sess = open_session(source, backend=self.runtime_backend, options=self.runtime_options)
+        if tuple(sess.input_shape) != tuple(input_shape):
+            raise ValueError(f"tflite model {source}: input shape {tuple(sess.input_shape)} != expected "
+                             f"{tuple(input_shape)}")
+        sess.bind()  # zeros of the model's input dtype (int8 for full-integer files)
+        delegation = sess.delegation()
+        return Prepared(key=key or str(source), input_shape=tuple(input_shape), handle=sess,
+                        extra={"delegation": None if delegation is None else delegation.to_json()})
 
     def time_runs(self, prepared: Prepared, runs: int) -> np.ndarray:
-        invoke = prepared.handle.invoke
-        clock = time.perf_counter_ns
-        out = np.empty(runs, dtype=np.float64)
-        for i in range(runs):
-            t0 = clock()
-            invoke()
-            out[i] = clock() - t0
-        return out * 1e-9
+        return np.asarray(prepared.handle.time_runs(runs))
 
     def prepare(self, model: Any, input_shape: tuple[int, ...], workdir: Path) -> Prepared:
         return self.load(self.export(model, input_shape, Path(workdir) / "model.tflite"), input_shape)
 
     def environment(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"delegate": "XNNPACK (LiteRT default)"}
+        extra: dict[str, Any] = {
+            "delegate": "XNNPACK (LiteRT default delegate; loading fails if it takes no node)"
+            if self.runtime_backend == "tflite" else "none: built-in kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES)",
+            "runtime_options": {"threads": self.threads}}
         if self.precision == "int8":
             extra["quantization"] = {
                 "method": "ai-edge-quantizer static a8w8 (supernet.quantize_tflite.quantize_tflite)",
@@ -121,3 +121,10 @@ class TFLiteBackend:
             extra["quantization"] = {"method": "ai-edge-quantizer float_casting", "weights": "float16",
                                      "compute": "fp32 on CPU (weights dequantized at load)"}
         return base_environment(self, **extra)
+
+
+class TFLiteBuiltinBackend(TFLiteBackend):
+    """The same .tflite files on LiteRT's built-in optimized kernels, no delegate (for comparison with XNNPACK)."""
+
+    name = "tflite-builtin"
+    runtime_backend = "tflite-builtin"

@@ -206,7 +206,8 @@ def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setu
     assert quant_recipe_tag(backend, config) == "tflite:pt-minmax"
     ort_env = {**meta.environment, "quantization": {"reduce_range": True, "calibration": "entropy"}}
     backend, config = accuracy_quant_recipe(dataclasses.replace(meta, backend="onnxruntime", environment=ort_env))
-    assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1"
+    assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1:qop"
+    assert quant_recipe_tag(backend, config.replace(ort_format="qdq")) == "onnxruntime:pc-entropy:rr1"
     kw = dict(supernet_path=setup["supernet"], bn_images=32, seed=0)
     contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
                 accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]

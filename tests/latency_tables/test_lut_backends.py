@@ -12,14 +12,15 @@ from latency_tables.backends import Backend, Prepared, UnknownBackendError, crea
 from latency_tables.protocol import MeasureItem, Protocol, WorkerPool
 from supernet.layers import LayerSpec, build_layer
 
-SLOW = {"tflite": [pytest.mark.slow, pytest.mark.tflite]}
+SLOW = {"tflite": [pytest.mark.slow, pytest.mark.tflite], "tflite-builtin": [pytest.mark.slow, pytest.mark.tflite]}
+TINY_TFLITE = Path(__file__).parents[1] / "supernet" / "data" / "runtime_tiny.tflite"  # checked in, (1, 3, 16, 16)
 BACKENDS = [pytest.param(name, marks=SLOW.get(name, [])) for name in list_backends()]
 SPEC = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48, se=True, act="hswish")
 SHAPE = (1, 16, 8, 8)
 
 
 def _needs(name: str) -> None:
-    if name == "tflite" and importlib.util.find_spec("litert_torch") is None:
+    if name.startswith("tflite") and importlib.util.find_spec("litert_torch") is None:
         pytest.skip("TFLite conversion needs the [tflite] extra (litert-torch)")
 
 
@@ -102,8 +103,32 @@ def test_onnxruntime_sessions_keep_the_runtime_threading_defaults(threads: int, 
     alternative that was measured and dropped), and the environment says so."""
     be = create_backend("onnxruntime", threads=threads, precision="fp32")
     prepared = be.prepare(build_layer(SPEC), SHAPE, tmp_path)
-    opts = prepared.handle.get_session_options()
+    opts = prepared.handle.native.get_session_options()
     assert opts.intra_op_num_threads == threads and opts.inter_op_num_threads == 1
     with pytest.raises(RuntimeError, match="force_spinning_stop"):  # never set: the runtime's default applies
         opts.get_session_config_entry("session.force_spinning_stop")
     assert "default" in be.environment()["thread_spinning"]
+
+
+@pytest.mark.parametrize("name", ["tflite", "tflite-builtin"])
+def test_tflite_delegation_travels_from_the_measuring_process(name: str) -> None:
+    """Each measured model's delegation comes back with its timings (and survives the partial file), so a table
+    manifest can say what XNNPACK ran: "tflite" fully on XNNPACK, "tflite-builtin" on no delegate."""
+    from latency_tables.protocol import ChunkResult
+    from supernet.runtime import delegation_summary
+
+    item = MeasureItem("tiny", (1, 3, 16, 16), artifact=str(TINY_TFLITE))
+    pr = Protocol(rounds=1, runs_per_round=2, warmups=0, load_warmups=0, processes=1)
+    with WorkerPool(name, {"threads": 1}, pr) as pool:
+        res = pool.measure_chunk([item], item)
+    assert res.delegations is not None and len(res.delegations) == 1
+    d = res.delegations[0]
+    assert d is not None and d["total_nodes"] > 0
+    if name == "tflite":
+        assert d["delegate"] == "XNNPACK" and d["delegated_nodes"] == d["total_nodes"]
+    else:
+        assert d["delegate"] is None and d["delegated_nodes"] == 0
+    assert ChunkResult.from_json(res.to_json()).delegations == res.delegations
+    summary = delegation_summary(res.delegations)
+    assert summary is not None and summary["models"] == 1
+    assert summary["fully_delegated_models"] == (1 if name == "tflite" else 0)

@@ -167,3 +167,34 @@ def test_chunk_alignment_weighs_chunks_by_their_models() -> None:
     # equal sizes: the plain median of chunk levels (here between 1.0 and 1.3)
     even = _chunk_alignment([chunk(1.0, 10), chunk(1.0, 10), chunk(1.3, 10), chunk(2.0, 10)], n_anchor=2)
     assert even[0] == pytest.approx(np.sqrt(1.3)) and even[3] == pytest.approx(np.sqrt(1.3) / 2)
+
+
+def test_manifest_records_the_delegation_of_the_measured_models(tmp_path: Path, small_space: SearchSpace,
+                                                                mnist_backbone: Backbone,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a backend reports per loaded model (TFLite: which delegate ran how many nodes) is summed into the
+    table's manifest; here the fake backend reports one node of each model left on built-in kernels."""
+    from latency_tables.backends.fake import FakeBackend
+
+    real_load = FakeBackend.load
+
+    def load(self: FakeBackend, *args: object, **kwargs: object) -> object:
+        p = real_load(self, *args, **kwargs)  # type: ignore[arg-type]
+        p.extra["delegation"] = {"delegate": "XNNPACK", "partitions": 2, "delegated_nodes": 3, "total_nodes": 4,
+                                 "undelegated_ops": {"HARD_SWISH": 1}}
+        return p
+
+    monkeypatch.setattr(FakeBackend, "load", load)
+    table = build_table(small_space, mnist_backbone, out=tmp_path / "lut.csv", backend="fake",
+                        protocol=FAKE_PROTOCOL, progress=False)
+    n = len(table.rows)
+    d = LatencyTable.load(tmp_path / "lut.csv").meta.environment["delegation"]
+    assert d == {"delegate": "XNNPACK", "models": n, "fully_delegated_models": 0, "max_partitions": 2,
+                 "delegated_nodes": 3 * n, "total_nodes": 4 * n, "undelegated_ops": {"HARD_SWISH": n}}
+
+
+def test_manifest_has_no_delegation_entry_when_the_backend_reports_none(tmp_path: Path, small_space: SearchSpace,
+                                                                        mnist_backbone: Backbone) -> None:
+    build_table(small_space, mnist_backbone, out=tmp_path / "lut.csv", backend="fake", protocol=FAKE_PROTOCOL,
+                progress=False)
+    assert "delegation" not in LatencyTable.load(tmp_path / "lut.csv").meta.environment

@@ -48,6 +48,9 @@ def test_ofa_key_format_matches_ofa_latency_lookup_table() -> None:
     assert keys[1] == ("expanded_conv-input:112x112x16-output:112x112x16-expand:16-kernel:3-stride:1-idskip:1-se:0-hs:0")
     assert keys[2] == ("expanded_conv-input:112x112x16-output:56x56x24-expand:96-kernel:7-stride:2-idskip:0-se:0-hs:0")
     assert "expanded_conv-input:28x28x40-output:14x14x80-expand:240-kernel:7-stride:2-idskip:0-se:0-hs:1" in keys
+    # stride 1 but a new width (stage 4's first block): no residual, so idskip 0 as in OFA's ResidualBlock
+    assert "expanded_conv-input:14x14x80-output:14x14x112-expand:480-kernel:7-stride:1-idskip:0-se:1-hs:1" in keys
+    assert "expanded_conv-input:14x14x112-output:14x14x112-expand:672-kernel:7-stride:1-idskip:1-se:1-hs:1" in keys
     assert keys[-4:] == ["Conv_1-input:7x7x160-output:7x7x960", "AvgPool2D-input:7x7x960-output:1x1x960",
                          "Conv_2-input:1x1x960-output:1x1x1280", "Logits-input:1x1x1280-output:1000"]
 

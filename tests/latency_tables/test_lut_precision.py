@@ -112,7 +112,7 @@ def test_ort_int8_export_holds_int8_weights(tmp_path: Path) -> None:
     path = be.export(build_layer(SPEC), SHAPE, tmp_path / "l.onnx")
     assert int8_weight_fraction(path) == pytest.approx(1.0)
     q = be.environment()["quantization"]
-    assert q["format"] == "QDQ" and "per-channel" in q["weights"]
+    assert q["format"].startswith("QOperator") and "per-channel" in q["weights"]
     fp32 = create_backend("onnxruntime").export(build_layer(SPEC), SHAPE, tmp_path / "f.onnx")
     assert int8_weight_fraction(fp32) == 0.0 and "quantization" not in create_backend("onnxruntime").environment()
 
@@ -129,7 +129,7 @@ def test_tflite_int8_export_is_full_integer(tmp_path: Path) -> None:
     path = be.export(build_layer(SPEC), SHAPE, tmp_path / "l.tflite")
     assert set(tflite_weight_dtypes(path)) == {"int8"}
     prepared = be.load(path, SHAPE)
-    assert prepared.handle.get_input_details()[0]["dtype"] == np.int8 and be.time_runs(prepared, 2).shape == (2,)
+    assert prepared.handle.input.dtype == "int8" and be.time_runs(prepared, 2).shape == (2,)
     assert be.environment()["quantization"]["weights"].endswith("per-channel")
 
 
@@ -251,7 +251,7 @@ def test_service_reports_and_checks_precision(fake_int8_table: LatencyTable, sma
 
 # --------------------------------------------------------------------------- real onnxruntime int8
 def test_real_onnxruntime_int8_build_of_a_tiny_space(tmp_path: Path) -> None:
-    """A real int8 table: every one-layer model the build measured is a QDQ model with int8 weights."""
+    """A real int8 table: every one-layer model the build measured is a QOperator model with int8 weights."""
     from supernet.quantize import int8_weight_fraction
 
     space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3,))
@@ -264,7 +264,7 @@ def test_real_onnxruntime_int8_build_of_a_tiny_space(tmp_path: Path) -> None:
     assert set(loaded.rows) == {s.key for s in enumerate_layers(space, bb)} and loaded.precision == "int8"
     assert all(r.latency_ms > 0 for r in loaded.rows.values())
     env = json.loads(meta_path_for(out).read_text())["environment"]
-    assert env["quantization"]["format"] == "QDQ" and env["backend_kwargs"]["calib_samples"] == 2
+    assert env["quantization"]["format"].startswith("QOperator") and env["backend_kwargs"]["calib_samples"] == 2
     assert table_backend_kwargs(loaded.meta) == {"calib_samples": 2}
     models = sorted((tmp_path / "cache").rglob("*.onnx"))  # the shared model cache holds what was measured
     assert len(models) == len(loaded) + 1  # every layer and the reference probe

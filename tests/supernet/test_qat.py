@@ -51,7 +51,8 @@ def _xs(data: object, n: int = 48) -> torch.Tensor:
 
 
 def _dequantized_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(dequantized weight, per-output-channel step) of every Conv of a QDQ ONNX file, in graph order."""
+    """(dequantized weight, per-output-channel step) of every Conv of an int8 ONNX file, in graph order: the
+    DequantizeLinear feeding a Conv (QDQ) or a QLinearConv's weight and weight scale (QOperator)."""
     import onnx
     from onnx import numpy_helper
 
@@ -60,11 +61,14 @@ def _dequantized_conv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]
     producer = {o: n for n in model.graph.node for o in n.output}
     out = []
     for node in model.graph.node:
-        if node.op_type != "Conv":
+        if node.op_type == "QLinearConv":
+            q, scale = inits[node.input[3]], inits[node.input[4]].astype(np.float64)
+        elif node.op_type == "Conv":
+            dq = producer[node.input[1]]
+            assert dq.op_type == "DequantizeLinear"
+            q, scale = inits[dq.input[0]], inits[dq.input[1]].astype(np.float64)
+        else:
             continue
-        dq = producer[node.input[1]]
-        assert dq.op_type == "DequantizeLinear"
-        q, scale = inits[dq.input[0]], inits[dq.input[1]].astype(np.float64)
         assert q.dtype == np.int8
         step = scale.reshape(-1, *([1] * (q.ndim - 1))) if scale.ndim else np.full((q.shape[0],) + (1,) * (q.ndim - 1),
                                                                                    float(scale))
@@ -180,7 +184,7 @@ def test_stage_names_labels_and_bad_specs(trained) -> None:
     assert describe_spec(FakeQuantSpec(weight_bits=4, act_bits=8)) == "w4a8-pc"
     assert describe_spec(FakeQuantSpec(weight_bits=4, per_channel=False, act_bits=None)) == "w4-pt"
     with pytest.raises(ValueError, match="weight_bits"):
-        FakeQuantSpec(weight_bits=1)
+        FakeQuantSpec(weight_bits=0)
     with pytest.raises(ValueError, match="act_bits"):
         FakeQuantSpec(act_bits=4)
     with pytest.raises(ValueError, match="unknown part"):

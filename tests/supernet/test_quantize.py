@@ -61,27 +61,39 @@ def test_int8_per_channel_is_close_to_fp32_and_stores_int8_weights(setup, tmp_pa
     assert int8_weight_fraction(q) > 0.9
     assert int8_weight_fraction(fp32) == 0.0
     ops = {n.op_type for n in onnx.load(str(q)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # the fast lowering (QOperator): integer kernels everywhere, one Quantize / Dequantize at the edges
+    assert {"QLinearConv", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool"} <= ops
+    assert not ops & {"HardSwish", "HardSigmoid", "ReduceMean", "Conv", "Mul"}
+
+
+# output position of the (scale) input of QOperator nodes that quantize their output
+_QOP_Y_SCALE = {"QLinearConv": 6, "QLinearAdd": 6, "QLinearMul": 6, "QLinearGlobalAveragePool": 3}
 
 
 def _activation_scales(path: Path) -> dict[str, float]:
-    """Scale of every activation QuantizeLinear (input name -> scale) of a QDQ file."""
+    """Scale of every quantized activation (tensor name -> scale) of a QDQ (QuantizeLinear) or QOperator file."""
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
-            if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    out = {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+           if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    out.update({n.output[0]: float(inits[n.input[_QOP_Y_SCALE[n.op_type]]]) for n in model.graph.node
+                if n.op_type in _QOP_Y_SCALE})
+    return out
 
 
 def _conv_weight_scale_shapes(path: Path) -> set[tuple[int, ...]]:
-    """Shapes of the DequantizeLinear scales feeding Conv weights (``()`` per tensor, ``(out_ch,)`` per channel)."""
+    """Shapes of the scales of Conv weights (``()`` per tensor, ``(out_ch,)`` per channel): the DequantizeLinear
+    feeding a Conv (QDQ) or a QLinearConv's weight scale (QOperator)."""
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-    return {tuple(inits[producer[n.input[1]].input[1]].shape) for n in model.graph.node if n.op_type == "Conv"}
+    shapes = {tuple(inits[producer[n.input[1]].input[1]].shape) for n in model.graph.node
+              if n.op_type == "Conv" and n.input[1] in producer}
+    return shapes | {tuple(inits[n.input[4]].shape) for n in model.graph.node if n.op_type == "QLinearConv"}
 
 
 @pytest.fixture(scope="module")

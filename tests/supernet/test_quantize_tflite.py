@@ -19,7 +19,8 @@ from supernet.quantize import (
     int8_weight_fraction,
     quantize_onnx,
 )
-from supernet.quantize_tflite import TFLiteRunner, quantize_tflite, tflite_weight_dtypes
+from supernet.quantize_tflite import quantize_tflite, tflite_weight_dtypes
+from supernet.runtime import open_session
 
 RES = 24
 
@@ -81,9 +82,9 @@ def test_int8_per_channel_is_full_integer_and_close_to_fp32(setup, tmp_path: Pat
     assert set(dtypes) == {"int8"} and sum(dtypes.values()) > 100_000
     assert int8_weight_fraction(q) == 1.0 and int8_weight_fraction(fp32) == 0.0
     assert max(_weight_scales(q)) > 1  # one scale per output channel
-    runner = TFLiteRunner(q)
+    runner = open_session(q)
     assert runner.prepare(xs[:1]).dtype == np.int8  # full integer: int8 input (and output)
-    ref = TFLiteRunner(fp32)(xs)
+    ref = open_session(fp32)(xs)
     with torch.no_grad():
         torch_ref = model(torch.from_numpy(xs)).numpy()
     assert _rel_err(ref, torch_ref) < 1e-3
@@ -98,19 +99,19 @@ def test_int8_per_channel_is_full_integer_and_close_to_fp32(setup, tmp_path: Pat
 @pytest.mark.tflite
 def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
     _, data, fp32, xs = setup
-    ref = TFLiteRunner(fp32)(xs)
+    ref = open_session(fp32)(xs)
     pt = quantize_tflite(fp32, tmp_path / "pt.tflite", config=QuantConfig(per_channel=False, calib_images=64),
                          calib_batches=_calib(data))
     assert set(tflite_weight_dtypes(pt)) == {"int8"} and set(_weight_scales(pt)) == {1}
-    assert _rel_err(TFLiteRunner(pt)(xs), ref) < 0.5
+    assert _rel_err(open_session(pt)(xs), ref) < 0.5
     ma = quantize_tflite(fp32, tmp_path / "ma.tflite", config=QuantConfig(calibration="moving-average"),
                          calib_batches=_calib(data))
-    assert np.isfinite(TFLiteRunner(ma)(xs)).all()
+    assert np.isfinite(open_session(ma)(xs)).all()
     f16 = quantize_tflite(fp32, tmp_path / "fp16.tflite", config=QuantConfig(precision="fp16"))
     assert set(tflite_weight_dtypes(f16)) == {"float16"}
-    assert _rel_err(TFLiteRunner(f16)(xs), ref) < 0.05
+    assert _rel_err(open_session(f16)(xs), ref) < 0.05
     assert f16.stat().st_size < 0.65 * fp32.stat().st_size
-    builtin = TFLiteRunner(f16, default_delegates=False)(xs)
+    builtin = open_session(f16, backend="tflite-builtin")(xs)
     assert _rel_err(builtin, ref) < 0.05
 
 
@@ -130,3 +131,7 @@ def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_pat
     assert all(r["latency_p50_ms"] > 0 and r["speed_vs_fp32"]["median"] > 0 for r in rows)
     assert set(res["protocol"]["backends"]) == {"tflite", "tflite-builtin"}
     assert "XNNPACK" in res["protocol"]["backends"]["tflite"]["delegate"]
+    # what each runtime really ran: fp32 wholly on XNNPACK, nothing delegated on the built-in path
+    assert rows[0]["delegation"]["delegate"] == "XNNPACK"
+    assert rows[0]["delegation"]["delegated_nodes"] == rows[0]["delegation"]["total_nodes"]
+    assert rows[2]["delegation"]["delegated_nodes"] == rows[3]["delegation"]["delegated_nodes"] == 0

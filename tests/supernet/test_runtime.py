@@ -12,19 +12,21 @@ import torch
 from runtime_fixture import DATA, INPUT_SHAPE, tiny_model
 
 from supernet.errors import InputError
+from supernet.registry import UnknownNameError
 from supernet.runtime import (
     BACKENDS,
     RuntimeOptions,
     backend_for_path,
     list_backends,
     open_session,
+    time_interleaved,
 )
 
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 
 
 def _fixture(backend: str) -> Path:
-    return DATA / f"runtime_tiny{SUFFIX[BACKENDS[backend][0]]}"
+    return DATA / f"runtime_tiny{SUFFIX[BACKENDS.get(backend).format]}"
 
 
 def _inputs(n: int) -> np.ndarray:
@@ -70,8 +72,8 @@ def test_threads_reach_the_runtime(backend: str, threads: int, monkeypatch: pyte
     seen: dict[str, Any] = {}
     if backend == "onnxruntime":
         s = open_session(_fixture(backend), backend=backend, threads=threads)
-        seen["threads"] = s.handle.get_session_options().intra_op_num_threads
-        seen["inter"] = s.handle.get_session_options().inter_op_num_threads
+        seen["threads"] = s.native.get_session_options().intra_op_num_threads
+        seen["inter"] = s.native.get_session_options().inter_op_num_threads
         assert seen["inter"] == 1
     else:
         import ai_edge_litert.interpreter as litert
@@ -89,26 +91,26 @@ def test_threads_reach_the_runtime(backend: str, threads: int, monkeypatch: pyte
 
 
 def test_missing_file_is_an_input_error_naming_it(backend: str, tmp_path: Path) -> None:
-    missing = tmp_path / f"nope{SUFFIX[BACKENDS[backend][0]]}"
+    missing = tmp_path / f"nope{SUFFIX[BACKENDS.get(backend).format]}"
     with pytest.raises(InputError, match="nope"):
         open_session(missing, backend=backend)
 
 
 def test_unreadable_file_is_an_input_error_naming_it(backend: str, tmp_path: Path) -> None:
-    bad = tmp_path / f"garbage{SUFFIX[BACKENDS[backend][0]]}"
+    bad = tmp_path / f"garbage{SUFFIX[BACKENDS.get(backend).format]}"
     bad.write_bytes(b"not a model at all" * 10)
     with pytest.raises(InputError, match="garbage.*not a readable"):
         open_session(bad, backend=backend)
 
 
 def test_wrong_suffix_for_backend_is_refused(backend: str, tmp_path: Path) -> None:
-    other = DATA / ("runtime_tiny.tflite" if BACKENDS[backend][0] == "onnx" else "runtime_tiny.onnx")
+    other = DATA / ("runtime_tiny.tflite" if BACKENDS.get(backend).format == "onnx" else "runtime_tiny.onnx")
     with pytest.raises(InputError, match=f"backend '{backend}' runs"):
         open_session(other, backend=backend)
 
 
 def test_unknown_backend_lists_the_known_ones() -> None:
-    with pytest.raises(InputError, match="known: onnxruntime, tflite, tflite-builtin"):
+    with pytest.raises(UnknownNameError, match="runtime backend 'tensorrt'; known: onnxruntime, tflite, tflite-builtin"):
         open_session(DATA / "runtime_tiny.onnx", backend="tensorrt")
 
 
@@ -129,7 +131,7 @@ def test_bad_options_name_the_option() -> None:
 def test_onnxruntime_options_reach_the_session() -> None:
     """The one set of session options: what the latency tables and every other caller get by default."""
     s = open_session(DATA / "runtime_tiny.onnx")
-    so = s.handle.get_session_options()
+    so = s.native.get_session_options()
     import onnxruntime as ort
 
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -138,7 +140,7 @@ def test_onnxruntime_options_reach_the_session() -> None:
         so.get_session_config_entry("session.force_spinning_stop")
     s2 = open_session(DATA / "runtime_tiny.onnx", options=RuntimeOptions(spinning="stop-after-run",
                                                                          graph_optimization="basic"))
-    so2 = s2.handle.get_session_options()
+    so2 = s2.native.get_session_options()
     assert so2.get_session_config_entry("session.force_spinning_stop") == "1"
     assert so2.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
 
@@ -146,7 +148,7 @@ def test_onnxruntime_options_reach_the_session() -> None:
 # ----------------------------------------------------------------------------- XNNPACK vs built-in kernels
 def _delegate_nodes(session: Any) -> int:
     """DELEGATE nodes in the interpreter's own node table (independent of `Session.delegation`)."""
-    return sum(o["op_name"] == "DELEGATE" for o in session.handle._get_ops_details())
+    return sum(o["op_name"] == "DELEGATE" for o in session.native._get_ops_details())
 
 
 def test_tflite_means_xnnpack_and_tflite_builtin_means_no_delegate() -> None:
@@ -195,3 +197,12 @@ def test_int8_tflite_input_is_quantized_with_the_files_scale() -> None:
 def test_copy_of_a_model_loads_anywhere(tmp_path: Path) -> None:
     p = shutil.copy(DATA / "runtime_tiny.onnx", tmp_path / "m.onnx")
     assert open_session(p).path == str(p)
+
+
+def test_time_interleaved_gives_round_medians_in_ms_per_session() -> None:
+    sessions = {b: open_session(_fixture(b), backend=b) for b in list_backends()}
+    out = time_interleaved(sessions, rounds=3, runs=2, warmup=1)
+    assert set(out) == set(sessions) and all(v.shape == (3,) and (v > 0).all() and (v < 1000).all()
+                                             for v in out.values())
+    with pytest.raises(InputError, match="rounds"):
+        time_interleaved(sessions, rounds=0, runs=1)
