@@ -11,10 +11,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Run as a script, this folder is sys.path[0], and benchmarks/supernet.py would shadow the supernet package:
-# put the repository root first.
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from supernet.io import atomic_write_json, atomic_write_text
 

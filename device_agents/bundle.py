@@ -45,6 +45,7 @@ from typing import Any
 
 from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json, sha256_file
+from supernet.registry import UnknownNameError
 
 from .energy import EnergyModel
 from .variants import PRECISIONS, InvalidVariantError, Variant, validate_bundle
@@ -151,7 +152,9 @@ class Bundle:
         for e in self.entries:
             if e.name == name:
                 return e
-        raise KeyError(f"bundle {self.root}: no variant {name!r}; it has {[e.name for e in self.entries]}")
+        names = tuple(e.name for e in self.entries)
+        raise UnknownNameError(f"bundle {self.root}: no variant {name!r}; it has {list(names)}", kind="variant",
+                               name=name, known=names)
 
     def variants(self, *, table: str | None = None, fmt: str = "onnx") -> tuple[Variant, ...]:
         """The variants as the agents see them: ``predicted_latency_ms`` from ``table`` (default: the bundle's
@@ -199,13 +202,13 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     """A function arch string -> ms, and the provenance written into the manifest (with the table's precision)."""
     if callable(table) and not isinstance(table, (str, os.PathLike)):
         return (lambda arch: float(table(arch))), {"source": "callable supplied to build_bundle"}
-    from latency_tables.predictor import LatencyPredictor, _resolve_table, predict_latency
+    from latency_tables.predictor import LatencyPredictor, predict_latency, resolve_table
     from latency_tables.table import LatencyTable
 
     if isinstance(table, LatencyPredictor):
         pred, tab = table, table.table
     else:
-        tab = table if isinstance(table, LatencyTable) else _resolve_table(table)
+        tab = table if isinstance(table, LatencyTable) else resolve_table(table)
         pred = LatencyPredictor.from_table(tab)
     m = tab.meta
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,

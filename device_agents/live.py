@@ -39,7 +39,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .policies import AGENT_POLICY, create_policy
-from .providers.combined import CombinedProvider
+from .providers import live_provider
 from .runtime import AdaptiveModel
 from .sessions import open_session, resize_nchw
 from .state import StateProvider
@@ -130,15 +130,6 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
             with contextlib.suppress(OSError):
                 p.kill()
             p.wait(timeout=2.0)
-
-
-def live_provider() -> StateProvider:
-    """psutil (load = others' CPU share, current frequency) first, sysfs for what psutil lacks; re-read at most
-    every 0.1 s (`ThrottledProvider`)."""
-    from .providers import create_provider
-
-    return create_provider("throttled", provider=CombinedProvider([create_provider("psutil"), create_provider("sysfs")]),
-                           min_interval_s=0.1)
 
 
 def calibrate(

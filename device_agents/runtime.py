@@ -101,7 +101,7 @@ class AdaptiveModel:
         variants: the family (each with ``model_path``) or a loaded `Bundle` (its default table's latencies).
         deadline_ms: per-request deadline.
         policy: a registry name (built here with the offload target) or a ready `Policy` over the same variants.
-        provider: device state source (default: `device_agents.live.live_provider`, psutil + sysfs re-read at most
+        provider: device state source (default: `device_agents.providers.live_provider`, psutil + sysfs re-read at most
             every 0.1 s); closed by `close`.
         offload: a client of the model server; None = on-device only.
         offload_accuracy: accuracy of the server's model; default: what its /health reports.
@@ -320,6 +320,6 @@ class AdaptiveModel:
 
 
 def _default_provider() -> StateProvider:
-    from .live import live_provider
+    from .providers import live_provider
 
     return live_provider()

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from supernet.registry import Registry
+
 from .state import DeviceState
 from .trace import Trace
 
-__all__ = ["DEVICE_FREQ_MAX_MHZ", "builtin_trace", "describe_scenario", "list_scenarios"]
+__all__ = ["DEVICE_FREQ_MAX_MHZ", "SCENARIOS", "builtin_trace", "describe_scenario", "list_scenarios"]
 
 DEVICE_FREQ_MAX_MHZ = 2400.0
 _AMBIENT_C = 25.0
@@ -144,33 +146,33 @@ def _contention(rng: np.random.Generator, n: int, dt_s: float) -> _Columns:
     return c
 
 
-_SCENARIOS: dict[str, tuple[Callable[[np.random.Generator, int, float], _Columns], str]] = {
-    "steady": (_steady, "full clock, idle CPU, good Wi-Fi, slow battery drain"),
-    "thermal-throttling": (_thermal, "sustained load heats the SoC; a step governor saws the clock between ~40 and ~80 %"),
-    "battery-drain": (_battery, "45 % -> 3 % battery with power-saver clock caps, then a charger is plugged in"),
-    "network-outages": (_network, "power-saving clock, fluctuating mobile bandwidth with 5-20 s outages"),
-    "bursty-contention": (_contention, "bursts of 40-90 % background CPU load lasting seconds"),
-}
+# name -> (generator of the columns, one-line description)
+SCENARIOS: Registry[tuple[Callable[[np.random.Generator, int, float], _Columns], str]] = Registry("scenario")
+SCENARIOS.add("steady", (_steady, "full clock, idle CPU, good Wi-Fi, slow battery drain"))
+SCENARIOS.add(
+    "thermal-throttling",
+    (_thermal, "sustained load heats the SoC; a step governor saws the clock between ~40 and ~80 %"),
+)
+SCENARIOS.add("battery-drain",
+              (_battery, "45 % -> 3 % battery with power-saver clock caps, then a charger is plugged in"))
+SCENARIOS.add("network-outages",
+              (_network, "power-saving clock, fluctuating mobile bandwidth with 5-20 s outages"))
+SCENARIOS.add("bursty-contention", (_contention, "bursts of 40-90 % background CPU load lasting seconds"))
 
 
 def list_scenarios() -> list[str]:
     """Names accepted by `builtin_trace`, in a stable order."""
-    return list(_SCENARIOS)
+    return SCENARIOS.names()
 
 
 def describe_scenario(name: str) -> str:
-    return _SCENARIOS[_check(name)][1]
-
-
-def _check(name: str) -> str:
-    if name not in _SCENARIOS:
-        raise KeyError(f"unknown scenario {name!r}; built-in scenarios: {list(_SCENARIOS)}")
-    return name
+    """What scenario ``name`` simulates, in one line; `UnknownNameError` (a KeyError) lists the known ones."""
+    return SCENARIOS.get(name)[1]
 
 
 def builtin_trace(name: str, *, seed: int = 0, duration_s: float = 300.0, dt_s: float = 1.0) -> Trace:
     """A synthetic trace of ``duration_s`` seconds with one row every ``dt_s`` seconds, starting at time 0."""
-    gen, description = _SCENARIOS[_check(name)]
+    gen, description = SCENARIOS.get(name)
     if not (duration_s > 0 and dt_s > 0):
         raise ValueError(f"builtin_trace: duration_s and dt_s must be > 0, got {duration_s}, {dt_s}")
     n = max(1, int(round(duration_s / dt_s)))

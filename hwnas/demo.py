@@ -161,9 +161,11 @@ def run_demo(config: DemoConfig, *, out_dir: str | Path, console: Console | None
 
 # --------------------------------------------------------------------------- stages
 def _stage_train(config: DemoConfig, out: Path, data: Any) -> dict[str, Any]:
+    from hwnas.progress import rich_progress
     from supernet.train import train_supernet
 
-    res = train_supernet(config.train, out_dir=out / "supernet", data=data, progress=True)
+    with rich_progress() as bars:
+        res = train_supernet(config.train, out_dir=out / "supernet", data=data, progress=bars)
     return res.to_json()
 
 
@@ -185,26 +187,35 @@ def _stage_accuracy(config: DemoConfig, net: Any, data: Any, console: Console) -
 
 
 def _stage_lut(config: DemoConfig, out: Path, space: Any, backbone: Any) -> dict[str, Any]:
-    from latency_tables import Protocol, build_table
+    from hwnas.progress import rich_progress
+    from latency_tables import MeasurementProtocol, build_table
 
     path = out / "lut" / "onnxruntime-fp32-t1.csv"
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed)
-    table = build_table(space, backbone, out=path, backend="onnxruntime", threads=1, precision="fp32",
-                        protocol=protocol, resume=True, progress=True)
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed
+    )
+    with rich_progress() as bars:
+        table = build_table(space, backbone, out=path, backend="onnxruntime", threads=1, precision="fp32",
+                            protocol=protocol, resume=True, progress=bars)
     meta = table.meta
     return {"path": str(path), "rows": len(table), "meta": meta.to_json() if hasattr(meta, "to_json") else asdict(meta)}
 
 
 def _stage_latency(config: DemoConfig, out: Path, s_lut: dict[str, Any]) -> dict[str, Any]:
-    from latency_tables import Protocol
+    from hwnas.progress import rich_progress
+    from latency_tables import MeasurementProtocol
     from latency_tables.predictor import validate
 
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 1)
-    report = validate(
-        s_lut["path"], n_fit=config.latency_fit, n_test=config.latency_check, seed=config.seed, protocol=protocol,
-        predictor_out=out / "lut" / "predictor.json", report_out=out / "lut" / "validation.json",
-        plot_out=out / "latency_predicted_vs_measured.png", progress=True,
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed + 1
     )
+    with rich_progress() as bars:
+        report = validate(
+            s_lut["path"], n_fit=config.latency_fit, n_test=config.latency_check, seed=config.seed,
+            protocol=protocol, predictor_out=out / "lut" / "predictor.json",
+            report_out=out / "lut" / "validation.json", plot_out=out / "latency_predicted_vs_measured.png",
+            progress=bars,
+        )
     return {
         "predictor_path": str(out / "lut" / "predictor.json"),
         "plot": "latency_predicted_vs_measured.png",
@@ -241,14 +252,16 @@ def _stage_export(config: DemoConfig, out: Path, net: Any, data: Any, s_search: 
                   s_lut: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from latency_tables import Protocol
+    from latency_tables import MeasurementProtocol
     from supernet.data import iterate_batches
     from supernet.evaluate import accuracy, recalibrated_subnet
     from supernet.export import check_export, export
 
     rows = []
     archs = [ArchConfig.from_json(w["arch_json"]) for w in s_search["winners"]]
-    protocol = Protocol.preset(config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2)
+    protocol = MeasurementProtocol.preset(
+        config.lut_protocol, processes=config.lut_processes, seed=config.seed + 2
+    )
     from hwnas.pipeline import measure_on_table
     from latency_tables.table import LatencyTable
 

@@ -18,7 +18,6 @@ training images) and running the validation split (`quantized_accuracy`) — or,
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from latency_tables.environment import is_this_machine
 from supernet.io import atomic_write_json
 from supernet.space import ArchConfig
+from supernet.train import load_supernet_and_data  # re-exported: callers of hwnas.pipeline keep working
 
 __all__ = [
     "SearchJob",
@@ -83,26 +84,6 @@ class SearchJob:
             raise ValueError(f"accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
         if self.accuracy == "predicted" and self.accuracy_predictor_path is None:
             raise ValueError("accuracy='predicted' needs accuracy_predictor_path (a bit-width-aware predictor)")
-
-
-def load_supernet_and_data(
-    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
-) -> tuple[Any, Any]:
-    """A saved supernet and the dataset splits it was trained on (same seed and subset, so val is held out)."""
-    import json
-
-    import torch
-
-    from supernet.data import load_dataset
-    from supernet.train import load_supernet
-
-    net = load_supernet(supernet_path)
-    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
-    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
-    root = data_root if data_root is not None else tc.get("data_root")
-    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
-                        max_train=tc.get("max_train_images"))
-    return net, data
 
 
 DEFAULT_CALIB_IMAGES = 256
@@ -288,24 +269,17 @@ def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, 
     The estimate is the ratio to the reference probe timed in the same rounds times the probe's latency in the
     table, so a machine-wide slowdown between the table build and this measurement cancels out.
     """
+    from hwnas.progress import rich_progress
     from latency_tables import measure_models
     from latency_tables.table import table_backend_kwargs
 
     meta = table.meta
     ref = (meta.reference or {}).get("latency_ms")
-    return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads, precision=meta.precision,
-                          protocol=protocol, space=table.space, progress=True,
-                          reference_ms=None if ref is None else float(ref),
-                          backend_kwargs=table_backend_kwargs(meta))
-
-
-def _table_is_this_machine(meta: Any) -> bool:
-    from latency_tables.environment import machine_environment
-
-    env = machine_environment()
-    same_cpu = getattr(meta, "cpu_model", None) == env.get("cpu_model")
-    same_host = getattr(meta, "device", None) in (env.get("device"), socket.gethostname())
-    return bool(same_cpu and same_host)
+    with rich_progress() as bars:
+        return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads,
+                              precision=meta.precision, protocol=protocol, space=table.space, progress=bars,
+                              reference_ms=None if ref is None else float(ref),
+                              backend_kwargs=table_backend_kwargs(meta))
 
 
 def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, net: Any = None,
@@ -403,11 +377,15 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
 
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
-        if _table_is_this_machine(table.meta):
-            from latency_tables import Protocol
+        if is_this_machine(table.meta):
+            from latency_tables import MeasurementProtocol
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
-            proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            proto = (
+                MeasurementProtocol.from_json(table.meta.protocol)
+                if getattr(table.meta, "protocol", None)
+                else None
+            )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.stat(table.statistic)

@@ -16,6 +16,7 @@ from device_agents.scenarios import builtin_trace, describe_scenario, list_scena
 from device_agents.simulator import DEFAULT_COMPARISON, SimulationResult, compare_policies, simulate
 from device_agents.trace import Trace, TraceFormatError, load_trace_csv
 from device_agents.variants import InvalidVariantError, example_variants, load_variants, save_variants
+from supernet.errors import InputError
 from supernet.io import atomic_write_json
 
 __all__ = ["app", "bundle_cmd", "live_cmd", "resolve_trace", "serve_model_cmd"]
@@ -190,7 +191,7 @@ def serve_model_cmd(
     max_payload_bytes: Annotated[int, typer.Option("--max-payload-bytes")] = 4 * 1024 * 1024,
 ) -> None:
     """Serve one model over HTTP for offloading (POST /v1/infer, GET /health) until Ctrl-C."""
-    from device_agents.bundle import BundleError, load_bundle
+    from device_agents.bundle import load_bundle
     from device_agents.server import serve_model
 
     if (bundle is None) == (model is None):
@@ -199,7 +200,7 @@ def serve_model_cmd(
         try:
             b = load_bundle(bundle)
             entry = b.entry(variant) if variant else max(b.entries, key=lambda e: e.accuracy)
-        except (BundleError, KeyError) as e:
+        except InputError as e:  # BundleError, or a variant name the bundle does not have
             raise typer.BadParameter(str(e)) from None
         path, name, acc = b.path_of(entry.file("onnx")), entry.name, entry.accuracy
     else:

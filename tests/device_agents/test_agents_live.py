@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from device_agents import Variant
 from device_agents.benchmark import decision_timing, render_markdown, simulation_benchmark
 from device_agents.bundle import build_bundle
-from hwnas.commands.agent import app
 from device_agents.live import BusyProcesses, run_live
+from hwnas.commands.agent import app
 
 
 def _children() -> set[int]:

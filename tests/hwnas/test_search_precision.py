@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from hwnas.cli import _mount_subapps, app
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import PrecisionMismatchError, build_table
 from supernet.layers import Backbone
 from supernet.model import OFASupernet
@@ -25,7 +25,9 @@ runner = CliRunner()
 SPACE = SearchSpace(name="precision-test", resolutions=(24,), depth_choices=(1, 2), kernel_choices=(3, 5),
                     expand_choices=(3, 6))
 BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.25)
-FAKE = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=32, spawn=False)
+FAKE = MeasurementProtocol(
+    rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=32, spawn=False
+)
 
 
 def _plain(text: str) -> str:
@@ -49,7 +51,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def net_data(setup: dict[str, Path]) -> tuple[object, object]:
-    from hwnas.pipeline import load_supernet_and_data
+    from supernet.train import load_supernet_and_data
 
     return load_supernet_and_data(setup["supernet"])  # type: ignore[no-any-return]
 

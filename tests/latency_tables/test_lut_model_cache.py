@@ -12,7 +12,7 @@ from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 from latency_tables.backends import create_backend
 from latency_tables.model_cache import content_of_layer, content_of_subnet, open_cache
-from latency_tables.table import _layer_entry, _prepare_items, build_table, measure_models
+from latency_tables.table import build_table, layer_entry, measure_models, prepare_items
 from supernet.layers import Backbone, LayerSpec
 from supernet.space import SearchSpace
 
@@ -78,7 +78,7 @@ def test_concurrent_writers_leave_one_whole_file(tmp_path: Path) -> None:
 
     def run() -> None:
         try:
-            _prepare_items([_layer_entry(spec)], be, tmp_path / "w", backend_spec=("fake", {"precision": "fp32"}),
+            prepare_items([layer_entry(spec)], be, tmp_path / "w", backend_spec=("fake", {"precision": "fp32"}),
                            cache=cache)
         except BaseException as e:  # noqa: BLE001 - collected for the assert
             errors.append(e)
