@@ -87,6 +87,13 @@ def _mount_subapps() -> None:
     app.command("serve-model", help="HTTP inference server for offloading (localhost by default).")(
         agents_cli.serve_model_cmd
     )
+    from hwnas.commands.compress import compress_cmd, decompress_cmd, prune_cmd
+
+    app.command("compress", help="Deep Compression of a subnet (prune, share weights, Huffman) to a .hwdc file "
+                                 "with a size report.")(compress_cmd)
+    app.command("decompress", help="Restore a .hwdc file to a runnable ONNX / TFLite model.")(decompress_cmd)
+    app.command("prune", help="Structured channel pruning of a subnet with KD fine-tuning; latency by table.")(
+        prune_cmd)
     from hwnas.commands.nas import app as nas_app
 
     app.add_typer(nas_app, name="nas", help="Search utilities: strategies, rewards.")

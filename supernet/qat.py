@@ -9,7 +9,9 @@ Efficient Integer-Arithmetic-Only Inference"):
                        x_hat = s * (clamp(round(x / s) + z, -128, 127) - z)
 
 ``q_max`` is 127 for 8-bit weights (TFLite's narrow symmetric range, and onnxruntime's symmetric int8),
-64 for onnxruntime's ``reduce_range`` (7-bit) weights, and ``2^(b-1) - 1`` for simulated b-bit weights.
+64 for onnxruntime's ``reduce_range`` (7-bit) weights, and ``2^(b-1) - 1`` for simulated b-bit weights. One bit
+(q_max = 0) is binarization, the extreme of the bit-width axis: ``w_hat = alpha_c * sign(w)`` with
+``alpha_c = mean_i |w_{c,i}|`` (Rastegari et al. 2016, XNOR-Net; sign(0) = +1), simulated only.
 Gradients pass rounding unchanged (straight-through estimator, Bengio et al. 2013): `torch.fake_quantize_*`.
 
 The export path quantizes a *BN-folded* network (onnxruntime's ``quant_pre_process`` and the TFLite converter
@@ -106,10 +108,10 @@ class FakeQuantSpec:
     layer_weight_bits: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, b in (("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
-                        *((f"layer_weight_bits[{k}]", v) for k, v in self.layer_weight_bits.items())):
-            if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 16):
-                raise ValueError(f"FakeQuantSpec.{name}: expected an integer bit-width in 2..16 or None, got {b!r}")
+        for name, b, lo in (("weight_bits", self.weight_bits, 1), ("act_bits", self.act_bits, 2),
+                            *((f"layer_weight_bits[{k}]", v, 1) for k, v in self.layer_weight_bits.items())):
+            if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not lo <= b <= 16):
+                raise ValueError(f"FakeQuantSpec.{name}: expected an integer bit-width in {lo}..16 or None, got {b!r}")
         if self.act_bits not in (None, 8):
             raise ValueError(
                 f"FakeQuantSpec.act_bits: only 8 (int8 activations) or None is supported, got {self.act_bits}")
@@ -130,6 +132,11 @@ class _WeightFakeQuant(nn.Module):
         self.per_channel = per_channel
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.qmax == 0:  # 1 bit: binarized weights, alpha * sign(w) with alpha = mean |w| (XNOR-Net)
+            dims = tuple(range(1, w.dim())) if self.per_channel else tuple(range(w.dim()))
+            alpha = w.detach().abs().mean(dim=dims, keepdim=True)
+            w_hat = alpha * torch.where(w >= 0, 1.0, -1.0)
+            return w + (w_hat - w).detach()  # straight-through gradient
         if self.per_channel:
             absmax = w.detach().abs().flatten(1).amax(1)
             scale = (absmax / self.qmax).clamp_min(1e-12)

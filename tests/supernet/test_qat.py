@@ -184,7 +184,7 @@ def test_stage_names_labels_and_bad_specs(trained) -> None:
     assert describe_spec(FakeQuantSpec(weight_bits=4, act_bits=8)) == "w4a8-pc"
     assert describe_spec(FakeQuantSpec(weight_bits=4, per_channel=False, act_bits=None)) == "w4-pt"
     with pytest.raises(ValueError, match="weight_bits"):
-        FakeQuantSpec(weight_bits=1)
+        FakeQuantSpec(weight_bits=0)
     with pytest.raises(ValueError, match="act_bits"):
         FakeQuantSpec(act_bits=4)
     with pytest.raises(ValueError, match="unknown part"):
