@@ -39,8 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from supernet.io import atomic_write_json, atomic_write_text, read_json
 from supernet.space import ArchConfig, SearchSpace
@@ -233,7 +237,7 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
     from supernet.qat import describe_spec
     from supernet.quantize import (
         QuantConfig,
-        Variant,
+        QuantRecipe,
         compare_variants,
         default_reduce_range,
         ptq_loss,
@@ -281,11 +285,11 @@ def run_subnet(name: str, cfg: ArchConfig, *, net: Any, data: Any, size: Size, b
 
     variants = []
     for b in backends:
-        variants += [Variant(backend=b, config=base.replace(precision="fp32")),
-                     Variant(backend=b, config=base.replace(precision="fp16")),
-                     Variant(backend=b, config=base.replace(per_channel=False)),
-                     Variant(backend=b, config=base),
-                     Variant(backend=b, config=base, qat=True)]
+        variants += [QuantRecipe(backend=b, config=base.replace(precision="fp32")),
+                     QuantRecipe(backend=b, config=base.replace(precision="fp16")),
+                     QuantRecipe(backend=b, config=base.replace(per_channel=False)),
+                     QuantRecipe(backend=b, config=base),
+                     QuantRecipe(backend=b, config=base, qat=True)]
     t = time.perf_counter()
     result = compare_variants(models, variants, data, out_dir=work / "models" / name,
                               split="test", max_eval_images=size.eval_images, warmup=size.warmup, runs=size.runs,
@@ -465,8 +469,8 @@ def _names(out: Path, size_name: str) -> tuple[Path, Path]:
 
 
 def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends: tuple[str, ...]) -> dict[str, Any]:
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.quantize import machine_state
+    from supernet.train import load_supernet_and_data
 
     size = SIZES[size_name]
     torch.set_num_threads(1)

@@ -29,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from latency_tables.fewshot import AdaptedLatencyPredictor, adapt, choose_subnets
 from supernet.io import atomic_write_json, atomic_write_text

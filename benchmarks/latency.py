@@ -28,13 +28,17 @@ from typing import Any
 
 import numpy as np
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from benchmarks.load_sampler import LoadSampler
 from latency_tables.environment import machine_environment
 from latency_tables.predictor import validate
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import LatencyTable, build_table, meta_path_for
 from supernet.io import atomic_write_json, atomic_write_text
 from supernet.layers import Backbone
@@ -77,8 +81,16 @@ class State:
 
 
 # --------------------------------------------------------------------------- steps
-def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, threads: int, pr: Protocol,
-               device: str, export_jobs: int = 1) -> dict[str, Any]:
+def step_build(
+    space: SearchSpace,
+    bb: Backbone,
+    out: Path,
+    backend: str,
+    threads: int,
+    pr: MeasurementProtocol,
+    device: str,
+    export_jobs: int = 1,
+) -> dict[str, Any]:
     resumed = out.with_name(out.name + ".partial.jsonl").exists()
     if out.exists() and meta_path_for(out).exists():
         table = LatencyTable.load(out)
@@ -95,8 +107,18 @@ def step_build(space: SearchSpace, bb: Backbone, out: Path, backend: str, thread
             "device": m.device, "cpu_model": m.cpu_model}
 
 
-def step_validate(table: Path, n_fit: int, n_test: int, pr: Protocol, retest: bool, work: Path, tag: str,
-                  plot: Path, seed: int = 0, export_jobs: int = 1) -> dict[str, Any]:
+def step_validate(
+    table: Path,
+    n_fit: int,
+    n_test: int,
+    pr: MeasurementProtocol,
+    retest: bool,
+    work: Path,
+    tag: str,
+    plot: Path,
+    seed: int = 0,
+    export_jobs: int = 1,
+) -> dict[str, Any]:
     rep = validate(table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest,
                    predictor_out=work / f"predictor-{tag}.json", report_out=work / f"validate-{tag}.json",
                    plot_out=plot, progress=sys.stderr.isatty(), workdir=work / f"models-{tag}",
@@ -327,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     n_fit = a.n_fit if a.n_fit is not None else (12 if quick else 50)
     n_test = a.n_test if a.n_test is not None else (24 if quick else 200)
     preset = a.preset or ("quick" if quick else "default")
-    pr = Protocol.preset(preset)
+    pr = MeasurementProtocol.preset(preset)
     space = get_space("mnist")
     if quick:
         space = SearchSpace(name="mnist-r28", resolutions=(28,), depth_choices=space.depth_choices,

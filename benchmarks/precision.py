@@ -50,8 +50,12 @@ from typing import Any
 import numpy as np
 import torch
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from benchmarks.bitwidth import SIZES as BITWIDTH_SIZES
 from benchmarks.bitwidth import supernet_for_benchmark

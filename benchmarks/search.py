@@ -45,15 +45,18 @@ from typing import Any
 
 import numpy as np
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from benchmarks.load_sampler import LoadSampler
 from nas.bench import (
     AdditiveArchFn,
+    BestSoFar,
     NotAdditiveError,
-    Trace,
     bootstrap_median_ci,
     censored_median,
     compile_additive,
@@ -107,18 +110,24 @@ class Settings:
     @classmethod
     def preset(cls, *, quick: bool) -> Settings:
         from hwnas.demo import DemoConfig
-        from latency_tables.protocol import Protocol
+        from latency_tables.protocol import MeasurementProtocol
 
         demo = DemoConfig.preset(quick=quick)
         if not quick:
             return cls(
                 train=demo.train.to_json(),
-                lut_protocol=Protocol.preset(demo.lut_protocol, processes=demo.lut_processes, seed=0).to_json(),
-                winners_protocol=Protocol.preset(demo.lut_protocol, processes=demo.lut_processes, seed=2).to_json(),
+                lut_protocol=MeasurementProtocol.preset(
+                    demo.lut_protocol, processes=demo.lut_processes, seed=0
+                ).to_json(),
+                winners_protocol=MeasurementProtocol.preset(
+                    demo.lut_protocol, processes=demo.lut_processes, seed=2
+                ).to_json(),
                 budgets={"gp": 300, "optuna-tpe": 300, "evolution": 6000, "random": 2000, "rl": 4000},
                 variants={"gp-ordinal": {"strategy": "gp", "kwargs": {"encoding": "ordinal"}, "n_seeds": 5}},
             )
-        tiny = Protocol(rounds=1, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=256)
+        tiny = MeasurementProtocol(
+            rounds=1, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=256
+        )
         train = replace(demo.train, epochs=1, max_train_images=256, eval_bn_images=64, checkpoint_every_steps=1000)
         return cls(
             quick=True, train=train.to_json(), n_subnets=24, bn_images=64, predictor_epochs=40,
@@ -183,7 +192,8 @@ def stage_supernet(st: Settings, work: Path, run_dir: Path | None) -> dict[str, 
     from supernet.train import TrainConfig, train_supernet
 
     tc = TrainConfig.from_json(st.train)
-    data = load_dataset(tc.dataset, root=tc.data_root, seed=tc.seed, max_train=tc.max_train_images)
+    data = load_dataset(tc.dataset, root=tc.data_root, seed=tc.seed, max_train=tc.max_train_images,
+                        val_fraction=tc.val_fraction, test_fraction=tc.test_fraction)
     res = train_supernet(tc, out_dir=work / "supernet", data=data, progress=sys.stderr.isatty())
     path = work / "supernet" / "supernet.pt"
     return {"source": "trained with the demo's config", "path": str(path.resolve()), "sha256": sha256_file(path),
@@ -191,7 +201,7 @@ def stage_supernet(st: Settings, work: Path, run_dir: Path | None) -> dict[str, 
 
 
 def _net_and_data(sn: dict[str, Any]) -> tuple[Any, Any]:
-    from hwnas.pipeline import load_supernet_and_data
+    from supernet.train import load_supernet_and_data
 
     return load_supernet_and_data(sn["path"])
 
@@ -248,21 +258,21 @@ def stage_accuracy(st: Settings, sn: dict[str, Any], work: Path) -> dict[str, An
 
 # --------------------------------------------------------------------------- stage: latency table + correction
 def stage_latency(st: Settings, sn: dict[str, Any], work: Path, run_dir: Path | None) -> dict[str, Any]:
-    from hwnas.pipeline import _table_is_this_machine
-    from latency_tables import Protocol, build_table, validate
+    from latency_tables import MeasurementProtocol, build_table, validate
+    from latency_tables.environment import is_this_machine
     from latency_tables.table import LatencyTable
 
     lut_dir = None if run_dir is None else run_dir / "lut"
     if lut_dir is not None and (lut_dir / LUT_NAME).is_file() and (lut_dir / "predictor.json").is_file():
         table = LatencyTable.load(lut_dir / LUT_NAME)
         report_path = lut_dir / "validation.json"
-        if _table_is_this_machine(table.meta) and report_path.is_file() and table.meta.backend == st.backend:
+        if is_this_machine(table.meta) and report_path.is_file() and table.meta.backend == st.backend:
             rep = read_json(report_path)
             return _latency_result(table, lut_dir / "predictor.json", rep, source=f"--run {run_dir}")
         log.info("--run %s: its table is not from this machine (or has no validation); building one here", run_dir)
     net, _ = _net_and_data(sn)
     path = work / "lut" / LUT_NAME
-    pr = Protocol.from_json(st.lut_protocol)
+    pr = MeasurementProtocol.from_json(st.lut_protocol)
     table = build_table(net.space, net.backbone, out=path, backend=st.backend, threads=1, precision="fp32",
                         protocol=pr, resume=True, progress=sys.stderr.isatty())
     rep = validate(path, n_fit=st.latency_fit, n_test=st.latency_check, seed=st.seed,
@@ -387,7 +397,7 @@ def _search_task(task: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = create_strategy(task["strategy"], **task["kwargs"]).search(obj, budget=task["budget"], seed=task["seed"])
     wall = time.perf_counter() - t0
-    trace = Trace.from_rewards([e.reward for e in res.history])
+    trace = BestSoFar.from_rewards([e.reward for e in res.history])
     b = res.best
     return {**task, "wall_time_s": wall, "n_evaluations": len(res.history), "trace": trace.to_json(),
             "best": {"arch": str(b.arch), "reward": b.reward, "predicted_accuracy": b.accuracy,
@@ -564,7 +574,7 @@ def analyse(st: Settings, runs: list[dict[str, Any]], final: dict[str, Any],
     refs = [t["reward"] for t in final["per_target"]]
     rows, summary = [], []
     for r in runs:
-        tr = Trace.from_json(r["trace"])
+        tr = BestSoFar.from_json(r["trace"])
         ref = refs[r["target_index"]]
         rows.append({
             "label": r.get("label", r["strategy"]), "strategy": r["strategy"], "kwargs": r["kwargs"],
@@ -631,7 +641,7 @@ def verdict(st: Settings, summary: list[dict[str, Any]], n_targets: int) -> dict
 def stage_winners(st: Settings, sn: dict[str, Any], lat: dict[str, Any], obj_spec: dict[str, Any],
                   analysed: dict[str, Any], work: Path) -> dict[str, Any]:
     from hwnas.pipeline import measure_on_table
-    from latency_tables import Protocol
+    from latency_tables import MeasurementProtocol
     from latency_tables.table import LatencyTable
 
     net, data = _net_and_data(sn)
@@ -640,7 +650,7 @@ def stage_winners(st: Settings, sn: dict[str, Any], lat: dict[str, Any], obj_spe
     archs: list[str] = list(dict.fromkeys(r["best_arch"] for r in gp_rows))
     cfgs = [space.parse(a) for a in archs]
     table = LatencyTable.load(lat["table"])
-    pr = Protocol.from_json(st.winners_protocol)
+    pr = MeasurementProtocol.from_json(st.winners_protocol)
     ms = measure_on_table(cfgs, table, net.backbone, protocol=pr)
     acc_fn, cache = _accuracy_fn(st, sn, net, data, work)
     try:
@@ -836,14 +846,14 @@ def plot(res: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from nas.plots import _save
+    from nas.plots import save_figure
 
     targets = res["objective"]["targets"]
     refs = [t["reward"] for t in res["reference"]["per_target"]]
     fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 3.8), squeeze=False)
     for ti, ax in enumerate(axes[0]):
         for name in [*res["settings"]["strategies"], *res["settings"]["variants"]]:
-            mine = [Trace.from_json(r["trace"]) for r in runs
+            mine = [BestSoFar.from_json(r["trace"]) for r in runs
                     if r.get("label", r["strategy"]) == name and r["target_index"] == ti]
             if not mine:
                 continue
@@ -862,7 +872,7 @@ def plot(res: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> None:
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("predicted-accuracy objective, hard MnasNet reward")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

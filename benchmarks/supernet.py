@@ -33,8 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
+# Run as a script, this folder is sys.path[0] and benchmarks/supernet.py would shadow the supernet package:
+# the repository root takes its place (helpers here are imported as ``benchmarks.<module>``). Same lines in
+# every script.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:] = [str(ROOT)] + [p for p in sys.path
+                             if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from supernet.data import load_dataset
 from supernet.evaluate import evaluate

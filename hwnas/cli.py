@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,13 +33,13 @@ class _InputErrorsToExit2(TyperGroup):
     console script.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except InputError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
 
 
@@ -152,11 +152,7 @@ def space_info(
 
     from supernet.space import get_space, list_spaces
 
-    try:
-        sp = get_space(space)
-    except KeyError as e:
-        _fail(str(e.args[0]))
-        raise
+    sp = get_space(space)  # an unknown name is an InputError: "error: ...", exit 2
     if resolutions:
         try:
             res = tuple(sorted({int(r) for r in resolutions.split(",")}))
@@ -213,6 +209,7 @@ def train(
     """
     from dataclasses import replace
 
+    from hwnas.progress import console_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -233,10 +230,11 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        result = train_supernet(cfg, out_dir=out)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e.args[0]) if e.args else str(e))
-        raise
+        # bars on rank 0 only (torchrun sets RANK; the library reports nothing on the other ranks anyway)
+        with console_progress(os.environ.get("RANK", "0") == "0", console=console) as bars:
+            result = train_supernet(cfg, out_dir=out, progress=bars)
+    except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
+        _fail(str(e))
     if not result.supernet_path or not result.phases:
         return  # not rank 0 of a distributed run
     t = Table(title=f"phases ({cfg.schedule if cfg.phases is None else 'from ' + str(config)}, kd {cfg.kd_loss})")
@@ -261,9 +259,9 @@ def eval_(
     data_root: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
     """Top-1 of one subnet after BN recalibration."""
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.evaluate import evaluate
     from supernet.space import InvalidArchError, resolve_arch
+    from supernet.train import load_supernet_and_data
 
     try:
         net, data = load_supernet_and_data(supernet, dataset=dataset, data_root=data_root)
@@ -288,12 +286,12 @@ def export(
     """Extract a subnet as a static model, recalibrate its BN and export it; checks outputs against torch."""
     import torch
 
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.data import iterate_batches
     from supernet.evaluate import recalibrated_subnet
     from supernet.export import EXPORT_FORMATS, check_export
     from supernet.export import export as export_model
     from supernet.space import InvalidArchError, resolve_arch
+    from supernet.train import load_supernet_and_data
 
     if format not in EXPORT_FORMATS:
         _fail(f"--format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
@@ -367,9 +365,8 @@ def search(
                         accuracy=accuracy, calib_images=calib_images,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        _fail(str(e.args[0]) if isinstance(e, KeyError) else str(e))
-        raise
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     t = Table(title=f"winners ({strategy}, {summary['precision']}); predicted and measured latency in separate columns")
     for col in ("target ms", "arch file", "val top-1", "predicted ms", "measured ms", "meets target (measured)"):
         t.add_column(col)

@@ -18,7 +18,7 @@ training images) and running the validation split (`quantized_accuracy`) — or,
 from __future__ import annotations
 
 import logging
-import socket
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from latency_tables.environment import is_this_machine
 from supernet.io import atomic_write_json
 from supernet.space import ArchConfig
+from supernet.train import load_supernet_and_data  # re-exported: callers of hwnas.pipeline keep working
 
 __all__ = [
     "SearchJob",
@@ -70,6 +72,11 @@ class SearchJob:
     accuracy: str = "measured"  # "measured" at the precision, or "predicted" by accuracy_predictor_path
     accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
+    # Winner's curse: trials are scored on the first `search_val_images` val images (None = all of val); per target
+    # the `rescore_top_k` best candidates meeting it (over every strategy's trials) are re-scored on all of val
+    # and the best re-scored one wins. The test split is never used for selection.
+    search_val_images: int | None = None
+    rescore_top_k: int = 5
 
     def __post_init__(self) -> None:
         if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
@@ -80,28 +87,12 @@ class SearchJob:
             raise ValueError(f"reward {self.reward!r}: expected 'hard' or 'soft'")
         if self.accuracy not in ("measured", "predicted"):
             raise ValueError(f"accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
+        if self.search_val_images is not None and self.search_val_images < 1:
+            raise ValueError(f"search_val_images: expected >= 1 or None, got {self.search_val_images}")
+        if self.rescore_top_k < 0:
+            raise ValueError(f"rescore_top_k: expected >= 0, got {self.rescore_top_k}")
         if self.accuracy == "predicted" and self.accuracy_predictor_path is None:
             raise ValueError("accuracy='predicted' needs accuracy_predictor_path (a bit-width-aware predictor)")
-
-
-def load_supernet_and_data(
-    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
-) -> tuple[Any, Any]:
-    """A saved supernet and the dataset splits it was trained on (same seed and subset, so val is held out)."""
-    import json
-
-    import torch
-
-    from supernet.data import load_dataset
-    from supernet.train import load_supernet
-
-    net = load_supernet(supernet_path)
-    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
-    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
-    root = data_root if data_root is not None else tc.get("data_root")
-    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
-                        max_train=tc.get("max_train_images"))
-    return net, data
 
 
 DEFAULT_CALIB_IMAGES = 256
@@ -162,7 +153,7 @@ def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES
 
 def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, bn_images: int, seed: int,
                        split: str = "val", calib_images: int = DEFAULT_CALIB_IMAGES, threads: int = 1,
-                       backend: str = "onnxruntime", quant: Any = None) -> float:
+                       backend: str = "onnxruntime", quant: Any = None, max_images: int | None = None) -> float:
     """Top-1 of subnet ``cfg`` at ``precision`` on ``data.<split>``, as deployed on ``backend``.
 
     The subnet is BN-recalibrated on ``bn_images`` training images, exported and lowered by
@@ -183,7 +174,7 @@ def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, 
     config = (quant if quant is not None else QuantConfig(calib_images=calib_images, seed=seed)).replace(
         precision=precision)
     target = get_target(backend)
-    xs, ys = split_arrays(data, split=split, resolution=cfg.resolution, max_images=None)
+    xs, ys = split_arrays(data, split=split, resolution=cfg.resolution, max_images=max_images)
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images, seed=seed)
     with tempfile.TemporaryDirectory(prefix="hwnas-qacc-") as tmp:
         path = export_variant(sub, Path(tmp) / f"{config.label}{target.suffix}", backend=backend, config=config,
@@ -194,23 +185,30 @@ def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, 
 def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_path: Path,
                        context: str, precision: str = "fp32",
                        calib_images: int = DEFAULT_CALIB_IMAGES, backend: str = "onnxruntime",
-                       quant: Any = None) -> tuple[ArchFn, Any]:
+                       quant: Any = None, max_images: int | None = None) -> tuple[ArchFn, Any]:
     """Validation top-1 at ``precision`` after BN recalibration, cached per (context, architecture, precision).
 
     fp32 is measured in torch (`supernet.evaluate.evaluate`); other precisions with `quantized_accuracy` on
     ``backend`` with ``quant``; ``context`` must then name that recipe (`accuracy_context` with
     ``recipe=quant_recipe_tag(backend, quant)``). The returned cache's default precision is ``precision``.
+    ``max_images``: score the first ``max_images`` val images only (the context then says so); None = all.
     """
     from nas.cache import AccuracyCache
     from supernet.evaluate import evaluate
 
+    if max_images is not None and max_images < len(data.val):
+        context = f"{context}:val{max_images}"
+    else:
+        max_images = None
     cache = AccuracyCache(cache_path, space=net.space, context=context, precision=precision)
 
     def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
         if precision == "fp32":
-            return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
+            return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed,
+                                        max_images=max_images).top1 for c in cfgs])
         return np.asarray([quantized_accuracy(net, c, data, precision=precision, bn_images=bn_images, seed=seed,
-                                              calib_images=calib_images, backend=backend, quant=quant)
+                                              calib_images=calib_images, backend=backend, quant=quant,
+                                              max_images=max_images)
                            for c in cfgs])
 
     return cache.wrap(accuracy_fn), cache
@@ -284,24 +282,50 @@ def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, 
     The estimate is the ratio to the reference probe timed in the same rounds times the probe's latency in the
     table, so a machine-wide slowdown between the table build and this measurement cancels out.
     """
+    from hwnas.progress import rich_progress
     from latency_tables import measure_models
     from latency_tables.table import table_backend_kwargs
 
     meta = table.meta
     ref = (meta.reference or {}).get("latency_ms")
-    return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads, precision=meta.precision,
-                          protocol=protocol, space=table.space, progress=True,
-                          reference_ms=None if ref is None else float(ref),
-                          backend_kwargs=table_backend_kwargs(meta))
+    with rich_progress() as bars:
+        return measure_models(list(archs), backbone, backend=meta.backend, threads=meta.threads,
+                              precision=meta.precision, protocol=protocol, space=table.space, progress=bars,
+                              reference_ms=None if ref is None else float(ref),
+                              backend_kwargs=table_backend_kwargs(meta))
 
 
-def _table_is_this_machine(meta: Any) -> bool:
-    from latency_tables.environment import machine_environment
+def _select_winner(per: dict[str, Any], strategies: Sequence[str], target_ms: float, *, job: SearchJob,
+                   full_val_fn: ArchFn, search_images: int, val_images: int) -> tuple[Any, dict[str, Any]]:
+    """The winner of one target: the best of the ``job.rescore_top_k`` candidates meeting ``target_ms`` (over every
+    strategy's trials, ranked by the search's accuracy) re-scored on all ``val_images`` val images.
 
-    env = machine_environment()
-    same_cpu = getattr(meta, "cpu_model", None) == env.get("cpu_model")
-    same_host = getattr(meta, "device", None) in (env.get("device"), socket.gethostname())
-    return bool(same_cpu and same_host)
+    Without re-scoring (k = 0, or trials already scored on all of val with a measured objective) it is the first
+    strategy's best. Returns the evaluation and a record of the selection (candidates with both accuracies).
+    """
+    first = per[strategies[0]].best
+    rescore = job.rescore_top_k > 0 and (search_images < val_images or job.accuracy == "predicted")
+    if not rescore:
+        val_top1 = first.accuracy if job.accuracy == "measured" else float(full_val_fn([first.arch])[0])
+        return first, {"rescored": False, "val_top1": val_top1, "search_val_images": search_images,
+                       "val_images": val_images, "candidates": []}
+    seen: dict[str, Any] = {}
+    for st in strategies:
+        for ev in per[st].history:
+            if ev.latency_ms <= target_ms and math.isfinite(ev.accuracy):
+                k = str(ev.arch)
+                if k not in seen or ev.accuracy > seen[k].accuracy:
+                    seen[k] = ev
+    ranked = sorted(seen.values(), key=lambda e: (-e.accuracy, e.latency_ms))[: job.rescore_top_k]
+    if not ranked:  # nothing met the target: keep the search's answer
+        ranked = [first]
+    full = [float(a) for a in full_val_fn([e.arch for e in ranked])]
+    i = max(range(len(ranked)), key=lambda j: (full[j], -ranked[j].latency_ms))
+    return ranked[i], {
+        "rescored": True, "val_top1": full[i], "search_val_images": search_images, "val_images": val_images,
+        "candidates": [{"arch": str(e.arch), "search_val_top1": e.accuracy, "val_top1": f,
+                        "predicted_latency_ms": e.latency_ms} for e, f in zip(ranked, full, strict=True)],
+    }
 
 
 def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, net: Any = None,
@@ -343,7 +367,13 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
                                recipe=None if precision == "fp32" else quant_recipe_tag(q_backend, quant))
     measured_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
                                             cache_path=out / "accuracy.sqlite", context=context, precision=precision,
-                                            calib_images=job.calib_images, backend=q_backend, quant=quant)
+                                            calib_images=job.calib_images, backend=q_backend, quant=quant,
+                                            max_images=job.search_val_images)
+    full_val_fn, full_cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
+                                                 cache_path=out / "accuracy.sqlite", context=context,
+                                                 precision=precision, calib_images=job.calib_images,
+                                                 backend=q_backend, quant=quant)
+    search_images = min(job.search_val_images or len(data.val), len(data.val))
     prior: ArchFn | None = None
     if job.accuracy_predictor_path is not None:
         from nas.predictor import AccuracyPredictor
@@ -380,9 +410,9 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         main = strategies[0]
         winners = []
         for key, per in results.items():
-            best = per[main].best
-            # with a predicted objective, the winner's accuracy is measured now (at the search's precision)
-            val_top1 = best.accuracy if job.accuracy == "measured" else float(measured_fn([best.arch])[0])
+            best, selection = _select_winner(per, strategies, float(key), job=job, full_val_fn=full_val_fn,
+                                             search_images=search_images, val_images=len(data.val))
+            val_top1 = selection["val_top1"]
             path = out / f"arch_T{key}.json"
             atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
                                      "val_top1": val_top1, "predicted_latency_ms": best.latency_ms,
@@ -390,20 +420,26 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             winners.append({
                 "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
                 "arch_file": path.name, "precision": precision, "val_top1": val_top1,
+                "search_val_top1": best.accuracy, "selection": selection,
                 **({"predicted_val_top1": best.accuracy} if job.accuracy == "predicted" else {}),
                 "predicted_latency_ms": best.latency_ms, "meets_target_predicted": best.latency_ms <= float(key),
                 "reward": best.reward, "evaluations": len(per[main].history), "wall_time_s": per[main].wall_time_s,
             })
     finally:
         cache.close()
+        full_cache.close()
 
     measured: dict[str, Any] = {"performed": False}
     if job.measure_winners and winners:
-        if _table_is_this_machine(table.meta):
-            from latency_tables import Protocol
+        if is_this_machine(table.meta):
+            from latency_tables import MeasurementProtocol
 
             archs = [ArchConfig.from_json(w["arch_json"]) for w in winners]
-            proto = Protocol.from_json(table.meta.protocol) if getattr(table.meta, "protocol", None) else None
+            proto = (
+                MeasurementProtocol.from_json(table.meta.protocol)
+                if getattr(table.meta, "protocol", None)
+                else None
+            )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
                 w["measured_latency_ms"] = m.latency_ms

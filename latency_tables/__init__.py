@@ -2,7 +2,7 @@
 
 Public API (see each module for the contract):
     backends:   create_backend, list_backends, supported_precisions, Backend, Measurement
-    protocol:   Protocol (measurement budget and estimators)
+    protocol:   MeasurementProtocol (measurement budget and estimators)
     table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError
     predictor:  LatencyPredictor, fit_correction, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
                 read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
@@ -25,7 +25,8 @@ _EXPORTS = {
     "list_backends": "latency_tables.backends",
     "supported_precisions": "latency_tables.backends",
     "UnsupportedPrecisionError": "latency_tables.backends",
-    "Protocol": "latency_tables.protocol",
+    "MeasurementProtocol": "latency_tables.protocol",
+    "Protocol": "latency_tables.protocol",  # deprecated alias of MeasurementProtocol
     "ArchOutsideTableError": "latency_tables.table",
     "LatencyTable": "latency_tables.table",
     "LatencyTableError": "latency_tables.table",

@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     send = Connection(wfd, readable=False)
     try:
         from latency_tables.backends import create_backend
-        from latency_tables.protocol import _RoundWorker
+        from latency_tables.protocol import RoundWorker
 
-        worker = _RoundWorker(create_backend(backend_name, **json.loads(kwargs_json)))
+        worker = RoundWorker(create_backend(backend_name, **json.loads(kwargs_json)))
         send.send(("ok", None))
     except BaseException:
         send.send(("error", traceback.format_exc()))

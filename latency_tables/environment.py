@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_environment"]
+__all__ = ["is_this_machine", "machine_environment"]
 
 
 def _read(path: str) -> str | None:
@@ -61,3 +61,12 @@ def machine_environment(*, device: str | None = None) -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def is_this_machine(meta: Any) -> bool:
+    """Whether a table's manifest (``meta.cpu_model``, ``meta.device``) names this host and its CPU model, so
+    that measuring here is measuring the table's device."""
+    env = machine_environment()
+    same_cpu = getattr(meta, "cpu_model", None) == env.get("cpu_model")
+    same_host = getattr(meta, "device", None) in (env.get("device"), socket.gethostname())
+    return bool(same_cpu and same_host)

@@ -43,13 +43,13 @@ from latency_tables.table import (
     LatencyTableError,
     TableMeta,
     TableRow,
-    _Progress,
-    _seeded_build,
-    _torch_single_thread,
     enumerate_layers,
+    seeded_build,
+    torch_single_thread,
 )
 from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer
+from supernet.progress import ProgressArg, Tasks
 from supernet.space import SearchSpace
 
 __all__ = [
@@ -190,7 +190,7 @@ def write_kit(
     warmup_runs: int = 10,
     rounds: int = 3,
     precision: str = "fp32",
-    progress: bool = True,
+    progress: ProgressArg = True,
     exporters: Mapping[str, Exporter] | None = None,
 ) -> KitManifest:
     """Export every distinct layer of ``space`` (plus the reference probe) in ``formats`` into ``out_dir/models``,
@@ -222,12 +222,12 @@ def write_kit(
     if len(todo) < len(keys) * len(fmts):
         log.info("kit %s: %d of %d model files already exported, continuing", out, len(keys) * len(fmts) - len(todo),
                  len(keys) * len(fmts))
-    with _Progress(progress) as bars, _torch_single_thread():
+    with Tasks(progress, logger=log) as bars, torch_single_thread():
         advance = bars.task(f"export {'+'.join(fmts)} one-layer models", len(todo))
         for key, spec, fmt in todo:
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
-            exp[fmt](_seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
+            exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
             advance()
     layers = []
     for key, spec in zip(keys, specs, strict=True):

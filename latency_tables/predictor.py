@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.protocol import Protocol, agreement
+from latency_tables.protocol import MeasurementProtocol, agreement
 from latency_tables.table import (
     LatencyTable,
     PrecisionMismatchError,
@@ -41,6 +41,7 @@ from latency_tables.table import (
 from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json
 from supernet.layers import LayerSpec
+from supernet.progress import ProgressArg
 from supernet.space import ArchConfig, InvalidArchError
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "Metrics",
     "PredictorError",
     "ValidationReport",
+    "as_arch",
     "candidate_feature_sets",
     "fit_correction",
     "metrics",
@@ -58,6 +60,7 @@ __all__ = [
     "plot_predicted_vs_measured",
     "predict_latency",
     "read_measured_archs",
+    "resolve_table",
     "validate",
     "validate_measured",
 ]
@@ -126,7 +129,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 DEFAULT_FEATURES = FEATURE_SETS["compact"]  # an unfitted predictor's (features only matter once fitted)
 
 
-def _as_arch(a: ArchLike, table: LatencyTable) -> ArchConfig:
+def as_arch(a: ArchLike, table: LatencyTable) -> ArchConfig:
+    """An `ArchConfig` from a config, its string form (parsed with the table's depth) or its JSON."""
     if isinstance(a, ArchConfig):
         return a
     if isinstance(a, str):  # structure only here; membership of the table's space is checked by the table
@@ -183,14 +187,14 @@ class LatencyPredictor:
         """(N, F) features and (N,) plain LUT sums from one walk of each architecture's layers."""
         x, sums = np.empty((len(archs), len(self.features))), np.empty(len(archs))
         for i, a in enumerate(archs):
-            rows = self.table.layer_ms(_as_arch(a, self.table))
+            rows = self.table.layer_ms(as_arch(a, self.table))
             x[i] = [FEATURES[f](rows) for f in self.features]
             sums[i] = _sum_ms(rows)
         return x, sums
 
     def predict_sum(self, archs: Sequence[ArchLike]) -> np.ndarray:
         """Plain LUT sums in ms, shape (N,)."""
-        return np.asarray([self.table.sum_ms(_as_arch(a, self.table)) for a in archs], dtype=np.float64)
+        return np.asarray([self.table.sum_ms(as_arch(a, self.table)) for a in archs], dtype=np.float64)
 
     def predict(self, archs: Sequence[ArchLike], *, precision: str | None = None) -> np.ndarray:
         """Predicted latency in ms, shape (N,): corrected when fitted, else the plain sum.
@@ -294,7 +298,8 @@ def _load_table_cached(path: str, mtime_ns: int, size: int) -> LatencyTable:
     return LatencyTable.load(path)
 
 
-def _resolve_table(table: LatencyTable | str | os.PathLike[str]) -> LatencyTable:
+def resolve_table(table: LatencyTable | str | os.PathLike[str]) -> LatencyTable:
+    """The table itself, or the table at a path (loaded once per file version: cached by path, mtime, size)."""
     if isinstance(table, LatencyTable):
         return table
     p = Path(table)
@@ -337,7 +342,7 @@ def fit_correction(
     "memory" and "per-kernel" was decided by CV errors 0.2 points apart and cost LiteRT 4 points on fresh subnets
     (92.5 % within +-10 % instead of ~96 %), while "per-kernel" was the best or within 0.2 points of the best set
     on every backend and both measurement sets examined (see `FEATURE_SETS`)."""
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     y = np.asarray(measured_ms, dtype=np.float64)
     cands = candidate_feature_sets(features)
     by_size = sorted(cands, key=lambda n: len(cands[n]))
@@ -363,7 +368,7 @@ def predict_latency(
     asking for int8 latency from an fp32 table fails instead of answering fp32 numbers. Always returns a 1-D array
     (length 1 for a single architecture). Tables loaded from a path are cached by (path, mtime, size).
     """
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     tab.check_precision(precision)
     batch: Sequence[ArchLike] = [archs] if isinstance(archs, (ArchConfig, str, Mapping)) else list(archs)
     if predictor is None:
@@ -457,7 +462,7 @@ def validate(
     n_fit: int = 50,
     n_test: int = 200,
     seed: int = 0,
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     features: str | Sequence[str] = "auto",
     alpha: float = 1e-2,
     retest: bool = False,
@@ -465,7 +470,7 @@ def validate(
     predictor_out: str | os.PathLike[str] | None = None,
     report_out: str | os.PathLike[str] | None = None,
     plot_out: str | os.PathLike[str] | None = None,
-    progress: bool = False,
+    progress: ProgressArg = False,
     backend_kwargs: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     export_jobs: int = 1,
@@ -492,7 +497,7 @@ def validate(
     import time
 
     t0 = time.perf_counter()
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     if scale not in ("table", "own"):
         raise ValueError(f"validate: scale must be 'table' or 'own', got {scale!r}")
     if n_test < 1:
@@ -501,7 +506,7 @@ def validate(
     if 0 < n_fit < need:
         raise ValueError(f"validate: n_fit must be 0 (plain sum only) or >= {need} to fit the correction "
                          f"(features {features!r}), got {n_fit}")
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     rng = np.random.default_rng(seed)
     space = tab.space
     seen: set[ArchConfig] = set()
@@ -642,9 +647,9 @@ def validate_measured(
     import time
 
     t0 = time.perf_counter()
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     y = np.asarray(measured_ms, dtype=np.float64)
-    cfgs = [_as_arch(a, tab) for a in archs]
+    cfgs = [as_arch(a, tab) for a in archs]
     if len(cfgs) != len(y):
         raise ValueError(f"validate_measured: {len(cfgs)} architectures but {len(y)} latencies")
     base = LatencyPredictor.from_table(tab)

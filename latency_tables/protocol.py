@@ -30,7 +30,7 @@ P processes, R rounds per process, n models in a chunk, m timed runs per model a
   turns round by round, in an order shuffled per round, and never run at the same time. Each process's own
   estimate is kept (``per_process``) to report test-retest agreement between independent processes.
 
-All randomness (shuffles) comes from ``numpy.random.default_rng`` seeded by `Protocol.seed`.
+All randomness (shuffles) comes from ``numpy.random.default_rng`` seeded by `MeasurementProtocol.seed`.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ __all__ = [
     "REFERENCE_SPEC_JSON",
     "ChunkResult",
     "MeasureItem",
+    "MeasurementProtocol",
     "Protocol",
+    "RoundWorker",
     "agreement",
+    "chunked",
     "fit_chunk",
     "measure_items",
     "median_polish",
@@ -74,7 +77,7 @@ REFERENCE_KEY = "reference-probe"
 
 
 @dataclass(frozen=True, kw_only=True)
-class Protocol:
+class MeasurementProtocol:
     """How long and how carefully to measure. Presets: `quick` (demos), `default`, `thorough` (benchmarks).
 
     Attributes:
@@ -104,26 +107,32 @@ class Protocol:
     def __post_init__(self) -> None:
         for name in ("rounds", "runs_per_round", "processes", "reference_every", "chunk_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"Protocol.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"MeasurementProtocol.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmups", "load_warmups"):
             if getattr(self, name) < 0:
-                raise ValueError(f"Protocol.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"MeasurementProtocol.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.estimator_pct <= 100.0:
-            raise ValueError(f"Protocol.estimator_pct must be in [0, 100], got {self.estimator_pct}")
+            raise ValueError(
+                f"MeasurementProtocol.estimator_pct must be in [0, 100], got {self.estimator_pct}"
+            )
 
     @classmethod
-    def quick(cls, **overrides: Any) -> Protocol:
+    def quick(cls, **overrides: Any) -> MeasurementProtocol:
         """Demo budget: 3 processes x 4 rounds x 10 runs."""
         return cls(**{"rounds": 4, "runs_per_round": 10, "processes": 3, **overrides})
 
     @classmethod
-    def thorough(cls, **overrides: Any) -> Protocol:
+    def thorough(cls, **overrides: Any) -> MeasurementProtocol:
         """Benchmark budget: 4 processes x 12 rounds x 30 runs."""
         return cls(**{"rounds": 12, "runs_per_round": 30, "processes": 4, **overrides})
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> Protocol:
-        presets: dict[str, Callable[..., Protocol]] = {"quick": cls.quick, "default": cls, "thorough": cls.thorough}
+    def preset(cls, name: str, **overrides: Any) -> MeasurementProtocol:
+        presets: dict[str, Callable[..., MeasurementProtocol]] = {
+            "quick": cls.quick,
+            "default": cls,
+            "thorough": cls.thorough,
+        }
         if name not in presets:
             raise ValueError(f"protocol preset {name!r}: expected one of {sorted(presets)}")
         return presets[name](**overrides)
@@ -132,12 +141,16 @@ class Protocol:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Protocol:
+    def from_json(cls, d: Mapping[str, Any]) -> MeasurementProtocol:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"protocol JSON: unknown field(s) {unknown}; expected some of {sorted(known)}")
         return cls(**dict(d))
+
+
+# Deprecated alias (the old name read like typing.Protocol); new code uses MeasurementProtocol.
+Protocol = MeasurementProtocol
 
 
 @dataclass(frozen=True)
@@ -192,8 +205,9 @@ class ChunkResult:
 
 
 # --------------------------------------------------------------------------- the per-process worker
-class _RoundWorker:
-    """Holds the loaded models of one chunk inside one process and times rounds over them."""
+class RoundWorker:
+    """Holds the loaded models of one chunk inside one process and times rounds over them (in-process, or
+    behind a pipe in a spawned measuring process: `latency_tables._worker`)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -243,7 +257,7 @@ class _RoundWorker:
 
 
 class _ProcessHandle:
-    """A measuring process seen from the coordinator: the same calls as `_RoundWorker`, over a pipe pair.
+    """A measuring process seen from the coordinator: the same calls as `RoundWorker`, over a pipe pair.
 
     The child is a fresh interpreter (``sys.executable``) with this process's ``sys.path``; see `_worker`.
     """
@@ -305,10 +319,10 @@ class _ProcessHandle:
 
 
 class _LocalHandle:
-    """Same interface as `_ProcessHandle`, in this process (``Protocol.spawn=False``)."""
+    """Same interface as `_ProcessHandle`, in this process (``MeasurementProtocol.spawn=False``)."""
 
     def __init__(self, backend_name: str, backend_kwargs: dict[str, Any]) -> None:
-        self.worker = _RoundWorker(create_backend(backend_name, **backend_kwargs))
+        self.worker = RoundWorker(create_backend(backend_name, **backend_kwargs))
 
     def call(self, command: str, **kwargs: Any) -> Any:
         return getattr(self.worker, command)(**kwargs)
@@ -320,7 +334,14 @@ class _LocalHandle:
 class WorkerPool:
     """P measuring processes for one backend; use as a context manager so they are always stopped."""
 
-    def __init__(self, backend: str, backend_kwargs: Mapping[str, Any], protocol: Protocol, *, timeout_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        backend: str,
+        backend_kwargs: Mapping[str, Any],
+        protocol: MeasurementProtocol,
+        *,
+        timeout_s: float = 900.0,
+    ) -> None:
         self.protocol = protocol
         self.handles: list[_ProcessHandle | _LocalHandle] = []
         kwargs = dict(backend_kwargs)
@@ -386,7 +407,8 @@ class WorkerPool:
                            delegations=delegations)
 
 
-def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def chunked(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``seq`` of ``size`` items (the last may be shorter)."""
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
 
@@ -397,13 +419,13 @@ def measure_items(
     *,
     backend: str,
     backend_kwargs: Mapping[str, Any],
-    protocol: Protocol,
+    protocol: MeasurementProtocol,
     on_round: Callable[[int], None] | None = None,
 ) -> list[ChunkResult]:
     """Measure ``items`` chunk by chunk with one pool of processes (no checkpointing; see `build_table`)."""
     out: list[ChunkResult] = []
     with WorkerPool(backend, backend_kwargs, protocol) as pool:
-        for ci, chunk in enumerate(_chunks(items, protocol.chunk_size)):
+        for ci, chunk in enumerate(chunked(items, protocol.chunk_size)):
             out.append(pool.measure_chunk(chunk, reference, chunk_index=ci, on_round=on_round))
     return out
 
@@ -478,7 +500,7 @@ def summarise(
     i: int,
     *,
     reference_ms: float | None,
-    protocol: Protocol,
+    protocol: MeasurementProtocol,
     environment: Mapping[str, Any] | None = None,
 ) -> Measurement:
     """The `Measurement` of model ``i`` of a fitted chunk.

@@ -85,23 +85,24 @@ def extend_table(
     plus those rows to ``out`` (``out.meta.json`` beside it). Rows already in the table are not re-measured.
 
     The new rows are on the table's scale: ratio to the reference probe (measured in the same session) times the
-    table's ``reference.latency_ms``. ``protocol`` (`latency_tables.protocol.Protocol`) defaults to the table's.
+    table's ``reference.latency_ms``. ``protocol`` (a `latency_tables.protocol.MeasurementProtocol`) defaults
+    to the table's.
     The manifest records the added keys under ``environment.extended``. Returns the extended table.
     """
     from latency_tables.backends import create_backend
-    from latency_tables.protocol import Protocol, WorkerPool, _chunks, fit_chunk, summarise
+    from latency_tables.protocol import MeasurementProtocol, WorkerPool, chunked, fit_chunk, summarise
     from latency_tables.table import (
-        _artifact_tag,
-        _layer_entry,
-        _prepare_items,
-        _reference_entry,
+        artifact_tag,
+        layer_entry,
+        prepare_items,
+        reference_entry,
         table_backend_kwargs,
     )
 
     todo = missing_layers(table, specs)
     if not todo:
         return table.save(out) if table.path is None or Path(out) != table.path else table
-    pr = protocol or Protocol.from_json(table.meta.protocol)
+    pr = protocol or MeasurementProtocol.from_json(table.meta.protocol)
     bkw = {"threads": table.meta.threads, "precision": table.meta.precision, **table_backend_kwargs(table.meta)}
     be = create_backend(table.meta.backend, **bkw)
     if be.version != table.meta.backend_version:
@@ -111,13 +112,13 @@ def extend_table(
     outp = Path(out)
     workdir = outp.parent / f".{outp.name}.extend-work"
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = _artifact_tag(bkw)
-    ref_item = _prepare_items([_reference_entry()], be, workdir, tag=tag)[0]
-    items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, tag=tag, jobs=export_jobs,
+    tag = artifact_tag(bkw)
+    ref_item = prepare_items([reference_entry()], be, workdir, tag=tag)[0]
+    items = prepare_items([layer_entry(s) for s in todo], be, workdir, tag=tag, jobs=export_jobs,
                            backend_spec=(table.meta.backend, bkw))
     chunks: list[Any] = []
     with WorkerPool(table.meta.backend, bkw, pr) as pool:
-        for chunk in _chunks(items, pr.chunk_size):
+        for chunk in chunked(items, pr.chunk_size):
             chunks.append(pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks)))
     reference_ms = float(table.meta.reference["latency_ms"])
     rows = dict(table.rows)

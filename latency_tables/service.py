@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from latency_tables.predictor import LatencyPredictor, _as_arch, _resolve_table
+from latency_tables.predictor import LatencyPredictor, as_arch, resolve_table
 from latency_tables.table import LatencyTable, LatencyTableError
 from supernet.space import InvalidArchError
 
@@ -49,7 +49,7 @@ def create_app(
     """A FastAPI app answering latency queries from ``table`` (and a fitted ``predictor`` when given)."""
     from fastapi import FastAPI, HTTPException
 
-    tab = _resolve_table(table)
+    tab = resolve_table(table)
     if predictor is None:
         pred = LatencyPredictor.from_table(tab)
     elif isinstance(predictor, LatencyPredictor):
@@ -66,7 +66,7 @@ def create_app(
             cfgs = []
             for i, a in enumerate(archs):
                 try:
-                    cfgs.append(_as_arch(a, tab))
+                    cfgs.append(as_arch(a, tab))
                 except InvalidArchError as e:
                     raise InvalidArchError(f"archs[{i}]: {e}") if len(archs) > 1 else e from None
             return [float(v) for v in pred.predict(cfgs, precision=precision)]
@@ -74,7 +74,7 @@ def create_app(
             raise HTTPException(status_code=422, detail=str(e)) from None
 
     def _name(a: Any) -> str:
-        return a if isinstance(a, str) else str(_as_arch(a, tab))
+        return a if isinstance(a, str) else str(as_arch(a, tab))
 
     @app.get("/health")
     def health() -> dict[str, Any]:

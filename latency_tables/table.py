@@ -43,9 +43,9 @@ from latency_tables.protocol import (
     Agreement,
     ChunkResult,
     MeasureItem,
-    Protocol,
+    MeasurementProtocol,
     WorkerPool,
-    _chunks,
+    chunked,
     fit_chunk,
     process_agreement,
     reference_ms_of,
@@ -54,6 +54,7 @@ from latency_tables.protocol import (
 from supernet.errors import InputError
 from supernet.io import atomic_open, atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, LayerSpec, build_layer, build_static_model, layer_specs
+from supernet.progress import ProgressArg, Tasks
 from supernet.runtime import delegation_summary
 from supernet.space import PRECISIONS, ArchConfig, InvalidArchError, SearchSpace
 
@@ -401,7 +402,7 @@ def enumerate_layers(space: SearchSpace, backbone: Backbone) -> list[LayerSpec]:
 
 
 # --------------------------------------------------------------------------- model preparation
-def _seeded_build(factory: Callable[[], Any], seed: int) -> Any:
+def seeded_build(factory: Callable[[], Any], seed: int) -> Any:
     """Build a module without touching the caller's global torch RNG (weights do not matter for latency)."""
     import torch
 
@@ -411,7 +412,7 @@ def _seeded_build(factory: Callable[[], Any], seed: int) -> Any:
 
 
 @contextlib.contextmanager
-def _torch_single_thread() -> Iterator[None]:
+def torch_single_thread() -> Iterator[None]:
     """Export/trace with one torch thread: on a loaded, shared machine OpenMP spin-waits otherwise turn a
     millisecond forward into seconds. Restores the caller's setting."""
     import torch
@@ -424,7 +425,7 @@ def _torch_single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _artifact_tag(backend_kwargs: Mapping[str, Any]) -> str:
+def artifact_tag(backend_kwargs: Mapping[str, Any]) -> str:
     """Part of an exported model's file name that names how it was lowered: "" for plain fp32 (the names of
     earlier builds), else a hash of the backend settings other than threads — so a work folder shared by builds at
     different precisions or quantization settings never hands an fp32 model to an int8 measurement."""
@@ -438,7 +439,7 @@ def _artifact_name(key: str, suffix: str, tag: str = "") -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:20] + tag + suffix
 
 
-def _prepare_items(
+def prepare_items(
     entries: Sequence[tuple[str, Callable[[], Any], tuple[int, ...]]],
     backend: Backend,
     workdir: Path,
@@ -450,7 +451,7 @@ def _prepare_items(
 ) -> list[MeasureItem]:
     """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable).
 
-    ``tag`` (`_artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
+    ``tag`` (`artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
     files in that many spawned processes (``backend_spec`` = (name, kwargs) recreates the backend there): TFLite
     conversion takes seconds per model and uses one core, and exports are not timed, so they parallelise freely.
     Every file is written atomically, so a killed parallel export leaves only whole models behind."""
@@ -465,7 +466,7 @@ def _prepare_items(
             raise ValueError("parallel export needs backend_spec=(backend name, backend kwargs)")
         _export_parallel([m[1:] for m in missing], backend_spec, jobs, on_export)
         reported = {m[0] for m in missing}
-    with _torch_single_thread():
+    with torch_single_thread():
         return _prepare_items_inner(entries, backend, workdir, on_export, tag, reported=reported)
 
 
@@ -476,7 +477,7 @@ def _export_one(backend_name: str, backend_kwargs: Mapping[str, Any], factory: C
 
     torch.set_num_threads(1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    create_backend(backend_name, **dict(backend_kwargs)).export(_seeded_build(factory, 0), shape, path)
+    create_backend(backend_name, **dict(backend_kwargs)).export(seeded_build(factory, 0), shape, path)
     return str(path)
 
 
@@ -517,61 +518,26 @@ def _prepare_items_inner(
         else:
             path = workdir / _artifact_name(key, backend.artifact_suffix, tag)
             if not path.exists():
-                backend.export(_seeded_build(factory, 0), shape, path)
+                backend.export(seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
         if on_export is not None and key not in reported:
             on_export()
     return items
 
 
-def _layer_entry(spec: LayerSpec) -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+def layer_entry(spec: LayerSpec) -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+    """(key, module factory, input shape) of one table layer: what `prepare_items` exports."""
     return spec.key, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
 
 
-def _reference_entry() -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+def reference_entry() -> tuple[str, Callable[[], Any], tuple[int, ...]]:
+    """The reference probe as a `prepare_items` entry (timed in every chunk, see `latency_tables.protocol`)."""
     spec = LayerSpec(**REFERENCE_SPEC_JSON)
     return REFERENCE_KEY, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
 
 
 def _backend_kwargs(threads: int, precision: str, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"threads": threads, "precision": precision, **dict(extra or {})}
-
-
-# --------------------------------------------------------------------------- progress
-class _Progress:
-    """Rich progress bars (with ETA) when enabled; silent otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), transient=False,
-            )
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._p is None:
-            return lambda n=1: None
-        tid = self._p.add_task(description, total=total)
-        return lambda n=1: self._p.advance(tid, n)
 
 
 # --------------------------------------------------------------------------- build (resumable)
@@ -635,9 +601,9 @@ def build_table(
     backend: str = "onnxruntime",
     threads: int = 1,
     precision: str = "fp32",
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: ProgressArg = True,
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     keep_artifacts: bool = False,
@@ -656,7 +622,7 @@ def build_table(
     `latency_tables.backends.ort.OrtBackend`) — and measured as such. A backend that does not run the precision
     raises `latency_tables.backends.UnsupportedPrecisionError` before anything is measured.
     """
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     out = Path(out)
     t_start = time.perf_counter()
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
@@ -680,12 +646,12 @@ def build_table(
     todo = [s for s in specs if s.key not in done]
     workdir = _workdir(out)
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = _artifact_tag(bkw)
+    tag = artifact_tag(bkw)
 
-    with _Progress(progress) as bars:
+    with Tasks(progress, logger=log) as bars:
         advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
-        ref_item = _prepare_items([_reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
-        items = _prepare_items([_layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
+        ref_item = prepare_items([reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
+        items = prepare_items([layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
                                jobs=export_jobs, backend_spec=(backend, bkw))
         if todo:
             advance_m = bars.task(
@@ -693,7 +659,7 @@ def build_table(
                 len(todo) * pr.rounds * pr.processes,
             )
             with WorkerPool(backend, bkw, pr) as pool:
-                for chunk in _chunks(items, pr.chunk_size):
+                for chunk in chunked(items, pr.chunk_size):
                     res = pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks), on_round=advance_m)
                     _append_line(partial, res.to_json())
                     chunks.append(res)
@@ -746,11 +712,11 @@ def measure_models(
     backend: str = "onnxruntime",
     threads: int = 1,
     precision: str = "fp32",
-    protocol: Protocol | None = None,
+    protocol: MeasurementProtocol | None = None,
     space: SearchSpace | None = None,
     reference_ms: float | None = None,
     workdir: str | Path | None = None,
-    progress: bool = False,
+    progress: ProgressArg = False,
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     anchors: int = 2,
@@ -771,7 +737,7 @@ def measure_models(
     """
     import tempfile
 
-    pr = protocol or Protocol()
+    pr = protocol or MeasurementProtocol()
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
     be = create_backend(backend, **bkw)
     cfgs = [space.canonical(a) if space is not None else a for a in archs]
@@ -786,16 +752,16 @@ def measure_models(
     rest = unique[n_anchor:]
     order = np.random.default_rng([pr.seed, 7]).permutation(len(rest))
     rest = [rest[i] for i in order]
-    with tempfile.TemporaryDirectory(prefix="hwnas-e2e-") as tmp, _Progress(progress) as bars:
+    with tempfile.TemporaryDirectory(prefix="hwnas-e2e-") as tmp, Tasks(progress, logger=log) as bars:
         wd = Path(workdir) if workdir is not None else Path(tmp)
         wd.mkdir(parents=True, exist_ok=True)
         advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
-        tag = _artifact_tag(bkw)
-        all_items = _prepare_items([_reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
+        tag = artifact_tag(bkw)
+        all_items = prepare_items([reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
                                    tag=tag, jobs=export_jobs, backend_spec=(backend, bkw))
         ref_item, anchor_items, rest_items = all_items[0], all_items[1:1 + n_anchor], all_items[1 + n_anchor:]
         per_chunk = max(1, pr.chunk_size - n_anchor)
-        chunk_items = [anchor_items + list(c) for c in _chunks(rest_items, per_chunk)] or [anchor_items]
+        chunk_items = [anchor_items + list(c) for c in chunked(rest_items, per_chunk)] or [anchor_items]
         advance_m = bars.task("measure subnets", sum(len(c) for c in chunk_items) * pr.rounds * pr.processes)
         results: list[ChunkResult] = []
         with WorkerPool(backend, bkw, pr) as pool:

@@ -11,7 +11,7 @@ Real-objective helpers (pure functions, unit-tested in ``tests/nas/test_search_b
   linear correction, MACs) into an exact lookup table evaluated in numpy, checked against the original on fresh
   architectures; acquisition optimisers query it on thousands of candidates per step.
 * `hill_climb` — steepest ascent over one-decision moves (`SearchSpace.neighbors`), for reference optima.
-* `Trace` and the statistics of runs: evaluations to come within a gap of the reference (right-censored at the
+* `BestSoFar` and the statistics of runs: evaluations to come within a gap of the reference (right-censored at the
   budget), gap after n evaluations, the median with censoring and its bootstrap interval.
 
 Notation (censoring): a run that never comes within the gap has evaluations-to-threshold ``+inf`` (it would need
@@ -40,7 +40,7 @@ from nas.synthetic import make_synthetic_objective
 from supernet.io import atomic_write_json
 from supernet.space import ArchConfig, SearchSpace
 
-__all__ = ["AdditiveArchFn", "NotAdditiveError", "Trace", "bootstrap_median_ci", "censored_median",
+__all__ = ["AdditiveArchFn", "BestSoFar", "NotAdditiveError", "bootstrap_median_ci", "censored_median",
            "compile_additive", "hill_climb", "main", "run"]
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], reference: dict[int, float]) ->
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from nas.plots import _save
+    from nas.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name in sorted({r["strategy"] for r in rows}):
@@ -102,7 +102,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], reference: dict[int, float]) ->
     ax.set_title("SYNTHETIC objective: convergence")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, out / "convergence.png")
+    save_figure(fig, out / "convergence.png")
     plt.close(fig)
 
 
@@ -248,7 +248,7 @@ def compile_additive(fn: Callable[[Sequence[ArchConfig]], Any], space: SearchSpa
 
 
 @dataclass(frozen=True)
-class Trace:
+class BestSoFar:
     """The best-so-far reward of one search run, stored as its improvements.
 
     Attributes:
@@ -261,7 +261,7 @@ class Trace:
     budget: int
 
     @classmethod
-    def from_rewards(cls, rewards: Sequence[float]) -> Trace:
+    def from_rewards(cls, rewards: Sequence[float]) -> BestSoFar:
         imp: list[tuple[int, float]] = []
         for n, r in enumerate(rewards, start=1):
             if not imp or r > imp[-1][1]:
@@ -296,7 +296,7 @@ class Trace:
         return {"improvements": [list(p) for p in self.improvements], "budget": self.budget}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Trace:
+    def from_json(cls, d: dict[str, Any]) -> BestSoFar:
         return cls(improvements=tuple((int(n), float(r)) for n, r in d["improvements"]), budget=int(d["budget"]))
 
 

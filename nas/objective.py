@@ -24,7 +24,7 @@ import numpy as np
 from nas.reward import Reward, RewardLike
 from supernet.space import ArchConfig, SearchSpace
 
-__all__ = ["ArchFn", "Evaluation", "Objective"]
+__all__ = ["ArchFn", "Evaluation", "Objective", "reward_json"]
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +190,9 @@ class Objective:
 def default_reward(target_ms: float) -> Reward:
     """The soft MnasNet reward, the default everywhere a reward is not given."""
     return Reward.soft(target_ms)
+
+
+def reward_json(objective: Objective) -> Any:
+    """The objective's reward as stored in study metadata: its ``to_json()``, or its repr when it has none."""
+    to_json = getattr(objective.reward, "to_json", None)
+    return to_json() if to_json is not None else repr(objective.reward)

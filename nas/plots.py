@@ -13,7 +13,7 @@ from nas.pareto import pareto_front
 from nas.strategies.base import SearchResult
 from supernet.io import atomic_open
 
-__all__ = ["plot_convergence", "plot_pareto"]
+__all__ = ["plot_convergence", "plot_pareto", "save_figure"]
 
 
 def _figure():  # type: ignore[no-untyped-def]
@@ -25,7 +25,8 @@ def _figure():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _save(fig: object, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: object, path: str | os.PathLike[str]) -> None:
+    """Write a matplotlib figure atomically, in the format of the path's suffix (PNG by default)."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format=fmt, dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
@@ -66,7 +67,7 @@ def plot_convergence(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -93,5 +94,5 @@ def plot_pareto(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
     plt.close(fig)

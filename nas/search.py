@@ -7,10 +7,10 @@ import os
 import time
 from typing import Any
 
-from nas.objective import Evaluation, Objective
+from nas.objective import Evaluation, Objective, reward_json
 from nas.strategies import create_strategy
 from nas.strategies.base import Callback, SearchResult
-from nas.strategies.optuna_search import OptunaSearch, _reward_json
+from nas.strategies.optuna_search import OptunaSearch
 from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
 from supernet.space import SearchSpace
 
@@ -65,7 +65,7 @@ def _replayed_search(strat: Any, objective: Objective, *, budget: int, seed: int
 
     t0 = time.perf_counter()
     space = objective.space
-    meta = {"strategy": strat.name, "space": space.to_json(), "reward": _reward_json(objective), "seed": seed,
+    meta = {"strategy": strat.name, "space": space.to_json(), "reward": reward_json(objective), "seed": seed,
             "budget": budget, "strategy_repr": repr(strat)}
     study = load_or_create_study(storage=storage, study_name=study_name, directions=["maximize"], sampler=None,
                                  meta=meta)

@@ -77,11 +77,7 @@ def param_distributions(space: SearchSpace) -> dict[str, optuna.distributions.Ba
     """The distributions `SearchSpace.suggest` uses (one ordered integer per decision)."""
     from optuna.distributions import IntDistribution
 
-    out: dict[str, Any] = {"r": IntDistribution(0, len(space.resolutions) - 1)}
-    out.update({f"d{s}": IntDistribution(0, len(space.depth_choices) - 1) for s in range(space.n_stages)})
-    out.update({f"k{i}": IntDistribution(0, len(space.kernel_choices) - 1) for i in range(space.n_slots)})
-    out.update({f"e{i}": IntDistribution(0, len(space.expand_choices) - 1) for i in range(space.n_slots)})
-    return out
+    return {name: IntDistribution(lo, hi) for name, (lo, hi) in space.param_ranges().items()}
 
 
 def load_or_create_study(

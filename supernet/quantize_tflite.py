@@ -97,7 +97,7 @@ def quantize_tflite(
             of the wrong shape or not finite.
         ImportError: ai-edge-quantizer is not installed.
     """
-    from supernet.quantize import _calibration_samples
+    from supernet.quantize import calibration_samples
 
     src = Path(fp32_path)
     if not src.is_file():
@@ -129,7 +129,7 @@ def quantize_tflite(
         if calib_batches is None:
             raise ValueError("int8 quantization needs calibration data (calib_batches), got None")
         key, name, shape = _signature(src)
-        samples = _calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
+        samples = calibration_samples(calib_batches, shape=shape, where=f"quantize {src.name}")
         gran = qtyping.QuantGranularity.CHANNELWISE if config.per_channel else qtyping.QuantGranularity.TENSORWISE
         q.add_static_config(regex=".*", operation_name=ops, activation_num_bits=8, weight_num_bits=8,
                             weight_granularity=gran)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -37,6 +38,7 @@ INACTIVE = 0
 __all__ = [
     "ARCH_SCHEMA_VERSION",
     "PRECISIONS",
+    "SPACES",
     "ArchConfig",
     "InvalidArchError",
     "SearchSpace",
@@ -494,6 +496,18 @@ class SearchSpace:
         return self.canonical(ArchConfig(res, tuple(depths), tuple(ks), tuple(es)))
 
     # ----------------------------------------------------------------- optuna
+    def param_ranges(self, *, prefix: str = "") -> dict[str, tuple[int, int]]:
+        """Optuna parameter name -> inclusive range of the choice index, in suggestion order.
+
+        The one place the names are made (``r``, ``d<stage>``, ``k<slot>``, ``e<slot>``, after ``prefix``):
+        `suggest`, `to_params`, `from_params` and `nas.study.param_distributions` all read them from here.
+        """
+        out = {f"{prefix}r": (0, len(self.resolutions) - 1)}
+        out.update({f"{prefix}d{s}": (0, len(self.depth_choices) - 1) for s in range(self.n_stages)})
+        out.update({f"{prefix}k{i}": (0, len(self.kernel_choices) - 1) for i in range(self.n_slots)})
+        out.update({f"{prefix}e{i}": (0, len(self.expand_choices) - 1) for i in range(self.n_slots)})
+        return out
+
     def suggest(self, trial: optuna.trial.BaseTrial, *, prefix: str = "") -> ArchConfig:
         """Ask an Optuna trial for an architecture.
 
@@ -501,29 +515,28 @@ class SearchSpace:
         space is static: samplers that model order (GP, TPE) see that kernel 5 lies between 3 and 7.
         Inactive slots are still suggested but ignored (canonicalised away).
         """
-        res = self.resolutions[trial.suggest_int(f"{prefix}r", 0, len(self.resolutions) - 1)]
-        depths = tuple(
-            self.depth_choices[trial.suggest_int(f"{prefix}d{s}", 0, len(self.depth_choices) - 1)]
-            for s in range(self.n_stages)
-        )
-        ks = tuple(
-            self.kernel_choices[trial.suggest_int(f"{prefix}k{i}", 0, len(self.kernel_choices) - 1)]
-            for i in range(self.n_slots)
-        )
-        es = tuple(
-            self.expand_choices[trial.suggest_int(f"{prefix}e{i}", 0, len(self.expand_choices) - 1)]
-            for i in range(self.n_slots)
-        )
+        ranges = self.param_ranges(prefix=prefix)
+        params = {name: trial.suggest_int(name, lo, hi) for name, (lo, hi) in ranges.items()}
+        return self.from_params(params, prefix=prefix)
+
+    def from_params(self, params: Mapping[str, int], *, prefix: str = "") -> ArchConfig:
+        """The canonical architecture of Optuna parameters named as in `param_ranges`."""
+        idx = [int(params[name]) for name in self.param_ranges(prefix=prefix)]
+        n_s, n_b = self.n_stages, self.n_slots
+        res = self.resolutions[idx[0]]
+        depths = tuple(self.depth_choices[i] for i in idx[1 : 1 + n_s])
+        ks = tuple(self.kernel_choices[i] for i in idx[1 + n_s : 1 + n_s + n_b])
+        es = tuple(self.expand_choices[i] for i in idx[1 + n_s + n_b :])
         return self.canonical(ArchConfig(res, depths, ks, es))
 
     def to_params(self, cfg: ArchConfig, *, prefix: str = "") -> dict[str, int]:
         """The Optuna parameters `suggest` would return for ``cfg`` (for ``study.enqueue_trial``)."""
         c = self._fill_inactive(self.canonical(cfg), np.random.default_rng(0))
-        params = {f"{prefix}r": self.resolutions.index(c.resolution)}
-        params.update({f"{prefix}d{s}": self.depth_choices.index(d) for s, d in enumerate(c.depths)})
-        params.update({f"{prefix}k{i}": self.kernel_choices.index(k) for i, k in enumerate(c.kernel_sizes)})
-        params.update({f"{prefix}e{i}": self.expand_choices.index(e) for i, e in enumerate(c.expand_ratios)})
-        return params
+        idx = [self.resolutions.index(c.resolution)]
+        idx += [self.depth_choices.index(d) for d in c.depths]
+        idx += [self.kernel_choices.index(k) for k in c.kernel_sizes]
+        idx += [self.expand_choices.index(e) for e in c.expand_ratios]
+        return dict(zip(self.param_ranges(prefix=prefix), idx, strict=True))
 
     # ----------------------------------------------------------------- serialisation
     def to_json(self) -> dict[str, Any]:
@@ -569,25 +582,22 @@ def _fmt_choices(vals: Sequence[int]) -> str:
 
 
 # --------------------------------------------------------------------------- registry of named spaces
-_SPACES: dict[str, SearchSpace] = {
-    # OFA MobileNetV3 as published: resolutions 128..224 step 4.
-    "ofa-mbv3": SearchSpace(name="ofa-mbv3"),
-    # Same block choices for the 28x28 embedded MNIST dataset (images are resized per batch).
-    "mnist": SearchSpace(name="mnist", resolutions=(24, 28, 32)),
-    # CIFAR-sized inputs.
-    "cifar": SearchSpace(name="cifar", resolutions=(24, 28, 32)),
-}
+SPACES: Registry[SearchSpace] = Registry("search space")
+# OFA MobileNetV3 as published: resolutions 128..224 step 4.
+SPACES.add("ofa-mbv3", SearchSpace(name="ofa-mbv3"))
+# Same block choices for the 28x28 embedded MNIST dataset (images are resized per batch).
+SPACES.add("mnist", SearchSpace(name="mnist", resolutions=(24, 28, 32)))
+# CIFAR-sized inputs.
+SPACES.add("cifar", SearchSpace(name="cifar", resolutions=(24, 28, 32)))
 
 
 def list_spaces() -> list[str]:
-    return sorted(_SPACES)
+    return sorted(SPACES.names())
 
 
 def get_space(name: str) -> SearchSpace:
-    try:
-        return _SPACES[name]
-    except KeyError:
-        raise KeyError(f"unknown search space {name!r}; known: {list_spaces()}") from None
+    """The named space; `UnknownNameError` (a KeyError and an InputError) lists the known ones."""
+    return SPACES.get(name)
 
 
 def log10_num_subnets(space: SearchSpace) -> float:

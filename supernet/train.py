@@ -52,11 +52,14 @@ from supernet.io import atomic_open, atomic_write_json
 from supernet.layers import Backbone
 from supernet.losses import check_options, distillation_losses, feature_losses, kl_distillation
 from supernet.model import OFASupernet
+from supernet.progress import ProgressArg, Tasks
+from supernet.registry import Registry, UnknownNameError
 from supernet.space import ArchConfig, SearchSpace, get_space
 
 __all__ = [
     "DEFAULT_RECIPE",
     "RECIPES",
+    "SCHEDULES",
     "Phase",
     "TrainConfig",
     "TrainResult",
@@ -66,6 +69,7 @@ __all__ = [
     "kl_distillation",
     "list_schedules",
     "load_supernet",
+    "load_supernet_and_data",
     "phase_epochs",
     "sample_phase_subnet",
     "save_supernet",
@@ -206,12 +210,11 @@ def _demo(space: SearchSpace) -> tuple[Phase, ...]:
     )
 
 
-_SCHEDULES: dict[str, Callable[[SearchSpace], tuple[Phase, ...]]] = {
-    "progressive-shrinking": _progressive_shrinking,
-    "one-stage": _one_stage,
-    "bignas": _bignas,
-    "demo": _demo,
-}
+SCHEDULES: Registry[Callable[[SearchSpace], tuple[Phase, ...]]] = Registry("training schedule")
+SCHEDULES.add("progressive-shrinking", _progressive_shrinking)
+SCHEDULES.add("one-stage", _one_stage)
+SCHEDULES.add("bignas", _bignas)
+SCHEDULES.add("demo", _demo)
 
 # A recipe names a schedule and the distillation loss that goes with it.
 RECIPES: dict[str, dict[str, str]] = {
@@ -225,14 +228,12 @@ DEFAULT_RECIPE = "progressive-shrinking"
 
 
 def list_schedules() -> list[str]:
-    return sorted(_SCHEDULES)
+    return sorted(SCHEDULES.names())
 
 
 def get_schedule(name: str, space: SearchSpace) -> tuple[Phase, ...]:
-    try:
-        return _SCHEDULES[name](space)
-    except KeyError:
-        raise KeyError(f"unknown training schedule {name!r}; known: {list_schedules()}") from None
+    """The phases of schedule ``name`` for ``space``; `UnknownNameError` (a KeyError) lists the known ones."""
+    return SCHEDULES.get(name)(space)
 
 
 def phase_epochs(phases: Sequence[Phase], total_epochs: int) -> list[int]:
@@ -297,6 +298,9 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 32
     max_train_images: int | None = None
+    # share of all images in val / test (`supernet.data.load_dataset`); val is the search's selection split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 3e-5
     label_smoothing: float = 0.0
@@ -320,7 +324,7 @@ class TrainConfig:
             if not phases:
                 raise ValueError("TrainConfig.phases: expected at least one phase (or null for the schedule)")
             object.__setattr__(self, "phases", phases)
-        elif self.schedule not in _SCHEDULES:
+        elif self.schedule not in SCHEDULES:
             raise ValueError(f"TrainConfig.schedule {self.schedule!r}: known {list_schedules()}")
         object.__setattr__(self, "kd_options", dict(self.kd_options))
         if self.epochs < 1:
@@ -353,7 +357,8 @@ class TrainConfig:
     def with_recipe(self, name: str) -> TrainConfig:
         """This config with the schedule and distillation loss of recipe ``name`` (see `RECIPES`)."""
         if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+            raise UnknownNameError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}",
+                                   kind="recipe", name=name, known=tuple(sorted(RECIPES)))
         return replace(self, phases=None, kd_options={}, **RECIPES[name])
 
     def to_json(self) -> dict[str, Any]:
@@ -411,6 +416,24 @@ def save_supernet(net: OFASupernet, path: str | Path, *, extra: Mapping[str, Any
     return Path(path)
 
 
+def load_supernet_and_data(
+    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
+) -> tuple[OFASupernet, DataSplits]:
+    """A saved supernet and the dataset splits it was trained on (same seed, subset and split fractions as recorded
+    in its training config, so val and test are the images it never trained on).
+
+    ``dataset`` / ``data_root`` override what the supernet's stored train config says.
+    """
+    net = load_supernet(supernet_path)
+    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
+    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
+    root = data_root if data_root is not None else tc.get("data_root")
+    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
+                        max_train=tc.get("max_train_images"), val_fraction=tc.get("val_fraction", 0.1),
+                        test_fraction=tc.get("test_fraction", 0.2))
+    return net, data
+
+
 def load_supernet(path: str | Path) -> OFASupernet:
     """Load a supernet written by `save_supernet`; only tensors and strings are unpickled (weights_only)."""
     p = Path(path)
@@ -444,7 +467,7 @@ def train_supernet(
     *,
     out_dir: str | Path,
     data: DataSplits | None = None,
-    progress: bool = True,
+    progress: ProgressArg = True,
     resume: bool = True,
     stop_after_steps: int | None = None,
     dist_env: DistEnv | None = None,
@@ -465,7 +488,8 @@ def train_supernet(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(config, out_dir=out_dir, data=data, progress=progress and env.is_main, resume=resume,
+        return _train(config, out_dir=out_dir, data=data, progress=progress if env.is_main else False,
+                      resume=resume,
                       stop_after_steps=stop_after_steps, env=env)
     finally:
         torch.set_num_threads(prev_threads)
@@ -476,7 +500,7 @@ def _train(
     *,
     out_dir: str | Path,
     data: DataSplits | None,
-    progress: bool,
+    progress: ProgressArg,
     resume: bool,
     stop_after_steps: int | None,
     env: DistEnv,
@@ -491,7 +515,8 @@ def _train(
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {env.world_size}")
     local_batch = config.batch_size // env.world_size
     if data is None:
-        data = load_dataset(config.dataset, root=config.data_root, seed=config.seed, max_train=config.max_train_images)
+        data = load_dataset(config.dataset, root=config.data_root, seed=config.seed, max_train=config.max_train_images,
+                            val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     steps_per_epoch = num_batches(len(data.train), batch_size=local_batch, drop_last=True, world_size=env.world_size)
     if steps_per_epoch < 1:
         raise ValueError(f"{len(data.train)} training images make no full batch of {config.batch_size}")
@@ -579,8 +604,7 @@ def _train(
         return loss
 
     kd_on = config.kd_ratio > 0 or feat_fn is not None
-    progress_ctx = _progress(progress)
-    with progress_ctx as bar:
+    with Tasks(progress, logger=log) as bar:
         for p_idx, phase in enumerate(phases):
             if p_idx < start[0]:
                 continue
@@ -597,8 +621,7 @@ def _train(
                     net.sort_channels(keep_expands=_kept_expands(phases, p_idx, space))
                 # the momentum buffers belong to the old channel order; restart them with the phase
                 opt.state.clear()
-            task = bar.add_task(f"{phase.name}", total=total_steps, completed=first_epoch * steps_per_epoch,
-                                info="") if bar else None
+            task = bar.task(f"train {phase.name}", total=total_steps, completed=first_epoch * steps_per_epoch)
             t_phase, imgs, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
             warmup = config.warmup_steps if phase.warmup else 0
             for epoch in range(first_epoch, n_epochs):
@@ -650,9 +673,9 @@ def _train(
                     imgs += x.shape[0] * env.world_size
                     loss_sum += step_loss / len(cfgs)
                     loss_n += 1
-                    if bar is not None and task is not None:
+                    if bar.enabled:
                         rate = imgs / max(1e-9, time.perf_counter() - t_phase)
-                        bar.update(task, advance=1, info=f"loss {loss_sum / loss_n:.3f}  {rate:.0f} img/s")
+                        task.advance(1, info=f"loss {loss_sum / loss_n:.3f}  {rate:.0f} img/s")
                     if stop_after_steps is not None and global_step - resumed_from >= stop_after_steps:
                         save_checkpoint(p_idx, epoch, step + 1)
                         return TrainResult(str(out), "", summaries, time.perf_counter() - t_start, resumed_from,
@@ -675,8 +698,7 @@ def _train(
                     PhaseSummary(phase.name, n_epochs, loss_n, imgs / max(elapsed, 1e-9),
                                  loss_sum / max(1, loss_n), big.top1, small.top1)
                 )
-                if bar is not None and task is not None:
-                    bar.update(task, info=f"val top-1 largest {big.top1:.3f} / smallest {small.top1:.3f}")
+                task.update(info=f"val top-1 largest {big.top1:.3f} / smallest {small.top1:.3f}")
             save_checkpoint(p_idx + 1, 0, 0)
     digests = gather_objects(state_digest(net), env)
     if len(set(digests)) != 1:
@@ -701,30 +723,3 @@ def _step_subnets(space: SearchSpace, phase: Phase, rng: np.random.Generator, re
         cfgs += [sample_phase_subnet(space, phase, rng, resolution=res) for _ in range(max(0, n - 2))]
         return cfgs
     return [sample_phase_subnet(space, phase, rng, resolution=res) for _ in range(n)]
-
-
-class _NullProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return _NullProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]train[/] {task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-    )
-

@@ -7,15 +7,17 @@ build any registered policy the same way.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from supernet.registry import Registry, import_target
 
 from ..variants import Variant
 from .base import ClairvoyantPolicy, Decision, Policy, StepTruth
 
 __all__ = [
     "AGENT_POLICY",
+    "POLICIES",
     "ClairvoyantPolicy",
     "Decision",
     "Policy",
@@ -27,29 +29,29 @@ __all__ = [
 AGENT_POLICY = "kalman"
 """The registry name of the runtime agent proper."""
 
-_POLICIES: Mapping[str, tuple[str, Mapping[str, Any]]] = {
-    "static": ("device_agents.policies.static:StaticPolicy", {}),
-    "static-smallest": ("device_agents.policies.static:StaticPolicy", {"which": "smallest"}),
-    "static-middle": ("device_agents.policies.static:StaticPolicy", {"which": "middle"}),
-    "static-largest": ("device_agents.policies.static:StaticPolicy", {"which": "largest"}),
-    "greedy": ("device_agents.policies.adaptive:GreedyPolicy", {}),
-    "greedy-frequency": ("device_agents.policies.adaptive:GreedyPolicy", {"contention_coeff": 0.0}),
-    "kalman": ("device_agents.policies.adaptive:KalmanPolicy", {}),
-    "oracle": ("device_agents.policies.oracle:OraclePolicy", {}),
-}
+# name -> ("module:Class", preset keyword arguments); the class is imported by `create_policy`
+POLICIES: Registry[tuple[str, Mapping[str, Any]]] = Registry("policy", plural="policies")
+POLICIES.add("static", ("device_agents.policies.static:StaticPolicy", {}))
+POLICIES.add("static-smallest", ("device_agents.policies.static:StaticPolicy", {"which": "smallest"}))
+POLICIES.add("static-middle", ("device_agents.policies.static:StaticPolicy", {"which": "middle"}))
+POLICIES.add("static-largest", ("device_agents.policies.static:StaticPolicy", {"which": "largest"}))
+POLICIES.add("greedy", ("device_agents.policies.adaptive:GreedyPolicy", {}))
+POLICIES.add("greedy-frequency", ("device_agents.policies.adaptive:GreedyPolicy", {"contention_coeff": 0.0}))
+POLICIES.add("kalman", ("device_agents.policies.adaptive:KalmanPolicy", {}))
+POLICIES.add("oracle", ("device_agents.policies.oracle:OraclePolicy", {}))
 
 
 def list_policies() -> list[str]:
-    return list(_POLICIES)
+    return POLICIES.names()
 
 
 def create_policy(name: str, variants: Sequence[Variant], **kwargs: Any) -> Policy:
-    """Build a registered policy; ``kwargs`` override the registry's presets (e.g. ``which`` for "static")."""
-    if name not in _POLICIES:
-        raise KeyError(f"unknown policy {name!r}; known policies: {list(_POLICIES)}")
-    target, preset = _POLICIES[name]
-    module_name, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    """Build a registered policy; ``kwargs`` override the registry's presets (e.g. ``which`` for "static").
+
+    An unknown name raises `supernet.registry.UnknownNameError` (a KeyError) listing the known ones.
+    """
+    target, preset = POLICIES.get(name)
+    cls = import_target(target)
     policy: Policy = cls(variants, **{**preset, **kwargs})
     if name != "static":
         policy.name = name

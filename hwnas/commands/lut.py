@@ -9,15 +9,18 @@ from typing import Any, NoReturn
 
 import typer
 
+from hwnas.progress import rich_progress
+from supernet.registry import UnknownNameError
+
 app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predict, inspect, phone kits, serve.", no_args_is_help=True)
 
 
 def _protocol(preset: str, rounds: int | None, runs: int | None, processes: int | None) -> Any:
-    from latency_tables.protocol import Protocol
+    from latency_tables.protocol import MeasurementProtocol
 
     overrides = {k: v for k, v in (("rounds", rounds), ("runs_per_round", runs), ("processes", processes)) if v is not None}
     try:
-        return Protocol.preset(preset, **overrides)
+        return MeasurementProtocol.preset(preset, **overrides)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -58,8 +61,8 @@ def build(
 
     try:
         sp = get_space(space)
-    except KeyError as e:
-        raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
+    except UnknownNameError as e:
+        raise typer.BadParameter(str(e), param_hint="--space") from None
     bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
     pr = _protocol(preset, rounds, runs, processes)
     try:
@@ -77,9 +80,10 @@ def build(
     if precision == "int8" and backend == "onnxruntime":
         extra = {"calibration": calibration, "calib_samples": calib_samples}
     try:
-        table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
-                            resume=resume, progress=True, device=device, backend_kwargs=extra,
-                            export_jobs=export_jobs)
+        with rich_progress() as bars:
+            table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
+                                resume=resume, progress=bars, device=device, backend_kwargs=extra,
+                                export_jobs=export_jobs)
     except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
         _fail(str(e))
     m = table.meta
@@ -147,11 +151,13 @@ def validate(
         return
     pr = _protocol(preset, rounds, runs, processes)
     try:
-        report = run_validate(
-            table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=True,
-            workdir=models_dir, export_jobs=export_jobs, features=features, predictor_out=out_dir / "predictor.json",
-            report_out=out_dir / "report.json", plot_out=out_dir / "plot.png",
-        )
+        with rich_progress() as bars:
+            report = run_validate(
+                table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=bars,
+                workdir=models_dir, export_jobs=export_jobs, features=features,
+                predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json",
+                plot_out=out_dir / "plot.png",
+            )
     except ValueError as e:  # e.g. --n-fit too small for the correction's features
         _fail(str(e))
     typer.echo(report.summary())
@@ -179,10 +185,10 @@ def predict(
                 archs.append(json.loads(line) if line.startswith("{") else line)
     if not archs:
         raise typer.BadParameter("give at least one --arch or an --arch-file")
-    from latency_tables.predictor import _resolve_table
+    from latency_tables.predictor import resolve_table
 
     try:
-        tab = _resolve_table(table)
+        tab = resolve_table(table)
         preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision)
     except (LatencyTableError, PredictorError, FileNotFoundError) as e:
         _fail(str(e))
@@ -216,12 +222,13 @@ def kit(
 
     try:
         sp = get_space(space)
-    except KeyError as e:
-        raise typer.BadParameter(str(e.args[0]), param_hint="--space") from None
+    except UnknownNameError as e:
+        raise typer.BadParameter(str(e), param_hint="--space") from None
     bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
     try:
-        m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()], threads=threads,
-                      num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds, progress=True)
+        with rich_progress() as bars:
+            m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()],
+                          threads=threads, num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds, progress=bars)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     typer.echo(f"wrote kit {out}: {len(m.layers)} models x {list(m.formats)}, kit sha256 {m.kit_sha256[:12]}...")

@@ -93,8 +93,8 @@ def fit_predictor_cmd(
         else:
             pred = fit_bitwidth_predictor(sp, records, hidden=sizes, epochs=epochs, test_fraction=test_fraction,
                                           seed=seed)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e.args[0] if isinstance(e, KeyError) else e}", err=True)
+    except (ValueError, FileNotFoundError) as e:  # UnknownNameError is a ValueError
+        typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     pred.save(out)
     typer.echo(json.dumps({

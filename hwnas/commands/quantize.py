@@ -62,9 +62,9 @@ def quantize_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the calibration subset.")] = 0,
 ) -> None:
     """Export one subnet at reduced precision (onnxruntime QDQ or TFLite) and report accuracy, size and latency."""
-    from hwnas.pipeline import load_supernet_and_data
     from supernet.evaluate import recalibrated_subnet
     from supernet.space import InvalidArchError, resolve_arch
+    from supernet.train import load_supernet_and_data
 
     def fail(msg: str) -> None:
         typer.echo(f"error: {msg}", err=True)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch.distributed as dist
 
+from hwnas.progress import console_progress
 from supernet.config_file import load_train_config
 from supernet.distributed import init_from_env
 from supernet.train import TrainConfig, train_supernet
@@ -33,8 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = init_from_env()
     try:
         config = load_train_config(args.config) if args.config else TrainConfig()
-        train_supernet(config, out_dir=args.out, progress=env.is_main and os.isatty(1),
-                       stop_after_steps=args.stop_after_steps, dist_env=env)
+        with console_progress(env.is_main and os.isatty(1)) as bars:
+            train_supernet(config, out_dir=args.out, progress=bars, stop_after_steps=args.stop_after_steps,
+                           dist_env=env)
     finally:
         if env.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -14,7 +14,6 @@ class lists what it runs in ``precisions``; `supported_precisions` reads that li
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.registry import Registry, UnknownNameError
 from supernet.space import PRECISIONS
 
 __all__ = [
+    "BACKENDS",
     "KNOWN_PRECISIONS",
     "Backend",
     "Measurement",
@@ -44,17 +45,17 @@ __all__ = [
 # (`supernet.space.PRECISIONS`; ``supernet.quantize`` lowers models to these).
 KNOWN_PRECISIONS: tuple[str, ...] = PRECISIONS
 
-_BACKENDS: dict[str, str] = {
-    "onnxruntime": "latency_tables.backends.ort:OrtBackend",
-    "tflite": "latency_tables.backends.tflite:TFLiteBackend",
-    "tflite-builtin": "latency_tables.backends.tflite:TFLiteBuiltinBackend",
-    "pytorch": "latency_tables.backends.torch_eager:TorchEagerBackend",
-    "fake": "latency_tables.backends.fake:FakeBackend",
-}
-
-
-class UnknownBackendError(InputError):
+class UnknownBackendError(UnknownNameError):
     """A backend name that is not registered; the message lists the known ones."""
+
+
+# name -> "module:Class", imported on first use (heavy runtimes load only when asked for)
+BACKENDS: Registry[type[Backend]] = Registry("backend", error=UnknownBackendError)
+BACKENDS.add("onnxruntime", "latency_tables.backends.ort:OrtBackend")
+BACKENDS.add("tflite", "latency_tables.backends.tflite:TFLiteBackend")
+BACKENDS.add("tflite-builtin", "latency_tables.backends.tflite:TFLiteBuiltinBackend")
+BACKENDS.add("pytorch", "latency_tables.backends.torch_eager:TorchEagerBackend")
+BACKENDS.add("fake", "latency_tables.backends.fake:FakeBackend")
 
 
 class UnsupportedPrecisionError(InputError):
@@ -131,23 +132,17 @@ class Backend(Protocol):
 
 
 def list_backends() -> list[str]:
-    return sorted(_BACKENDS)
+    return sorted(BACKENDS.names())
 
 
 def backend_spec(name: str) -> str:
     """The ``module:Class`` import string of a registered backend."""
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise UnknownBackendError(f"unknown backend {name!r}; known backends: {list_backends()}") from None
+    return str(BACKENDS.spec(name))
 
 
 def supported_precisions(name: str) -> tuple[str, ...]:
     """The precisions backend ``name`` runs (imports its module, not its runtime)."""
-    spec = backend_spec(name)
-    module_name, cls_name = spec.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return tuple(cls.precisions)
+    return tuple(BACKENDS.get(name).precisions)
 
 
 def create_backend(name: str, **kwargs: Any) -> Backend:
@@ -157,11 +152,7 @@ def create_backend(name: str, **kwargs: Any) -> Backend:
     (a ``ValueError``) for a precision the backend does not run, and ``ImportError`` with an install hint when the
     backend's runtime is missing.
     """
-    spec = backend_spec(name)
-    module_name, cls_name = spec.split(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, cls_name)
-    return cls(**kwargs)  # type: ignore[no-any-return]
+    return BACKENDS.get(name)(**kwargs)
 
 
 def base_environment(backend: Backend, **extra: Any) -> dict[str, Any]:

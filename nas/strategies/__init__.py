@@ -14,41 +14,40 @@ import importlib
 from typing import Any
 
 from nas.strategies.base import Callback, EvalLoop, SearchResult, SearchStrategy
+from supernet.registry import Registry
 
-__all__ = ["Callback", "EvalLoop", "SearchResult", "SearchStrategy", "create_strategy", "get_strategy_class",
+__all__ = ["STRATEGIES", "Callback", "EvalLoop", "SearchResult", "SearchStrategy", "create_strategy", "get_strategy_class",
            "list_strategies", "register_strategy"]
 
-_STRATEGIES: dict[str, str] = {
-    "random": "nas.strategies.random_search:RandomSearch",
-    "evolution": "nas.strategies.evolution:EvolutionSearch",
-    "gp": "nas.strategies.gp:GPBayesOpt",
-    "optuna-gp": "nas.strategies.optuna_search:OptunaGPSearch",
-    "optuna-tpe": "nas.strategies.optuna_search:OptunaTPESearch",
-    "nsga2": "nas.strategies.optuna_search:NSGA2Search",
-    "rl": "nas.strategies.rl:ReinforceSearch",
-}
+STRATEGIES: Registry[type[SearchStrategy]] = Registry("search strategy", plural="search strategies")
+STRATEGIES.add("random", "nas.strategies.random_search:RandomSearch")
+STRATEGIES.add("evolution", "nas.strategies.evolution:EvolutionSearch")
+STRATEGIES.add("gp", "nas.strategies.gp:GPBayesOpt")
+STRATEGIES.add("optuna-gp", "nas.strategies.optuna_search:OptunaGPSearch")
+STRATEGIES.add("optuna-tpe", "nas.strategies.optuna_search:OptunaTPESearch")
+STRATEGIES.add("nsga2", "nas.strategies.optuna_search:NSGA2Search")
+STRATEGIES.add("rl", "nas.strategies.rl:ReinforceSearch")
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return sorted(STRATEGIES.names())
 
 
 def register_strategy(name: str, target: str) -> None:
     """Register ``"module:Class"`` under ``name`` (plugins); re-registering a name with another target fails."""
     if ":" not in target:
         raise ValueError(f"strategy target {target!r}: expected 'module:Class'")
-    if name in _STRATEGIES and _STRATEGIES[name] != target:
-        raise ValueError(f"strategy {name!r} is already registered as {_STRATEGIES[name]!r}")
-    _STRATEGIES[name] = target
+    if name in STRATEGIES:
+        if STRATEGIES.spec(name) != target:
+            raise ValueError(f"strategy {name!r} is already registered as {STRATEGIES.spec(name)!r}")
+        return
+    STRATEGIES.add(name, target)
 
 
 def get_strategy_class(name: str) -> type[SearchStrategy]:
-    try:
-        target = _STRATEGIES[name]
-    except KeyError:
-        raise KeyError(f"unknown search strategy {name!r}; known: {list_strategies()}") from None
-    module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    """The class registered as ``name`` (imported now); `UnknownNameError` (a KeyError) lists known ones."""
+    cls = STRATEGIES.get(name)
+    target = STRATEGIES.spec(name)
     if not (isinstance(cls, type) and issubclass(cls, SearchStrategy)):
         raise TypeError(f"strategy {name!r} -> {target!r} is not a SearchStrategy subclass")
     return cls

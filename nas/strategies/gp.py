@@ -17,7 +17,7 @@ see `nas.bench` and `benchmarks/search.py`):
    0.1 % of it in a median 78.5-118.5 evaluations vs 283 and >300). Derived features — log predicted latency, the
    objective's cheap ``features`` (e.g. MACs) and optionally an accuracy predictor — join as extra columns.
    One Matern length scale per column *group* (resolution, depths, kernels / expands
-   per stage, each derived feature) plus a linear term (`nas.gp.GroupGP`).
+   per stage, each derived feature) plus a linear term (`nas.surrogate_gp.GroupGP`).
 3. **Acquisition maximised in the discrete space**: log-EI (or UCB / PI, Brochu et al. 2010) over a candidate
    pool made of mutations of the best evaluated architectures at several mutation rates (a trust region around
    the incumbents), crossovers and uniform samples, refined for a few evolutionary rounds and then by a
@@ -39,9 +39,14 @@ from typing import Literal
 import numpy as np
 
 from nas._codec import SpaceCodec
-from nas.gp import GroupGP, log_expected_improvement, probability_of_improvement, upper_confidence_bound
 from nas.objective import Evaluation, Objective
 from nas.strategies.base import Callback, EvalLoop, SearchResult, SearchStrategy, n_initial
+from nas.surrogate_gp import (
+    GroupGP,
+    log_expected_improvement,
+    probability_of_improvement,
+    upper_confidence_bound,
+)
 from supernet.space import ArchConfig
 
 __all__ = ["GPBayesOpt"]

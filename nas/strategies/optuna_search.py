@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from nas.objective import Evaluation, Objective
+from nas.objective import Evaluation, Objective, reward_json
 from nas.strategies.base import Callback, SearchResult, SearchStrategy
 from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
 
@@ -76,7 +76,7 @@ class OptunaSearch(SearchStrategy):
             raise ValueError(f"budget must be >= 1 evaluation, got {budget}")
         space = objective.space
         rng = np.random.default_rng(seed)
-        meta = {"strategy": self.name, "space": space.to_json(), "reward": _reward_json(objective),
+        meta = {"strategy": self.name, "space": space.to_json(), "reward": reward_json(objective),
                 "seed": seed, "budget": budget}
         study = load_or_create_study(storage=self.storage, study_name=self.study_name or f"hwnas-{self.name}",
                                      directions=list(self.directions),
@@ -155,11 +155,6 @@ class OptunaSearch(SearchStrategy):
                             t.number, t.datetime_start)
                 # Optuna has no public "fail this trial" outside heartbeats; this is what fail_stale_trials does
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-
-
-def _reward_json(objective: Objective) -> Any:
-    to_json = getattr(objective.reward, "to_json", None)
-    return to_json() if to_json is not None else repr(objective.reward)
 
 
 class OptunaGPSearch(OptunaSearch):

@@ -19,6 +19,7 @@ from device_agents.bundle import (
     BundleSchemaError,
     build_bundle,
     load_bundle,
+    manifest_digest,
 )
 from hwnas.commands.agent import app
 
@@ -195,8 +196,12 @@ def built(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> Path:
 
 
 def _edit_manifest(root: Path, fn: object) -> None:
+    """Edit the manifest and re-seal its content hash, as a hand-made (but malformed) manifest would be: the schema
+    checks must name the field. (An edit without re-sealing is a `BundleHashError`: test_agents_ladder.)"""
     m = json.loads((root / "manifest.json").read_text())
     fn(m)  # type: ignore[operator]
+    if isinstance(m, dict):
+        m["content_sha256"] = manifest_digest(m)
     (root / "manifest.json").write_text(json.dumps(m))
 
 
@@ -219,7 +224,7 @@ def test_tampered_and_missing_files_are_refused(built: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda m: m.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda m: m.update(schema_version=3), "schema_version 3 is not supported"),
         (lambda m: m.update(kind="other"), "kind 'other'"),
         (lambda m: m.pop("variants"), "missing field 'variants'"),
         (lambda m: m["variants"][0].update(precision="int4"), "precision 'int4'"),

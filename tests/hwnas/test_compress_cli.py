@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from hwnas.cli import _mount_subapps, app
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import build_table
 from supernet.layers import Backbone
 from supernet.model import OFASupernet
@@ -32,9 +32,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     sn = save_supernet(OFASupernet(space=SPACE, backbone=BACKBONE), root / "supernet.pt",
                        extra={"train_config": {"dataset": "digits", "seed": 0}})
-    table = build_table(SPACE, BACKBONE, out=root / "lut.csv", backend="fake", progress=False, device="fake-phone",
-                        protocol=Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1,
-                                          chunk_size=64, spawn=False))
+    table = build_table(
+        SPACE,
+        BACKBONE,
+        out=root / "lut.csv",
+        backend="fake",
+        progress=False,
+        device="fake-phone",
+        protocol=MeasurementProtocol(
+            rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=64, spawn=False
+        ),
+    )
     assert table.path is not None
     return {"root": root, "supernet": sn, "table": table.path}
 

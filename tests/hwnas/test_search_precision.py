@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from hwnas.cli import _mount_subapps, app
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import PrecisionMismatchError, build_table
 from supernet.layers import Backbone
 from supernet.model import OFASupernet
@@ -25,7 +25,9 @@ runner = CliRunner()
 SPACE = SearchSpace(name="precision-test", resolutions=(24,), depth_choices=(1, 2), kernel_choices=(3, 5),
                     expand_choices=(3, 6))
 BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.25)
-FAKE = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=32, spawn=False)
+FAKE = MeasurementProtocol(
+    rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=32, spawn=False
+)
 
 
 def _plain(text: str) -> str:
@@ -49,7 +51,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def net_data(setup: dict[str, Path]) -> tuple[object, object]:
-    from hwnas.pipeline import load_supernet_and_data
+    from supernet.train import load_supernet_and_data
 
     return load_supernet_and_data(setup["supernet"])  # type: ignore[no-any-return]
 
@@ -107,8 +109,11 @@ def test_search_with_a_predicted_int8_accuracy(setup: dict[str, Path], net_data:
     (w,) = summary["winners"]
     assert summary["accuracy"] == "predicted" and w["precision"] == "int8"
     assert w["predicted_val_top1"] == pytest.approx(float(pred.predict([SPACE.parse(w["arch"])], precision="int8")[0]))
-    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:  # only the winner was measured, at int8
-        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (1, "int8")
+    # only the candidates re-scored before choosing (top-k by predicted accuracy) were measured, at int8
+    n = len(w["selection"]["candidates"])
+    assert w["selection"]["rescored"] and 1 <= n <= 3
+    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:
+        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (n, "int8")
     assert 0.0 <= w["val_top1"] <= 1.0 and json.loads((tmp_path / "out" / "search_config.json").read_text())[
         "precision"] is None  # the job as given; the summary holds the resolved precision
     with pytest.raises(ValueError, match="trained on fp32 accuracies only"):

@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 
 # in-process (no spawned workers), few rounds: fast and deterministic with the fake backend
-FAKE_PROTOCOL = Protocol(rounds=3, runs_per_round=5, warmups=1, load_warmups=1, processes=3, chunk_size=16,
-                         spawn=False)
+FAKE_PROTOCOL = MeasurementProtocol(
+    rounds=3, runs_per_round=5, warmups=1, load_warmups=1, processes=3, chunk_size=16, spawn=False
+)
 
 
 class StubExporters:

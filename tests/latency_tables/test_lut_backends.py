@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latency_tables.backends import Backend, Prepared, UnknownBackendError, create_backend, list_backends
-from latency_tables.protocol import MeasureItem, Protocol, WorkerPool
+from latency_tables.protocol import MeasureItem, MeasurementProtocol, WorkerPool
 from supernet.layers import LayerSpec, build_layer
 
 SLOW = {"tflite": [pytest.mark.slow, pytest.mark.tflite], "tflite-builtin": [pytest.mark.slow, pytest.mark.tflite]}
@@ -91,7 +91,9 @@ def test_backend_runs_in_spawned_measuring_processes(name: str, tmp_path: Path) 
             return MeasureItem(key, SHAPE, factory=functools.partial(build_layer, spec))
         return MeasureItem(key, SHAPE, artifact=str(be.export(build_layer(spec), SHAPE, tmp_path / f"{key}{be.artifact_suffix}")))
 
-    pr = Protocol(rounds=2, runs_per_round=2, warmups=0, load_warmups=0, processes=2 if name == "onnxruntime" else 1)
+    pr = MeasurementProtocol(
+        rounds=2, runs_per_round=2, warmups=0, load_warmups=0, processes=2 if name == "onnxruntime" else 1
+    )
     with WorkerPool(name, {"threads": 1}, pr) as pool:
         res = pool.measure_chunk([item("a", SPEC)], item("ref", ref_spec))
     assert res.runs_s.shape == (pr.processes, 2, 1, 2) and np.all(res.runs_s > 0)
@@ -118,7 +120,7 @@ def test_tflite_delegation_travels_from_the_measuring_process(name: str) -> None
     from supernet.runtime import delegation_summary
 
     item = MeasureItem("tiny", (1, 3, 16, 16), artifact=str(TINY_TFLITE))
-    pr = Protocol(rounds=1, runs_per_round=2, warmups=0, load_warmups=0, processes=1)
+    pr = MeasurementProtocol(rounds=1, runs_per_round=2, warmups=0, load_warmups=0, processes=1)
     with WorkerPool(name, {"threads": 1}, pr) as pool:
         res = pool.measure_chunk([item], item)
     assert res.delegations is not None and len(res.delegations) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import ChunkDone, LatencyTable, LatencyTableError, build_table, enumerate_layers
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
@@ -49,7 +49,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, small_space: Sear
 
     with pytest.raises(Killed):
         build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False, on_chunk=kill)
-    other = Protocol(**{**FAKE_PROTOCOL.to_json(), "rounds": 4})
+    other = MeasurementProtocol(**{**FAKE_PROTOCOL.to_json(), "rounds": 4})
     with pytest.raises(LatencyTableError, match=r"different settings.*protocol"):
         build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False)
     table = build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=other, progress=False, resume=False)
@@ -76,7 +76,7 @@ def test_real_onnxruntime_build_of_a_tiny_space(tmp_path: Path) -> None:
     """The real path end to end: spawned processes, ONNX export, onnxruntime timing, CSV + manifest on disk."""
     space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3, 6))
     bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
-    pr = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=8)
+    pr = MeasurementProtocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=8)
     out = tmp_path / "ort.csv"
     table = build_table(space, bb, out=out, backend="onnxruntime", threads=1, protocol=pr, progress=False)
     loaded = LatencyTable.load(out)
@@ -96,7 +96,7 @@ def test_measure_models_over_several_chunks_keeps_order_and_aligns_chunks(small_
 
     rng = np.random.default_rng(5)
     archs = list({small_space.sample(rng) for _ in range(9)})
-    pr = Protocol(rounds=2, runs_per_round=3, processes=2, spawn=False, chunk_size=4)
+    pr = MeasurementProtocol(rounds=2, runs_per_round=3, processes=2, spawn=False, chunk_size=4)
     ms = measure_models(archs, mnist_backbone, backend="fake", protocol=pr, anchors=2)
     assert [m.key for m in ms] == [str(a) for a in archs]
     env = ms[0].environment
@@ -110,23 +110,23 @@ def test_parallel_export_writes_the_same_models_as_a_sequential_one(tmp_path: Pa
     import onnx
 
     from latency_tables.backends import create_backend
-    from latency_tables.table import _layer_entry, _prepare_items
+    from latency_tables.table import layer_entry, prepare_items
 
     space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3, 6))
-    entries = [_layer_entry(s) for s in enumerate_layers(space, Backbone(in_channels=1, num_classes=10, width_mult=0.5))]
+    entries = [layer_entry(s) for s in enumerate_layers(space, Backbone(in_channels=1, num_classes=10, width_mult=0.5))]
     kwargs = {"threads": 1, "precision": "fp32"}
     be = create_backend("onnxruntime", **kwargs)
     ticks: list[int] = []
-    par = _prepare_items(entries, be, tmp_path / "par", on_export=lambda: ticks.append(1), jobs=2,
+    par = prepare_items(entries, be, tmp_path / "par", on_export=lambda: ticks.append(1), jobs=2,
                          backend_spec=("onnxruntime", kwargs))
-    seq = _prepare_items(entries, be, tmp_path / "seq")
+    seq = prepare_items(entries, be, tmp_path / "seq")
     assert len(ticks) == len(entries)
     assert [Path(i.artifact).name for i in par] == [Path(i.artifact).name for i in seq]  # type: ignore[arg-type]
     for p, s in zip(par, seq, strict=True):
         gp, gs = onnx.load(p.artifact).graph, onnx.load(s.artifact).graph
         assert [n.op_type for n in gp.node] == [n.op_type for n in gs.node]
     mtimes = [Path(i.artifact).stat().st_mtime_ns for i in par]  # type: ignore[arg-type]
-    again = _prepare_items(entries, be, tmp_path / "par", jobs=2, backend_spec=("onnxruntime", kwargs))
+    again = prepare_items(entries, be, tmp_path / "par", jobs=2, backend_spec=("onnxruntime", kwargs))
     assert [Path(i.artifact).stat().st_mtime_ns for i in again] == mtimes  # type: ignore[arg-type]
 
 
@@ -134,18 +134,18 @@ def test_parallel_export_reports_a_worker_failure(tmp_path: Path) -> None:
     import functools
 
     from latency_tables.backends import create_backend
-    from latency_tables.table import _prepare_items
+    from latency_tables.table import prepare_items
     from supernet.layers import LayerSpec, build_layer
 
     bad_factory = functools.partial(build_layer, LayerSpec(op="no-such-op", in_hw=8, in_ch=8, out_ch=8))
     entries = [("bad-1", bad_factory, (1, 8, 8, 8)), ("bad-2", bad_factory, (1, 8, 8, 8))]
     be = create_backend("onnxruntime", threads=1, precision="fp32")
     with pytest.raises(ValueError, match="export jobs must be >= 1, got 0"):
-        _prepare_items(entries, be, tmp_path, jobs=0)
+        prepare_items(entries, be, tmp_path, jobs=0)
     with pytest.raises(ValueError, match="backend_spec"):
-        _prepare_items(entries, be, tmp_path, jobs=2)
+        prepare_items(entries, be, tmp_path, jobs=2)
     with pytest.raises(ValueError, match="no-such-op"):
-        _prepare_items(entries, be, tmp_path, jobs=2, backend_spec=("onnxruntime", {"threads": 1, "precision": "fp32"}))
+        prepare_items(entries, be, tmp_path, jobs=2, backend_spec=("onnxruntime", {"threads": 1, "precision": "fp32"}))
 
 
 def test_chunk_alignment_weighs_chunks_by_their_models() -> None:

@@ -53,15 +53,21 @@ def test_build_rejects_unknown_backend_and_space(tmp_path: Path) -> None:
 def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) -> None:
     """`hwnas lut validate` on a real onnxruntime table: report, predictor and plot written; the subnets exported
     by two parallel converters stay in --models-dir, and a second run exports none of them again."""
-    from latency_tables.protocol import Protocol
+    from latency_tables.protocol import MeasurementProtocol
     from latency_tables.table import build_table
     from supernet.layers import Backbone
 
     space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3, 5), expand_choices=(3, 6))
     bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
     table = tmp_path / "ort.csv"
-    build_table(space, bb, out=table, backend="onnxruntime", protocol=Protocol(rounds=2, runs_per_round=3, processes=2),
-                progress=False)
+    build_table(
+        space,
+        bb,
+        out=table,
+        backend="onnxruntime",
+        protocol=MeasurementProtocol(rounds=2, runs_per_round=3, processes=2),
+        progress=False,
+    )
     models, out = tmp_path / "models", tmp_path / "val"
     too_few = runner.invoke(app, ["validate", str(table), "--n-fit", "3", "--out-dir", str(tmp_path / "x")])
     assert too_few.exit_code == 2 and "n_fit must be 0" in too_few.output and "measure" not in too_few.output

@@ -13,8 +13,8 @@ import pytest
 from lut_helpers import StubExporters, run_kit_script  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
-from latency_tables.benchmark_log import BenchmarkLogError, parse_log, parse_log_file
 from hwnas.commands.lut import app
+from latency_tables.benchmark_log import BenchmarkLogError, parse_log, parse_log_file
 from latency_tables.kit import KitError, file_name_of, import_kit_csv, import_kit_logs, load_kit, write_kit
 from latency_tables.predictor import (
     LatencyPredictor,

@@ -11,6 +11,7 @@ import pytest
 from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
+from hwnas.commands.lut import app
 from latency_tables.backends import (
     Backend,
     UnsupportedPrecisionError,
@@ -18,9 +19,8 @@ from latency_tables.backends import (
     list_backends,
     supported_precisions,
 )
-from hwnas.commands.lut import app
 from latency_tables.predictor import LatencyPredictor, predict_latency, read_measured_archs, validate
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import (
     LatencyTable,
     PrecisionMismatchError,
@@ -34,7 +34,9 @@ from supernet.space import SearchSpace
 
 SPEC = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48, se=True, act="hswish")
 SHAPE = (1, 16, 8, 8)
-E2E = Protocol(rounds=2, runs_per_round=3, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64)
+E2E = MeasurementProtocol(
+    rounds=2, runs_per_round=3, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64
+)
 
 
 def _backend_precisions() -> list[object]:
@@ -254,9 +256,13 @@ def test_real_onnxruntime_int8_build_of_a_tiny_space(tmp_path: Path) -> None:
     """A real int8 table: every one-layer model the build measured is a QOperator model with int8 weights."""
     from supernet.quantize import int8_weight_fraction
 
-    space = SearchSpace(name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3,))
+    space = SearchSpace(
+        name="tiny", resolutions=(24,), depth_choices=(1,), kernel_choices=(3,), expand_choices=(3,)
+    )
     bb = Backbone(in_channels=1, num_classes=10, width_mult=0.5)
-    pr = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=16)
+    pr = MeasurementProtocol(
+        rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=1, chunk_size=16
+    )
     out = tmp_path / "ort-int8.csv"
     table = build_table(space, bb, out=out, backend="onnxruntime", precision="int8", protocol=pr, progress=False,
                         keep_artifacts=True, backend_kwargs={"calib_samples": 2})

@@ -17,11 +17,13 @@ from latency_tables.predictor import (
     predict_latency,
     validate,
 )
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import ArchOutsideTableError, LatencyTable
 from supernet.space import SearchSpace
 
-E2E = Protocol(rounds=2, runs_per_round=3, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64)
+E2E = MeasurementProtocol(
+    rounds=2, runs_per_round=3, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64
+)
 
 
 def _fake_truth(table: LatencyTable, archs: list) -> np.ndarray:  # type: ignore[type-arg]

@@ -8,7 +8,7 @@ import pytest
 from latency_tables.protocol import (
     ChunkResult,
     MeasureItem,
-    Protocol,
+    MeasurementProtocol,
     WorkerPool,
     agreement,
     fit_chunk,
@@ -19,15 +19,22 @@ from latency_tables.protocol import (
 
 
 def test_presets_and_validation() -> None:
-    assert Protocol.quick().rounds < Protocol().rounds < Protocol.thorough().rounds
-    assert Protocol.preset("quick", processes=1).processes == 1
-    assert Protocol.from_json(Protocol.thorough().to_json()) == Protocol.thorough()
+    assert (
+        MeasurementProtocol.quick().rounds
+        < MeasurementProtocol().rounds
+        < MeasurementProtocol.thorough().rounds
+    )
+    assert MeasurementProtocol.preset("quick", processes=1).processes == 1
+    assert (
+        MeasurementProtocol.from_json(MeasurementProtocol.thorough().to_json())
+        == MeasurementProtocol.thorough()
+    )
     with pytest.raises(ValueError, match="rounds must be >= 1"):
-        Protocol(rounds=0)
+        MeasurementProtocol(rounds=0)
     with pytest.raises(ValueError, match="preset 'fast'"):
-        Protocol.preset("fast")
+        MeasurementProtocol.preset("fast")
     with pytest.raises(ValueError, match="unknown field"):
-        Protocol.from_json({"roundz": 3})
+        MeasurementProtocol.from_json({"roundz": 3})
 
 
 def test_median_polish_recovers_additive_effects() -> None:
@@ -88,7 +95,7 @@ def test_fake_pool_in_process_is_deterministic() -> None:
 
     spec = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48)
     items = [MeasureItem("a", (1, 16, 8, 8), factory=functools.partial(build_layer, spec))]
-    pr = Protocol(rounds=2, runs_per_round=3, processes=2, spawn=False)
+    pr = MeasurementProtocol(rounds=2, runs_per_round=3, processes=2, spawn=False)
     out = []
     for _ in range(2):
         with WorkerPool("fake", {"seed": 3}, pr) as pool:
@@ -97,7 +104,7 @@ def test_fake_pool_in_process_is_deterministic() -> None:
 
 
 def test_worker_error_is_reported_with_its_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    pr = Protocol(rounds=1, runs_per_round=1, processes=1, spawn=True)
+    pr = MeasurementProtocol(rounds=1, runs_per_round=1, processes=1, spawn=True)
     missing = MeasureItem("gone", (1, 3, 8, 8), artifact=str(tmp_path / "missing.fake.json"))
     with WorkerPool("fake", {}, pr) as pool:
         with pytest.raises(RuntimeError, match=r"(?s)failed during 'load'.*missing\.fake\.json"):

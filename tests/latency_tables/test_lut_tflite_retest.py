@@ -16,10 +16,12 @@ import pytest
 import latency_tables.predictor as predictor_mod
 from latency_tables.backends.fake import FakeBackend
 from latency_tables.predictor import validate
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import LatencyTable
 
-RETEST = Protocol(rounds=3, runs_per_round=5, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64)
+RETEST = MeasurementProtocol(
+    rounds=3, runs_per_round=5, warmups=0, load_warmups=0, processes=2, spawn=False, chunk_size=64
+)
 SESSION_LEVELS = (1.0, 1.3)  # the machine's speed factor during validate's first and second measurement
 
 

@@ -5,8 +5,8 @@ import pytest
 from scipy.optimize import approx_fprime
 from scipy.stats import norm
 
-from nas.gp import GroupGP, expected_improvement, log_expected_improvement
 from nas.strategies import create_strategy
+from nas.surrogate_gp import GroupGP, expected_improvement, log_expected_improvement
 from nas.synthetic import make_synthetic_objective
 
 

@@ -19,8 +19,8 @@ import torch
 from bench_scripts import load_benchmark
 
 from nas.bench import (
+    BestSoFar,
     NotAdditiveError,
-    Trace,
     bootstrap_median_ci,
     censored_median,
     compile_additive,
@@ -32,13 +32,13 @@ from supernet.space import get_space
 
 # --------------------------------------------------------------------------- helpers
 def test_trace_thresholds_and_gaps() -> None:
-    tr = Trace.from_rewards([0.5, 0.4, 0.9, 0.9, 0.95, 0.99])
+    tr = BestSoFar.from_rewards([0.5, 0.4, 0.9, 0.9, 0.95, 0.99])
     assert tr.improvements == ((1, 0.5), (3, 0.9), (5, 0.95), (6, 0.99)) and tr.budget == 6
     assert tr.best_after(4) == 0.9 and tr.best_after(7) is None
     assert tr.evals_to_gap(1.0, 5.5) == 5 and tr.evals_to_gap(1.0, 1.5) == 6
     assert math.isinf(tr.evals_to_gap(1.0, 0.5))  # never within 0.5 %: censored
     assert tr.gap_pct_after(2, 1.0) == pytest.approx(50.0) and tr.gap_pct_after(10, 1.0) is None
-    assert Trace.from_json(json.loads(json.dumps(tr.to_json()))) == tr
+    assert BestSoFar.from_json(json.loads(json.dumps(tr.to_json()))) == tr
 
 
 def test_censored_median_and_bootstrap() -> None:

@@ -26,8 +26,8 @@ from supernet.qat import (
 from supernet.quantize import (
     QATPolicy,
     QuantConfig,
+    QuantRecipe,
     SimulatedVariant,
-    Variant,
     compare_variants,
     export_variant,
     qat_spec_for,
@@ -154,8 +154,17 @@ def test_simulated_rows_have_no_latency_and_say_simulated(trained, tmp_path: Pat
     model, data = trained
     sims = [SimulatedVariant(spec=FakeQuantSpec(weight_bits=4, act_bits=8)),
             SimulatedVariant(spec=FakeQuantSpec(weight_bits=8, act_bits=None), stage_weight_bits={"stage5": 4})]
-    res = compare_variants({"fp32": model}, [Variant(config=QuantConfig(precision="fp32"))], data, out_dir=tmp_path,
-                           max_eval_images=32, warmup=1, runs=3, simulated=sims, simulated_calib_images=32)
+    res = compare_variants(
+        {"fp32": model},
+        [QuantRecipe(config=QuantConfig(precision="fp32"))],
+        data,
+        out_dir=tmp_path,
+        max_eval_images=32,
+        warmup=1,
+        runs=3,
+        simulated=sims,
+        simulated_calib_images=32,
+    )
     rows = [r for r in res["rows"] if r["simulated"]]
     assert [r["variant"] for r in rows] == ["w4a8-pc (simulated)", "w8[stage5:4]-pc (simulated)"]
     for r in rows:
@@ -194,7 +203,7 @@ def test_stage_names_labels_and_bad_specs(trained) -> None:
     with pytest.raises(ValueError, match="epochs and lr"):
         QATConfig(epochs=0)
     with pytest.raises(ValueError, match="QAT variants are int8"):
-        Variant(config=QuantConfig(precision="fp16"), qat=True)
+        QuantRecipe(config=QuantConfig(precision="fp16"), qat=True)
 
 
 def test_qat_rule() -> None:

@@ -235,8 +235,8 @@ def test_quantize_cmd_writes_an_int8_file_and_rejects_unknown_backends(tmp_path)
     import typer
     from typer.testing import CliRunner
 
-    from supernet.model import OFASupernet
     from hwnas.commands.quantize import quantize_cmd
+    from supernet.model import OFASupernet
     from supernet.train import save_supernet
 
     torch.manual_seed(0)
@@ -270,8 +270,8 @@ def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from supernet.model import OFASupernet
     from hwnas.commands.quantize import quantize_cmd
+    from supernet.model import OFASupernet
     from supernet.train import save_supernet
 
     torch.manual_seed(0)

@@ -13,13 +13,14 @@ from supernet.evaluate import calibration_batches
 from supernet.layers import StaticSubnet
 from supernet.quantize import (
     QuantConfig,
-    Variant,
+    QuantRecipe,
     compare_variants,
     get_target,
     int8_weight_fraction,
     quantize_onnx,
 )
 from supernet.quantize_tflite import quantize_tflite, tflite_weight_dtypes
+from supernet.registry import UnknownNameError
 from supernet.runtime import open_session
 
 RES = 24
@@ -36,7 +37,7 @@ def test_tflite_refuses_calibration_methods_it_does_not_have(tmp_path: Path) -> 
         quantize_tflite(tmp_path / "missing.tflite", tmp_path / "q.tflite", config=QuantConfig())
     with pytest.raises(ValueError, match="calibration method 'moving-average' is not available for onnxruntime"):
         quantize_onnx(fake, tmp_path / "q.onnx", config=QuantConfig(calibration="moving-average"))
-    with pytest.raises(ValueError, match="backend 'coreml': expected one of onnxruntime, tflite"):
+    with pytest.raises(UnknownNameError, match="backend .coreml.; known quantization backends: onnxruntime, tflite"):
         get_target("coreml")
     assert not (tmp_path / "q.tflite").exists()
 
@@ -120,7 +121,7 @@ def test_per_tensor_moving_average_and_fp16(setup, tmp_path: Path) -> None:
 def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_path: Path) -> None:
     model, data, _, _ = setup
     base = QuantConfig(calib_images=16)
-    variants = [Variant(backend=b, config=c) for b in ("tflite", "tflite-builtin")
+    variants = [QuantRecipe(backend=b, config=c) for b in ("tflite", "tflite-builtin")
                 for c in (base.replace(precision="fp32"), base)]
     res = compare_variants({"fp32": model}, variants, data, out_dir=tmp_path, max_eval_images=16, warmup=1, runs=5)
     rows = res["rows"]

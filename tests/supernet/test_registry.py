@@ -40,7 +40,7 @@ def test_lazy_entry_is_imported_on_first_get_only() -> None:
     reg.add("dumps", "json:dumps")
     reg.add("fractions", "fractions:Fraction")
     sys.modules.pop("fractions", None)
-    assert not reg.is_loaded("fractions")
+    assert not reg.is_loaded("fractions") and reg.spec("fractions") == "fractions:Fraction"
     assert "fractions" not in sys.modules  # add() does not import
     import json
 
@@ -56,7 +56,7 @@ def test_unknown_name_lists_the_known_names_and_is_plain_text() -> None:
     with pytest.raises(UnknownNameError) as info:
         reg.get("ofa")
     e = info.value
-    assert str(e) == "unknown search space 'ofa'; known: mnist, ofa-mbv3"  # no KeyError repr quoting
+    assert str(e) == "unknown search space 'ofa'; known search spaces: mnist, ofa-mbv3"  # no KeyError repr quoting
     assert isinstance(e, InputError) and isinstance(e, KeyError) and isinstance(e, ValueError)
     assert (e.kind, e.name, e.known) == ("search space", "ofa", ("mnist", "ofa-mbv3"))
     with pytest.raises(KeyError):
@@ -81,3 +81,13 @@ def test_a_lazy_entry_whose_module_is_missing_raises_the_import_error() -> None:
         reg.get("ghost")
     with pytest.raises(UnknownNameError):
         reg.is_loaded("nobody")
+
+
+def test_a_registry_can_raise_its_own_subclass_and_plural() -> None:
+    class UnknownPolicyError(UnknownNameError):
+        pass
+
+    reg: Registry[object] = Registry("policy", plural="policies", error=UnknownPolicyError)
+    reg.add("static", object())
+    with pytest.raises(UnknownPolicyError, match=r"^unknown policy 'x'; known policies: static$"):
+        reg.get("x")

@@ -152,3 +152,24 @@ def test_resolve_arch_accepts_every_form_and_explains_bad_input(tmp_path) -> Non
         resolve_arch(str(tmp_path / "list.json"), space)
     with pytest.raises(InvalidArchError, match="inline JSON is not valid"):
         resolve_arch("{oops", space)
+
+
+def test_optuna_parameter_names_come_from_one_place() -> None:
+    """`suggest`, `to_params`, `from_params` and `nas.study.param_distributions` agree on names and ranges."""
+    import numpy as np
+    import optuna
+
+    from nas.study import param_distributions
+
+    space = get_space("mnist")
+    dists = param_distributions(space)
+    assert list(dists) == list(space.param_ranges())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cfg = space.sample(rng)
+        params = space.to_params(cfg)
+        assert list(params) == list(space.param_ranges())
+        assert space.from_params(params) == space.canonical(cfg)
+        assert space.suggest(optuna.trial.FixedTrial(params)) == space.canonical(cfg)
+        assert all(dists[k].low <= v <= dists[k].high for k, v in params.items())
+    assert list(space.to_params(cfg, prefix="a_"))[0] == "a_r"
