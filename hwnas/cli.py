@@ -336,7 +336,8 @@ def search(
     supernet: Annotated[Path, typer.Option(help="supernet.pt from 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
     ),
-    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'); default: plain LUT sum.")] = None,
+    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'; default: plain LUT sum), or an adapted predictor of another device ('hwnas lut adapt'; --table then only fixes space and precision).")] = None,
+    latency_bound: Annotated[str, typer.Option(help="With an adapted --predictor: constrain on its 'median' prediction or the 'upper' end of its 90 % interval.")] = "median",
     strategy: Annotated[str, typer.Option(help="gp, optuna-gp, optuna-tpe, evolution, random, rl, nsga2.")] = "gp",
     compare: Annotated[str | None, typer.Option(help="Also run these strategies on the same objective, e.g. evolution,random.")] = None,
     budget: Annotated[int, typer.Option(min=1, help="Accuracy evaluations per target (and strategy).")] = 50,
@@ -362,7 +363,7 @@ def search(
                         predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
                         strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
                         storage=storage, study_prefix=study_name, measure_winners=measure, precision=precision,
-                        accuracy=accuracy, calib_images=calib_images,
+                        accuracy=accuracy, calib_images=calib_images, latency_bound=latency_bound,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
     except (ValueError, FileNotFoundError) as e:

@@ -22,6 +22,7 @@ from device_agents.bundle import (
     manifest_digest,
 )
 from hwnas.commands.agent import app
+from supernet.layers import Backbone
 
 FIXTURE_TABLE = Path(__file__).parents[2] / "latency_tables" / "fixtures" / "schema-v1-fake.csv"
 
@@ -268,3 +269,28 @@ def test_cli_bundle(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "c"),
                               "--table", "nonsense"])
     assert res.exit_code != 0 and "NAME=PATH" in res.output
+
+
+def test_adapted_predictor_column_prices_variants_for_a_new_device(tmp_path: Path,
+                                                                    tiny_variants: tuple[Variant, ...]) -> None:
+    """A phone known from a few measurements (hwnas lut adapt) gives the bundle a latency column the agent can use."""
+    import numpy as np
+
+    from latency_tables import LatencyTable
+    from latency_tables.fewshot import adapt, load_source
+
+    table = LatencyTable.load(FIXTURE_TABLE)
+    src = load_source(FIXTURE_TABLE)
+    rng = np.random.default_rng(0)
+    archs = list({str(a): a for a in (table.space.canonical(table.space.sample(rng)) for _ in range(30))}.values())[:6]
+    phone = adapt(archs, 4.0 * src.predict(archs), space=table.space,
+                  backbone=Backbone.from_json(table.meta.backbone), sources=[src], device="phone-x")
+    path = phone.save(tmp_path / "phone.json")
+    arch = table.space.smallest()
+    v = Variant(name="s", arch=str(arch), precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"phone": str(path)}, default_table="phone")
+    assert b.entries[0].predicted_latency_ms["phone"] == pytest.approx(4.0 * table.sum_ms(arch), rel=0.01)
+    assert b.tables["phone"]["source"] == "adapted predictor" and b.tables["phone"]["device"] == "phone-x"
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(4.0 * table.sum_ms(arch),
+                                                                                         rel=0.01)
