@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed x 150 s traces, fewer timings, a short live run")
     ap.add_argument("--no-live", action="store_true", help="skip the live run")
-    ap.add_argument("--bundle", default=None, help="bundle for the live run (default: example architectures)")
+    ap.add_argument("--bundle", default=None, help="a ladder bundle (hwnas bundle --from-search): simulation on its "
+                    "measured variants and a live run with the offload server killed mid-run; any other bundle: the "
+                    "live run only (default: example architectures)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "hwnas-agents-bench"),
                     help="scratch folder for the exported example bundle (~130 MB; reused between runs)")
@@ -37,8 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     from device_agents.benchmark import render_markdown, run_benchmark
 
     out = Path(args.out)
-    result = run_benchmark(args.work, quick=args.quick, bundle_dir=args.bundle, live=not args.no_live,
-                           progress=lambda m: print(m, file=sys.stderr, flush=True))
+    bundle = args.bundle
+
+    def server_command(port: int) -> list[str]:
+        return [sys.executable, "-c", "from hwnas.cli import main; main()", "serve-model", "--bundle", str(bundle),
+                "--port", str(port)]
+
+    result = run_benchmark(args.work, quick=args.quick, bundle_dir=bundle, live=not args.no_live,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True),
+                           server_command=server_command if bundle else None)
     atomic_write_json(out / "agents.json", result)
     atomic_write_text(out / "agents.md", render_markdown(result))
     print(render_markdown(result))

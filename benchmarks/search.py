@@ -192,7 +192,8 @@ def stage_supernet(st: Settings, work: Path, run_dir: Path | None) -> dict[str, 
     from supernet.train import TrainConfig, train_supernet
 
     tc = TrainConfig.from_json(st.train)
-    data = load_dataset(tc.dataset, root=tc.data_root, seed=tc.seed, max_train=tc.max_train_images)
+    data = load_dataset(tc.dataset, root=tc.data_root, seed=tc.seed, max_train=tc.max_train_images,
+                        val_fraction=tc.val_fraction, test_fraction=tc.test_fraction)
     res = train_supernet(tc, out_dir=work / "supernet", data=data, progress=sys.stderr.isatty())
     path = work / "supernet" / "supernet.pt"
     return {"source": "trained with the demo's config", "path": str(path.resolve()), "sha256": sha256_file(path),

@@ -13,6 +13,19 @@ live run on this machine.
 
 Targets (issue 8): agent within 2 points of the oracle's mean accuracy with <= 2 % misses on scenarios where
 static-largest misses >= 20 %; decision p99 < 100 us.
+
+With a measured ladder bundle (``hwnas bundle --from-search``, `device_agents.ladder`), `ladder_benchmark` adds
+(issue 15):
+
+4. Simulation on the real variants: `device_agents.adaptation.run_adaptation` (deadline and traces scaled to the
+   ladder's measured range, each variant's noise drawn from its measured per-request distribution), every
+   static variant and the oracle, with and without the offload server (measured on localhost).
+5. Live on this CPU with that bundle: injected busy processes, emulated clock throttling, and the offload server
+   (a real ``hwnas serve-model`` process) SIGKILLed mid-run and restarted; misses and dropped requests.
+
+Targets (issue 15): simulated, every scenario: agent effective accuracy within 1 point of the oracle, <= 1 %
+misses, above the best static variant where the largest static misses >= 20 %; live: <= 2 % misses, no dropped
+request across the server kill.
 """
 
 from __future__ import annotations
@@ -33,7 +46,8 @@ from .scenarios import builtin_trace, list_scenarios
 from .simulator import DEFAULT_COMPARISON, compare_policies
 from .variants import Variant, example_variants
 
-__all__ = ["build_example_bundle", "decision_timing", "render_markdown", "run_benchmark", "simulation_benchmark"]
+__all__ = ["build_example_bundle", "decision_timing", "ladder_benchmark", "render_markdown", "run_benchmark",
+           "simulation_benchmark"]
 
 DEADLINE_MS = 50.0
 GAP_TARGET = 0.02
@@ -129,10 +143,76 @@ def build_example_bundle(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
+LIVE_MISS_TARGET = 0.02
+LADDER_SCHEDULE = (0, 2, 0, 4, 0, 1, 3, 0)
+LADDER_THROTTLE = (1.0, 1.0, 2.5, 1.0, 2.5, 1.5, 1.0, 1.0)
+
+
+def ladder_benchmark(bundle_dir: str | os.PathLike[str], *, quick: bool = False,
+                     server_command: Callable[[int], Sequence[str]] | None = None, live: bool = True,
+                     images_per_request: int = 8, live_deadline_factor: float = 1.5,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Parts 4 and 5 (see the module docstring) on a ladder bundle. ``server_command(port)`` is the command line
+    of a model server for the bundle (``hwnas serve-model --bundle B --port P``); without it, no offloading."""
+    from .adaptation import measure_offload, run_adaptation
+    from .ladder import load_ladder_bundle
+    from .server_process import ServerProcess, free_port
+
+    say = progress or (lambda msg: None)
+    b = load_ladder_bundle(bundle_dir)
+    vs, qs = b.variants(), b.latency_quantiles()
+    out: dict[str, Any] = {"bundle": str(bundle_dir), "measurement": dict(b.measurement or {}),
+                           "variants": [{"name": e.name, "precision": e.precision, "accuracy": e.accuracy,
+                                         "accuracy_info": e.accuracy_info, "measured": {
+                                             k: v for k, v in (e.measured_latency or {}).items() if k != "quantiles_ms"}}
+                                        for e in b.entries]}
+    offload, link, server_info = None, {}, None
+    if server_command is not None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        say(f"measuring the offload server on {url}")
+        with ServerProcess(list(server_command(port)), url=url):
+            offload, link, server_info = measure_offload(url, requests=60)
+    out["server"] = server_info
+    seeds = (0,) if quick else (0, 1, 2)
+    say(f"simulation on the measured ladder: {len(vs)} variants x {len(seeds)} seed(s)")
+    out["simulation"] = run_adaptation(vs, qs, seeds=seeds, duration_s=150.0 if quick else 300.0, offload=offload,
+                                       **link)
+    if live:
+        from .live import run_live
+
+        schedule = (0, 4, 0, 0) if quick else LADDER_SCHEDULE
+        throttle = (1.0, 1.0, 2.5, 1.0) if quick else LADDER_THROTTLE
+        phase_s = 6.0 if quick else 12.0
+        kill_at = phase_s * (2.5 if quick else 4.5)
+        server = None
+        if server_command is not None:
+            port = free_port()
+            server = ServerProcess(list(server_command(port)), url=f"http://127.0.0.1:{port}")
+            server.start()
+        try:
+            say("live run on this CPU")
+            res = run_live(b, schedule=schedule, throttle=throttle, phase_s=phase_s, request_interval_s=0.02,
+                           calibration_runs=10 if quick else 20, deadline_factor=live_deadline_factor,
+                           server=server, server_kill_at_s=kill_at if server is not None else None,
+                           server_restart_after_s=3.0, images_per_request=images_per_request, progress=say)
+        finally:
+            if server is not None:
+                server.stop()
+        lv = res.to_json()
+        agent = lv["models"]["agent"]
+        lv["targets"] = {"misses_at_most_2pct": agent["miss_rate"] is not None and agent["miss_rate"] <= LIVE_MISS_TARGET,
+                         "no_dropped_request": agent["dropped"] == 0}
+        out["live"] = lv
+    return out
+
+
 def run_benchmark(work_dir: str | os.PathLike[str], *, quick: bool = False, bundle_dir: str | None = None,
-                  live: bool = True, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """All three parts; returns the JSON-able result (the caller writes it). ``work_dir`` holds the exported
-    example bundle when no ``bundle_dir`` is given."""
+                  live: bool = True, progress: Callable[[str], None] | None = None,
+                  server_command: Callable[[int], Sequence[str]] | None = None) -> dict[str, Any]:
+    """All parts; returns the JSON-able result (the caller writes it). ``work_dir`` holds the exported example
+    bundle when no ``bundle_dir`` is given. A ``bundle_dir`` built by `device_agents.ladder` (it has measured
+    latencies) gets the ladder benchmark (`ladder_benchmark`); the synthetic example stays as an extra section."""
     say = progress or (lambda msg: None)
     seeds = (0,) if quick else (0, 1, 2)
     duration_s = 150.0 if quick else 300.0
@@ -154,6 +234,13 @@ def run_benchmark(work_dir: str | os.PathLike[str], *, quick: bool = False, bund
                        "seeds": list(seeds), "duration_s": duration_s, "wall_s": sim_s, "scenarios": sim},
         "decision_time": timing,
     }
+    if bundle_dir is not None:
+        from .bundle import MEASURED_TABLE, load_bundle
+
+        if MEASURED_TABLE in load_bundle(bundle_dir).tables:
+            result["ladder"] = ladder_benchmark(bundle_dir, quick=quick, server_command=server_command, live=live,
+                                                progress=say)
+            return result
     if live:
         from .bundle import load_bundle
         from .live import run_live
@@ -172,6 +259,60 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
 
+def _render_ladder(lb: dict[str, Any]) -> list[str]:
+    from .adaptation import effective_accuracy_table
+
+    m, sim = lb["measurement"], lb["simulation"]
+    st = sim["setting"]
+    lines = ["## Measured ladder (issue 15)", "",
+             f"Bundle `{lb['bundle']}` built by `hwnas bundle --from-search` (device_agents.ladder). Latencies measured on "
+             f"{m.get('device')} ({m.get('cpu_model')}), {m.get('backend')} {m.get('backend_version')}, "
+             f"{m.get('threads')} thread(s), {m.get('protocol')}; statistic: {m.get('statistic')}; load average "
+             f"{m.get('loadavg_before')} -> {m.get('loadavg_after')}. Accuracy: the exported file's top-1 on the "
+             "held-out test split.", "",
+             "| variant | precision | test top-1 | median ms | p99 ms |", "|---|---|---|---|---|"]
+    for v in sorted(lb["variants"], key=lambda v: v["measured"]["median_ms"]):
+        lines.append(f"| `{v['name'][:44]}` | {v['precision']} | {v['accuracy']:.4f} | {v['measured']['median_ms']:.4f} | "
+                     f"{v['measured']['p99_ms']:.4f} |")
+    srv = lb.get("server")
+    lines += ["", f"Simulation: deadline {st['deadline_ms']:.4f} ms = {sim['deadline_factor']} x the median of the most "
+              f"accurate variant; traces compressed to at most {st['max_slowdown']:.2f}x slowdown (deadline / the "
+              f"fastest's measured {100 * st['smallest_level']:.0f}th percentile); per-request noise drawn from each variant's measured distribution; "
+              f"{sim['request_rate_hz']:g} req/s, {sim['duration_s']:g} s, seeds {sim['seeds']} (means)."
+              + (f" Offload: `hwnas serve-model` on localhost, round trip median {srv['wall_median_ms']:.3f} ms / p99 "
+                 f"{srv['wall_p99_ms']:.3f} ms (compute {srv['server_median_ms']:.3f} ms), model {srv['model']} "
+                 f"(test top-1 {srv['accuracy']:.4f})." if srv else ""), "",
+              "Effective accuracy (a miss counts as wrong) and miss rate:", "", effective_accuracy_table(sim), "",
+              "| scenario | gap to oracle (pts) | agent misses | agent - best static (pts) | largest static misses | "
+              "gap <= 1 | misses <= 1 % | beats best static |", "|---|---|---|---|---|---|---|---|"]
+    yn = {True: "yes", False: "**no**", None: "n/a"}
+    for sc, d in sim["scenarios"].items():
+        t = d["targets"]
+        lines.append(f"| {sc} | {d['gap_to_oracle_points']:.2f} | {d['policies']['agent']['miss_rate']:.2%} | "
+                     f"{d['agent_minus_best_static_points']:+.2f} | "
+                     f"{d['policies']['static:' + st['largest']]['miss_rate']:.1%} | {yn[t['gap_within_1_point']]} | "
+                     f"{yn[t['misses_at_most_1pct']]} | {yn[t['beats_best_static']]} |")
+    if "live" in lb:
+        from .live import LiveResult, format_live
+
+        lv = lb["live"]
+        c = lv["conditions"]
+        res = LiveResult(deadline_ms=lv["deadline_ms"], calibrated_ms=lv["calibrated_ms"], models=lv["models"],
+                         phases=lv["phases"], conditions=c)
+        a = lv["models"]["agent"]
+        sv = c.get("server") or {}
+        lines += ["", "### Live on this CPU", "",
+                  f"Deadline {lv['deadline_ms']:.3f} ms (1.5 x the calibrated median of the most accurate variant), "
+                  f"{c['images_per_request']} images per request, {c['schedule_busy_procs']} busy processes and clock "
+                  f"throttling emulated at {c['throttle_factors']} per {c['phase_s']:g} s phase; load average "
+                  f"{c['loadavg_start']} -> {c['loadavg_end']}; {c['frequency_note']}. Offload server events: "
+                  f"{sv.get('events')}; around the kill: {sv.get('around_kill')}. Agent: {a['miss_rate']:.2%} misses, "
+                  f"{a['dropped']} dropped, {a['fallbacks']} local fallbacks, {a['offloaded']} offloaded "
+                  f"(targets: <= 2 % misses {yn[lv['targets']['misses_at_most_2pct']]}, no dropped request "
+                  f"{yn[lv['targets']['no_dropped_request']]}).", "", format_live(res)]
+    return lines + [""]
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     sim = r["simulation"]
     lines = [
@@ -180,6 +321,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Mode: {'quick' if r['quick'] else 'full'}. Machine: {r['machine']['platform']}, "
         f"{r['machine']['cpu_count']} cores, load average at start {r['machine']['loadavg']} "
         f"({r['machine']['note']}).",
+        "",
+        *(_render_ladder(r["ladder"]) if "ladder" in r else []),
+        "## Synthetic example variants (extra row: not measured)" if "ladder" in r else "",
         "",
         "## Simulated scenarios",
         "",

@@ -7,16 +7,24 @@ Layout::
       manifest.json            written last, atomically: a folder without it is not a bundle
       models/<variant>.onnx    one or more files per variant (e.g. .onnx and .tflite of the same network)
 
-Manifest, schema version 1 (all latencies in ms, energies in mJ, sizes in bytes)::
+Manifest, schema version 2 (all latencies in ms, energies in mJ, sizes in bytes)::
 
     schema_version, kind = "hwnas-variant-bundle", created_at (UTC ISO 8601), hwnas_version,
+    content_sha256          sha256 of the manifest itself without this field (canonical JSON: sorted keys, no
+                            spaces), so an edited accuracy or latency is refused like an edited model file
+    measurement             (optional) how the "measured" column was measured: protocol, statistic, backend and
+                            version, threads, CPU, load (`device_agents.ladder.measure_requests`)
     default_table           the latency table whose predictions `Bundle.variants()` uses unless told otherwise
     tables: {name: {...}}   where each latency column comes from (path, csv_sha256, backend, device, precision,
                             threads of a latency table; or the variants file for "variants-file")
     power_model             the `EnergyModel` parameters and the formula of the energy estimate (below)
     variants: [{name, arch, precision, accuracy, size_bytes (sum of its files),
                 files: [{path (relative to BUNDLE), format ("onnx" | "tflite"), sha256, size_bytes, input_shape}],
-                predicted_latency_ms: {table: ms}, energy_estimate_mj: {table: mJ}}]
+                predicted_latency_ms: {table: ms}, energy_estimate_mj: {table: mJ},
+                measured_latency (optional): {median_ms, p99_ms, quantiles_ms (0..100 %), requests},
+                accuracy_info (optional): {split, images, selection_split, selection_top1, selection_images}}]
+
+Version 1 (no content hash) still loads, with a logged warning that its numbers are not verified.
 
 Precision is a field of the variant (fp32 / fp16 / int8), so a subnet exported at several bit-widths is several
 variants; ``files`` is a list so one variant can ship several formats of the same network.
@@ -33,6 +41,9 @@ messages name the bundle, the variant and the field.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
+import logging
 import math
 import os
 import re
@@ -54,6 +65,7 @@ __all__ = [
     "BUNDLE_KIND",
     "BUNDLE_SCHEMA_VERSION",
     "MANIFEST_NAME",
+    "MEASURED_TABLE",
     "VARIANTS_FILE_TABLE",
     "Bundle",
     "BundleError",
@@ -63,15 +75,21 @@ __all__ = [
     "BundleVariant",
     "build_bundle",
     "load_bundle",
+    "manifest_digest",
     "model_format",
     "model_input_shape",
 ]
 
-BUNDLE_SCHEMA_VERSION = 1
+BUNDLE_SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 BUNDLE_KIND = "hwnas-variant-bundle"
 MANIFEST_NAME = "manifest.json"
 VARIANTS_FILE_TABLE = "variants-file"
 """Name of the latency column holding each `Variant`'s own ``predicted_latency_ms`` (what the search predicted)."""
+MEASURED_TABLE = "measured"
+"""Name of the latency column holding the median per-request latency measured on this device (``measured``)."""
+
+logger = logging.getLogger(__name__)
 
 FORMATS: Mapping[str, str] = {".onnx": "onnx", ".tflite": "tflite"}
 
@@ -117,6 +135,8 @@ class BundleVariant:
     files: tuple[BundleFile, ...]
     predicted_latency_ms: Mapping[str, float]
     energy_estimate_mj: Mapping[str, float]
+    measured_latency: Mapping[str, Any] | None = None
+    accuracy_info: Mapping[str, Any] | None = None
 
     def file(self, fmt: str = "onnx") -> BundleFile:
         for f in self.files:
@@ -130,6 +150,8 @@ class BundleVariant:
             "size_bytes": self.size_bytes, "files": [f.to_json() for f in self.files],
             "predicted_latency_ms": dict(self.predicted_latency_ms),
             "energy_estimate_mj": dict(self.energy_estimate_mj),
+            **({"measured_latency": dict(self.measured_latency)} if self.measured_latency is not None else {}),
+            **({"accuracy_info": dict(self.accuracy_info)} if self.accuracy_info is not None else {}),
         }
 
 
@@ -144,6 +166,8 @@ class Bundle:
     tables: Mapping[str, Mapping[str, Any]]
     power_model: Mapping[str, Any]
     entries: tuple[BundleVariant, ...]
+    measurement: Mapping[str, Any] | None = None
+    verified_manifest: bool = True  # False for a version-1 manifest, which has no content hash
 
     def path_of(self, f: BundleFile) -> Path:
         return self.root / f.path
@@ -168,9 +192,14 @@ class Bundle:
             for e in self.entries
         ])
 
+    def latency_quantiles(self) -> dict[str, tuple[float, ...]]:
+        """Variant name -> measured per-request latency quantiles (ms, 0..100 %), for variants that have them."""
+        return {e.name: tuple(float(q) for q in e.measured_latency["quantiles_ms"]) for e in self.entries
+                if e.measured_latency is not None and e.measured_latency.get("quantiles_ms")}
+
     def to_json(self) -> dict[str, Any]:
         return _manifest(created_at=self.created_at, default_table=self.default_table, tables=self.tables,
-                         power_model=self.power_model, entries=self.entries)
+                         power_model=self.power_model, entries=self.entries, measurement=self.measurement)
 
 
 # --------------------------------------------------------------------------- model files
@@ -200,6 +229,16 @@ def _safe_stem(name: str) -> str:
 
 def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float], dict[str, Any]]:
     """A function arch string -> ms, and the provenance written into the manifest (with the table's precision)."""
+    from latency_tables.fewshot import AdaptedLatencyPredictor, is_adapted_predictor
+
+    if isinstance(table, (str, os.PathLike)) and is_adapted_predictor(table):
+        table = AdaptedLatencyPredictor.load(table)
+    if isinstance(table, AdaptedLatencyPredictor):  # a device known from a few measurements (hwnas lut adapt)
+        adapted = table
+        a_info = {"source": "adapted predictor", "path": adapted.info.get("path"), "device": adapted.info.get("device"),
+                  "precision": adapted.precision or "fp32", "k": adapted.k, "statistic": adapted.statistic,
+                  "model": adapted.info.get("chosen")}
+        return (lambda arch: float(adapted.predict([adapted.space.parse(arch)])[0])), a_info
     if callable(table) and not isinstance(table, (str, os.PathLike)):
         return (lambda arch: float(table(arch))), {"source": "callable supplied to build_bundle"}
     from latency_tables.predictor import LatencyPredictor, predict_latency, resolve_table
@@ -299,8 +338,15 @@ def _copy_into(src: Path, dst: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of ``manifest`` without its ``content_sha256`` field, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def _manifest(*, created_at: str, default_table: str, tables: Mapping[str, Any], power_model: Mapping[str, Any],
-              entries: Sequence[BundleVariant]) -> dict[str, Any]:
+              entries: Sequence[BundleVariant], measurement: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from importlib import metadata
 
     try:
@@ -315,6 +361,7 @@ def _manifest(*, created_at: str, default_table: str, tables: Mapping[str, Any],
         "default_table": default_table,
         "tables": {k: dict(v) for k, v in tables.items()},
         "power_model": dict(power_model),
+        **({"measurement": dict(measurement)} if measurement is not None else {}),
         "variants": [e.to_json() for e in entries],
     }
 
@@ -339,14 +386,18 @@ def build_bundle(
     energy_model: EnergyModel | None = None,
     default_table: str | None = None,
     overwrite: bool = False,
+    measured: Mapping[str, Mapping[str, Any]] | None = None,
+    measurement: Mapping[str, Any] | None = None,
+    accuracy_info: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Bundle:
     """Copy each variant's model file(s) into ``out_dir/models/`` and write ``out_dir/manifest.json``.
 
     Args:
         variants: each needs ``model_path`` (ONNX or TFLite); a relative path is resolved against ``base_dir``
             (default: the current directory) - the demo's ``variants.json`` holds paths relative to its folder.
-        tables: extra latency columns, name -> a `LatencyTable`, a `LatencyPredictor`, a table CSV path, or a
-            callable ``str(arch) -> ms``; or name -> a list of tables of different precisions (fp32, fp16, int8
+        tables: extra latency columns, name -> a `LatencyTable`, a `LatencyPredictor`, a table CSV path, an
+            adapted predictor of a device known from a few measurements (its JSON path or the object, see
+            `latency_tables.fewshot`), or a callable ``str(arch) -> ms``; or name -> a list of tables of different precisions (fp32, fp16, int8
             tables of one device), of which each variant uses the one measured at its own precision. A variant
             whose precision no table of a column was measured at is an error (`BundleError`): a bit-width's
             latency is never borrowed from another bit-width's table. A callable's precision is unknown and it
@@ -355,6 +406,10 @@ def build_bundle(
         extra_files: variant name -> more files of the same network (e.g. its .tflite).
         default_table: the column `Bundle.variants` uses by default; ``"variants-file"`` unless given.
         overwrite: replace an existing bundle in ``out_dir``; otherwise an existing manifest is an error.
+        measured: variant name -> per-request latency measured on the device ({median_ms, p99_ms, quantiles_ms,
+            requests}); given for every variant, it adds the latency column ``measured`` (the medians) and
+            ``measurement`` (how) is recorded beside it.
+        accuracy_info: variant name -> where ``accuracy`` comes from ({split, images, selection_split, ...}).
 
     Returns the bundle as `load_bundle` would read it back (hashes just computed).
     """
@@ -369,8 +424,19 @@ def build_bundle(
     table_info: dict[str, dict[str, Any]] = {
         VARIANTS_FILE_TABLE: {"source": "Variant.predicted_latency_ms of the variants given to build_bundle"},
     }
+    if measured is not None:
+        missing = sorted({v.name for v in bundle} - set(measured))
+        if missing:
+            raise BundleError(f"measured: no measurement for variant(s) {missing}")
+        for name, m in measured.items():
+            if not (isinstance(m.get("median_ms"), (int, float)) and math.isfinite(m["median_ms"]) and m["median_ms"] > 0):
+                raise BundleError(f"measured[{name!r}]: median_ms should be a finite number > 0, got {m.get('median_ms')!r}")
+        table_info[MEASURED_TABLE] = {"source": "median per-request latency measured on this device",
+                                      **{k: v for k, v in (measurement or {}).items()
+                                         if k in ("device", "cpu_model", "backend", "backend_version", "threads",
+                                                  "statistic", "images_per_request")}}
     for tname, tab in (tables or {}).items():
-        if tname == VARIANTS_FILE_TABLE:
+        if tname in (VARIANTS_FILE_TABLE, MEASURED_TABLE):
             raise BundleError(f"table name {tname!r} is reserved for the variants' own predictions")
         columns[tname], table_info[tname] = _column_predictors(tname, tab)
     dt = default_table or VARIANTS_FILE_TABLE
@@ -405,6 +471,8 @@ def build_bundle(
                                     size_bytes=dst.stat().st_size, input_shape=model_input_shape(dst)))
             _check_weight_precision(v.name, v.precision, dst)
         lat = {VARIANTS_FILE_TABLE: v.predicted_latency_ms}
+        if measured is not None:
+            lat[MEASURED_TABLE] = float(measured[v.name]["median_ms"])
         for tname, fns in columns.items():
             fn = fns.get(v.precision, fns.get(None))
             if fn is None:
@@ -424,13 +492,17 @@ def build_bundle(
             name=v.name, arch=v.arch, precision=v.precision, accuracy=v.accuracy,
             size_bytes=sum(f.size_bytes for f in files), files=tuple(files), predicted_latency_ms=lat,
             energy_estimate_mj={k: power_w * ms for k, ms in lat.items()},
+            measured_latency=dict(measured[v.name]) if measured is not None else None,
+            accuracy_info=dict((accuracy_info or {})[v.name]) if v.name in (accuracy_info or {}) else None,
         ))
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    meas = dict(measurement) if (measured is not None and measurement is not None) else None
     manifest = _manifest(created_at=created, default_table=dt, tables=table_info,
-                         power_model=_power_model_json(em), entries=entries)
+                         power_model=_power_model_json(em), entries=entries, measurement=meas)
+    manifest["content_sha256"] = manifest_digest(manifest)
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return Bundle(root=out, schema_version=BUNDLE_SCHEMA_VERSION, created_at=created, default_table=dt,
-                  tables=table_info, power_model=manifest["power_model"], entries=tuple(entries))
+                  tables=table_info, power_model=manifest["power_model"], entries=tuple(entries), measurement=meas)
 
 
 # --------------------------------------------------------------------------- load
@@ -488,11 +560,27 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_hashes: bool = True
     if not isinstance(d, Mapping):
         raise BundleSchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
     version = d.get("schema_version")
-    if version != BUNDLE_SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in _READABLE_VERSIONS:
         raise BundleSchemaError(
-            f"{where}: schema_version {version!r} is not supported (this hwnas reads {BUNDLE_SCHEMA_VERSION}); "
+            f"{where}: schema_version {version!r} is not supported (this hwnas reads {list(_READABLE_VERSIONS)}); "
             "rebuild the bundle with this hwnas (hwnas bundle)"
         )
+    if version >= 2:
+        recorded = d.get("content_sha256")
+        if not isinstance(recorded, str):
+            raise BundleHashError(f"{where}: missing field 'content_sha256' (the manifest's own hash)")
+        try:
+            actual = manifest_digest(d)
+        except (TypeError, ValueError) as e:
+            raise BundleSchemaError(f"{where}: manifest cannot be hashed ({e})") from None
+        if actual != recorded:
+            raise BundleHashError(
+                f"{where}: content_sha256 is {actual[:12]}... but the manifest records {recorded[:12]}...; the "
+                "manifest (accuracy, latency or another field) was edited after the bundle was built; rebuild it "
+                "with hwnas bundle")
+    else:
+        logger.warning("%s: schema version 1 has no content hash, so its accuracies and latencies are not "
+                       "verified; rebuild the bundle with hwnas bundle", where)
     if d.get("kind") != BUNDLE_KIND:
         raise BundleSchemaError(f"{where}: kind {d.get('kind')!r} is not {BUNDLE_KIND!r}")
     created = _need(d, "created_at", str, where)
@@ -554,6 +642,8 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_hashes: bool = True
                 predicted_latency_ms=_ms_map(item.get("predicted_latency_ms"), "predicted_latency_ms", w, tables),
                 energy_estimate_mj=_ms_map(item.get("energy_estimate_mj"), "energy_estimate_mj", w, tables,
                                            allow_zero=True),
+                measured_latency=_optional_map(item, "measured_latency", w),
+                accuracy_info=_optional_map(item, "accuracy_info", w),
             )
             # The agents' own checks (accuracy range, ...) through the Variant constructor.
             Variant(name=entry.name, arch=entry.arch, precision=entry.precision,
@@ -566,5 +656,22 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_hashes: bool = True
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise BundleSchemaError(f"{where}: variant name(s) {dup} appear more than once")
-    return Bundle(root=root, schema_version=BUNDLE_SCHEMA_VERSION, created_at=created, default_table=default_table,
-                  tables=tables, power_model=power, entries=tuple(entries))
+    measurement = d.get("measurement")
+    if measurement is not None and not isinstance(measurement, Mapping):
+        raise BundleSchemaError(f"{where}: measurement should be an object")
+    return Bundle(root=root, schema_version=int(version), created_at=created, default_table=default_table,
+                  tables=tables, power_model=power, entries=tuple(entries), measurement=measurement,
+                  verified_manifest=version >= 2)
+
+
+def _optional_map(item: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    v = item.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise BundleSchemaError(f"{where}: {key} should be an object")
+    if key == "measured_latency":
+        q = v.get("quantiles_ms")
+        if q is not None and not (isinstance(q, list) and q and all(isinstance(x, (int, float)) and x > 0 for x in q)):
+            raise BundleSchemaError(f"{where}: measured_latency.quantiles_ms should be a list of numbers > 0")
+    return dict(v)

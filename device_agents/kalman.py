@@ -8,6 +8,11 @@ for it, and keeps the slowdown positive.
 R is adapted online from the innovations nu = y - x_prior: E[nu^2] = P_prior + R, so R tracks an exponential
 average of nu^2 - P_prior (floored at ``r_min``). The predictive spread of the next observation, sqrt(P + Q + R),
 is what a policy uses as its safety margin.
+
+Heavy tails: a request preempted by the OS scheduler on a busy machine can take 10-100x its usual time. Such a
+sample says nothing about the next request, so with ``gate`` set the innovation is clipped to ``gate`` predictive
+standard deviations before it moves x or R (a Huber-type robust update): a run of slow requests (a real
+slowdown) still moves the estimate, by up to ``gate`` sigma per request, one outlier barely does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class LogKalman:
     r_min: float = 1e-4
     r_adapt: float = 0.05
     clip: float = 3.0  # |y| is clipped to this (a factor e^3 ~ 20): one absurd sample must not wreck the state
+    gate: float | None = None  # innovations clipped to gate x sqrt(P_prior + R); None: off
 
     def __post_init__(self) -> None:
         if not (self.p >= 0 and self.q >= 0 and self.r > 0 and self.r_min > 0 and 0 <= self.r_adapt <= 1):
@@ -50,6 +56,9 @@ class LogKalman:
         y = min(self.clip, max(-self.clip, y))
         p_prior = self.p + self.q
         nu = y - self.x
+        if self.gate is not None:
+            bound = self.gate * math.sqrt(p_prior + self.r)
+            nu = min(bound, max(-bound, nu))
         k = p_prior / (p_prior + self.r)
         self.x += k * nu
         self.p = (1.0 - k) * p_prior

@@ -18,6 +18,17 @@ Protocol (`run_live`):
    injected contention and the same outside load at the same time;
 4. miss rate and mean accuracy per model, overall and per phase.
 
+Optional, for the benchmark (issue 15):
+
+* ``throttle``: a clock slowdown factor per phase, emulated for both models: each local inference is followed by
+  a busy wait that stretches it to ``factor`` x its own duration, and the state the agent reads reports
+  ``cpu_freq_mhz = cpu_freq_max_mhz / factor`` (as a governor's clock drop would look);
+* ``server``: an offload server process (`ServerProcess`) the agent may use (with ``offload_accuracy``), SIGKILLed
+  at ``server_kill_at_s`` into the schedule and started again ``server_restart_after_s`` later (in a background
+  thread: the request loop never waits for it). Every request must still be answered (the agent falls back to a
+  local variant); an exception escaping `AdaptiveModel.predict` counts as a dropped request;
+* ``images_per_request``: a request is this many images (run one after the other by batch-1 models).
+
 State: psutil (background load = system CPU minus this process) merged with sysfs. When the CPU frequency is
 not readable (VMs, containers) the state falls back to the documented synthetic constant (`NOMINAL_FREQ_MHZ`,
 ratio 1) or to the current frequency as its own maximum; the result says which fields were missing.
@@ -41,11 +52,12 @@ from .bundle import Bundle
 from .policies import AGENT_POLICY, create_policy
 from .providers import live_provider
 from .runtime import AdaptiveModel
-from .sessions import open_session, resize_nchw
-from .state import StateProvider
+from .sessions import open_session, run_images
+from .state import NOMINAL_FREQ_MHZ, DeviceState, StateProvider
 from .variants import Variant, validate_bundle
 
-__all__ = ["DEFAULT_SCHEDULE", "BusyProcesses", "LiveResult", "calibrate", "format_live", "live_provider", "run_live"]
+__all__ = ["DEFAULT_SCHEDULE", "BusyProcesses", "LiveResult", "ThrottledSession", "calibrate", "format_live",
+           "live_provider", "run_live"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +144,49 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
             p.wait(timeout=2.0)
 
 
+class ThrottleDial:
+    """The current emulated slowdown factor (>= 1), shared by the sessions and the state provider of a run."""
+
+    def __init__(self) -> None:
+        self.factor = 1.0
+
+
+class ThrottledSession:
+    """Wraps a session: every run is stretched to ``dial.factor`` x its duration by a busy wait (the CPU stays
+    busy, as it would running slower). Has the ``run`` / ``input_shape`` / ``path`` / ``format`` the agent uses."""
+
+    def __init__(self, inner: Any, dial: ThrottleDial) -> None:
+        self._inner, self._dial = inner, dial
+        self.path, self.format, self.input_shape = inner.path, inner.format, inner.input_shape
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        y = self._inner.run(x)
+        f = self._dial.factor
+        if f > 1.0:
+            until = t0 + f * (time.perf_counter() - t0)
+            while time.perf_counter() < until:
+                pass
+        return y
+
+
+class _ThrottledProvider(StateProvider):
+    """Reports the emulated clock: f = f_max / factor (f_max = the real one, or `NOMINAL_FREQ_MHZ`)."""
+
+    name = "throttle-emulation"
+
+    def __init__(self, inner: StateProvider, dial: ThrottleDial) -> None:
+        self._inner, self._dial = inner, dial
+
+    def read(self) -> DeviceState:
+        st = self._inner.read()
+        fmax = st.cpu_freq_max_mhz if "cpu_freq_max_mhz" not in st.missing else NOMINAL_FREQ_MHZ
+        return replace(st, cpu_freq_max_mhz=fmax, cpu_freq_mhz=fmax / max(self._dial.factor, 1.0))
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 def calibrate(
     variants: Sequence[Variant], x: np.ndarray, *, runs: int = 30, interval_s: float = 0.0, threads: int = 1
 ) -> dict[str, float]:
@@ -140,12 +195,11 @@ def calibrate(
     itself, with warm caches and a busy core, is 2-3x faster than one run after a pause), after 3 warm-up rounds."""
     vs = validate_bundle(variants)
     sessions = [open_session(v.model_path or "", threads=threads) for v in vs]
-    inputs = [resize_nchw(x, s.input_shape) for s in sessions]
     times: list[list[float]] = [[] for _ in vs]
     for r in range(3 + runs):
-        for j, (sess, xi) in enumerate(zip(sessions, inputs, strict=True)):
+        for j, sess in enumerate(sessions):
             t0 = time.perf_counter()
-            sess.run(xi)
+            run_images(sess, x)
             if r >= 3:
                 times[j].append((time.perf_counter() - t0) * 1e3)
         if interval_s:
@@ -197,6 +251,13 @@ def run_live(
     seed: int = 0,
     provider_factory: Callable[[], StateProvider] = live_provider,
     progress: Callable[[str], None] | None = None,
+    throttle: Sequence[float] | None = None,
+    server: Any = None,
+    offload_accuracy: float | None = None,
+    server_kill_at_s: float | None = None,
+    server_restart_after_s: float = 3.0,
+    offload_timeout_s: float = 0.5,
+    images_per_request: int = 1,
 ) -> LiveResult:
     """Run the agent and static-largest side by side under the injected ``schedule``; see the module docstring.
 
@@ -211,10 +272,14 @@ def run_live(
     busy_cap = max_procs if max_procs is not None else max(max(schedule), 2 * (os.cpu_count() or 1))
     if max(schedule) > busy_cap:
         raise ValueError(f"run_live: schedule asks for {max(schedule)} busy processes, the cap is {busy_cap}")
+    if throttle is not None and (len(throttle) != len(schedule) or any(not f >= 1.0 for f in throttle)):
+        raise ValueError(f"run_live: throttle needs one factor >= 1 per phase ({len(schedule)}), got {list(throttle)}")
+    if images_per_request < 1:
+        raise ValueError(f"run_live: images_per_request must be >= 1, got {images_per_request}")
     say = progress or (lambda msg: None)
     sessions = [open_session(v.model_path or "") for v in vs]
     shape = max((s.input_shape for s in sessions), key=lambda s: int(np.prod([max(d, 1) for d in s])))
-    shape = tuple(max(d, 1) for d in shape)
+    shape = (images_per_request, *(max(d, 1) for d in shape[1:]))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
 
@@ -236,46 +301,110 @@ def run_live(
         "cpu_freq_max_mhz_start": first.cpu_freq_max_mhz,
         "frequency_note": _frequency_note(first.missing),
         "schedule_busy_procs": list(schedule), "phase_s": phase_s, "request_interval_s": request_interval_s,
-        "input_shape": list(shape), "threads_per_session": 1,
+        "input_shape": list(shape), "threads_per_session": 1, "images_per_request": images_per_request,
+        "throttle_factors": list(throttle) if throttle is not None else None,
     }
+    dial = ThrottleDial()
+
+    def provider() -> StateProvider:
+        return _ThrottledProvider(provider_factory(), dial) if throttle is not None else provider_factory()
+
+    wrap = (lambda sess: ThrottledSession(sess, dial)) if throttle is not None else None
+    client = None
+    if server is not None:
+        from .client import OffloadClient
+
+        client = OffloadClient(server.url, timeout_s=offload_timeout_s)
     models = {
-        "agent": AdaptiveModel(calibrated, deadline_ms=deadline, policy=AGENT_POLICY, provider=provider_factory()),
+        "agent": AdaptiveModel(calibrated, deadline_ms=deadline, policy=AGENT_POLICY, provider=provider(),
+                               offload=client, offload_accuracy=offload_accuracy, session_wrapper=wrap,
+                               probe_batch=images_per_request, probe_interval_s=1.0),
         "static-largest": AdaptiveModel(calibrated, deadline_ms=deadline,
                                         policy=create_policy("static", calibrated, which=largest.name),
-                                        provider=provider_factory()),
+                                        provider=provider(), session_wrapper=wrap),
     }
+    dropped = {k: 0 for k in models}
+    errors: list[str] = []
+    server_events: list[dict[str, Any]] = []
+    restart_thread: Any = None
     records: dict[str, list[Any]] = {k: [] for k in models}
     phase_rows: list[dict[str, Any]] = []
     loads: list[float] = []
+    import threading
+
+    def restart() -> None:
+        try:
+            server.start()
+            server_events.append({"event": "restarted", "t_s": time.monotonic() - t_run0, "pid": server.pid})
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on without the server
+            server_events.append({"event": "restart failed", "t_s": time.monotonic() - t_run0, "error": str(e)})
+
+    t_run0 = time.monotonic()
     try:
         with BusyProcesses(max_procs=busy_cap, max_lifetime_s=len(schedule) * phase_s + 120.0) as busy:
             slot = 0
             for i, n_busy in enumerate(schedule):
                 busy.set_count(n_busy)
-                say(f"phase {i + 1}/{len(schedule)}: {n_busy} busy process(es) for {phase_s:g} s")
+                dial.factor = float(throttle[i]) if throttle is not None else 1.0
+                say(f"phase {i + 1}/{len(schedule)}: {n_busy} busy process(es), clock / {dial.factor:g}, "
+                    f"{phase_s:g} s")
                 start = {k: len(r) for k, r in records.items()}
                 end_t = time.monotonic() + phase_s
                 while time.monotonic() < end_t:
+                    now = time.monotonic() - t_run0
+                    if server is not None and server_kill_at_s is not None and not server_events and now >= server_kill_at_s:
+                        server_events.append({"event": "killed", "t_s": now, "pid": server.pid})
+                        server.kill()
+                    if (server is not None and len(server_events) == 1 and restart_thread is None
+                            and now >= (server_kill_at_s or 0.0) + server_restart_after_s):
+                        restart_thread = threading.Thread(target=restart, name="server-restart", daemon=True)
+                        restart_thread.start()
                     order = list(models) if slot % 2 == 0 else list(reversed(list(models)))
                     for k in order:
-                        p = models[k].predict(x)
+                        try:
+                            p = models[k].predict(x)
+                        except Exception as e:  # noqa: BLE001 - a dropped request is the measurement
+                            dropped[k] += 1
+                            errors.append(f"{k}: {type(e).__name__}: {e}")
+                            continue
                         records[k].append(p.record)
-                    loads.append(records["agent"][-1].state.background_load)
+                    if records["agent"]:
+                        loads.append(records["agent"][-1].state.background_load)
                     slot += 1
                     if request_interval_s:
                         time.sleep(request_interval_s)
-                row: dict[str, Any] = {"phase": i, "busy_procs": n_busy}
+                row: dict[str, Any] = {"phase": i, "busy_procs": n_busy, "throttle": dial.factor}
                 for k, r in records.items():
                     row[k] = _summary(r[start[k]:])
                 phase_rows.append(row)
     finally:
         for m in models.values():
             m.close()
+        if restart_thread is not None:
+            restart_thread.join(timeout=60)
     conditions["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     conditions["background_load_seen"] = {"mean": float(np.mean(loads)) if loads else None,
                                           "max": float(np.max(loads)) if loads else None}
-    return LiveResult(deadline_ms=deadline, calibrated_ms=cal, models={k: _summary(r) for k, r in records.items()},
-                      phases=phase_rows, conditions=conditions)
+    summaries = {k: {**_summary(r), "dropped": dropped[k],
+                     "fallbacks": sum(1 for x in r if x.fallback),
+                     "offloaded": sum(1 for x in r if x.offload and not x.fallback)} for k, r in records.items()}
+    if server is not None:
+        conditions["server"] = {"url": server.url, "events": server_events, "kill_at_s": server_kill_at_s,
+                                "restart_after_s": server_restart_after_s, "offload_timeout_s": offload_timeout_s}
+        kill_t = next((e["t_s"] for e in server_events if e["event"] == "killed"), None)
+        back_t = next((e["t_s"] for e in server_events if e["event"] == "restarted"), None)
+        if kill_t is not None:
+            t_of = [x.time_s for x in records["agent"]]
+            # records' time_s counts from the AdaptiveModel's creation, a little before t_run0
+            off0 = models["agent"].started_monotonic_s - t_run0
+            around = [x for x, t in zip(records["agent"], t_of, strict=True)
+                      if kill_t - 1.0 <= t + off0 <= (back_t if back_t is not None else kill_t) + 5.0]
+            conditions["server"]["around_kill"] = {"requests": len(around),
+                                                   "missed": sum(1 for x in around if x.missed),
+                                                   "fallbacks": sum(1 for x in around if x.fallback)}
+    conditions["errors"] = errors[:20]
+    return LiveResult(deadline_ms=deadline, calibrated_ms=cal, models=summaries, phases=phase_rows,
+                      conditions=conditions)
 
 
 def _frequency_note(missing: Sequence[str]) -> str:

@@ -34,7 +34,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +46,7 @@ from .client import OffloadClient, OffloadError
 from .network import NetworkEstimator, OffloadTarget
 from .policies import AGENT_POLICY, Policy, create_policy
 from .providers.combined import CombinedProvider
-from .sessions import ModelSession, open_session, resize_nchw
+from .sessions import ModelSession, open_session, run_images
 from .state import DeviceState, StateProvider
 from .variants import Variant, validate_bundle
 
@@ -110,6 +110,11 @@ class AdaptiveModel:
         log_path: append one JSON line per request here.
         log_capacity: how many records `records` keeps (oldest dropped).
         probe_interval_s: minimum spacing of background probes of a link marked down.
+        session_wrapper: applied to every opened session (e.g. the live run's clock-throttling emulation).
+        probe_batch: images per link probe (the size of a request, so the measured offload cost is a request's).
+
+    A request may hold several images (N > 1) for models exported at batch 1: they run one after the other
+    (`device_agents.sessions.run_images`).
     """
 
     def __init__(
@@ -127,6 +132,8 @@ class AdaptiveModel:
         log_path: str | os.PathLike[str] | None = None,
         log_capacity: int = 10_000,
         probe_interval_s: float = 5.0,
+        session_wrapper: Callable[[ModelSession], Any] | None = None,
+        probe_batch: int = 1,
     ) -> None:
         if not (deadline_ms > 0 and math.isfinite(deadline_ms)):
             raise ValueError(f"AdaptiveModel: deadline_ms must be a finite number > 0, got {deadline_ms}")
@@ -138,12 +145,14 @@ class AdaptiveModel:
         self.deadline_ms = float(deadline_ms)
         self._by_name = {v.name: v for v in vs}
         # Every session up front: a switch is a dict lookup, never a load.
-        self._sessions: dict[str, ModelSession] = {v.name: open_session(v.model_path or "", threads=threads) for v in vs}
+        wrap = session_wrapper or (lambda sess: sess)
+        self._sessions: dict[str, ModelSession] = {v.name: wrap(open_session(v.model_path or "", threads=threads))
+                                                   for v in vs}
         self._fastest = sorted(vs, key=lambda v: v.predicted_latency_ms)
         self._probe_shape = max((s.input_shape for s in self._sessions.values()),
                                 key=lambda s: int(np.prod([max(d, 1) for d in s])))
-        if len(self._probe_shape) == 4 and self._probe_shape[0] <= 0:
-            self._probe_shape = (1, *self._probe_shape[1:])
+        if len(self._probe_shape) == 4:  # probes look like a request: probe_batch images
+            self._probe_shape = (max(1, int(probe_batch)), *self._probe_shape[1:])
 
         self._device = provider if provider is not None else _default_provider()
         self.network = NetworkEstimator(stale_after_s=math.inf)
@@ -184,6 +193,11 @@ class AdaptiveModel:
         self._t0 = time.monotonic()
         self._closed = False
 
+    @property
+    def started_monotonic_s(self) -> float:
+        """`time.monotonic` at construction: the origin of every record's ``time_s``."""
+        return self._t0
+
     # ------------------------------------------------------------------ offload link
     @property
     def offload_target(self) -> OffloadTarget | None:
@@ -222,7 +236,7 @@ class AdaptiveModel:
     def _run_local(self, name: str, x: np.ndarray) -> tuple[np.ndarray, float]:
         sess = self._sessions[name]
         t0 = time.perf_counter()
-        y = sess.run(resize_nchw(x, sess.input_shape))
+        y = run_images(sess, x)
         return y, (time.perf_counter() - t0) * 1e3
 
     def _local_with_fallback(self, name: str, x: np.ndarray) -> tuple[np.ndarray, float, str, str | None]:

@@ -21,7 +21,7 @@ from supernet.registry import Registry
 from .state import DeviceState
 from .trace import Trace
 
-__all__ = ["DEVICE_FREQ_MAX_MHZ", "SCENARIOS", "builtin_trace", "describe_scenario", "list_scenarios"]
+__all__ = ["DEVICE_FREQ_MAX_MHZ", "SCENARIOS", "builtin_trace", "describe_scenario", "list_scenarios", "scale_trace"]
 
 DEVICE_FREQ_MAX_MHZ = 2400.0
 _AMBIENT_C = 25.0
@@ -193,3 +193,55 @@ def builtin_trace(name: str, *, seed: int = 0, duration_s: float = 300.0, dt_s: 
         for i in range(n)
     )
     return Trace(name=name, states=states, description=description)
+
+
+def scale_trace(trace: Trace, *, max_slowdown: float, condition: Callable[[DeviceState], float],
+                link_rtt_ms: float | None = None, link_bandwidth_mbps: float | None = None) -> Trace:
+    """``trace`` compressed so that no row slows local inference by more than ``max_slowdown``, and its link
+    moved to a measured one.
+
+    Slowdown: ``condition(state)`` is the device model's actual / nominal latency factor (e.g.
+    `DeviceLatencyModel.condition_factor`). When the trace exceeds ``max_slowdown`` (>= 1), every row's clock
+    ratio r = f / f_max and load u are pulled toward idle full clock by one factor a in [0, 1],
+    r' = 1 - a (1 - r), u' = a u, with a the largest value (bisection) that keeps every row within the bound:
+    the scenario keeps its shape and timing, only its depth is scaled to what a ladder can absorb.
+
+    Link: RTT and bandwidth are multiplied by ``link_rtt_ms`` / median RTT and ``link_bandwidth_mbps`` / median
+    bandwidth of the trace's up rows, so the link fluctuates and drops out as the scenario says around a
+    measured median (outages stay outages).
+    """
+    import dataclasses
+
+    if not max_slowdown >= 1.0:
+        raise ValueError(f"scale_trace: max_slowdown must be >= 1, got {max_slowdown}")
+    states = list(trace)
+
+    def squeezed(a: float) -> list[DeviceState]:
+        out = []
+        for st in states:
+            r = st.cpu_freq_mhz / st.cpu_freq_max_mhz if st.cpu_freq_max_mhz > 0 else 1.0
+            out.append(dataclasses.replace(st, cpu_freq_mhz=st.cpu_freq_max_mhz * (1.0 - a * (1.0 - r)),
+                                           background_load=a * st.background_load))
+        return out
+
+    worst = max(condition(s) for s in states)
+    base = max(condition(s) for s in squeezed(0.0))
+    if worst > max_slowdown and base < max_slowdown:
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if max(condition(s) for s in squeezed(mid)) <= max_slowdown:
+                lo = mid
+            else:
+                hi = mid
+        states = squeezed(lo)
+    elif worst > max_slowdown:
+        states = squeezed(0.0)
+    up = [s for s in states if s.bandwidth_mbps > 0 and math.isfinite(s.rtt_ms)]
+    if up and (link_rtt_ms is not None or link_bandwidth_mbps is not None):
+        rtt_f = (link_rtt_ms / float(np.median([s.rtt_ms for s in up]))) if link_rtt_ms is not None else 1.0
+        bw_f = (link_bandwidth_mbps / float(np.median([s.bandwidth_mbps for s in up]))
+                if link_bandwidth_mbps is not None else 1.0)
+        states = [dataclasses.replace(s, rtt_ms=s.rtt_ms * rtt_f, bandwidth_mbps=s.bandwidth_mbps * bw_f)
+                  if (s.bandwidth_mbps > 0 and math.isfinite(s.rtt_ms)) else s for s in states]
+    return Trace(name=trace.name, states=tuple(states), description=trace.description)

@@ -25,7 +25,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 
 from .client import SHAPE_HEADER
-from .sessions import ModelSession, open_session, resize_nchw
+from .sessions import ModelSession, open_session, run_images
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "create_model_app", "serve_model"]
 
@@ -92,7 +92,7 @@ def create_model_app(
         if not np.isfinite(x).all():
             raise HTTPException(422, detail="input holds NaN or infinite values")
         t0 = time.perf_counter()
-        y = session.run(resize_nchw(x, session.input_shape))
+        y = run_images(session, x)  # a batch-1 model runs the N images one after the other
         server_ms = (time.perf_counter() - t0) * 1e3
         return {"output": y.ravel().tolist(), "output_shape": list(y.shape), "server_ms": server_ms, "model": label}
 

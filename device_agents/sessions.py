@@ -8,13 +8,14 @@ Sessions are `supernet.runtime` sessions (the one place a model is opened and ru
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
 from supernet.runtime import Session
 from supernet.runtime import open_session as _open_runtime_session
 
-__all__ = ["ModelSession", "open_session", "resize_nchw"]
+__all__ = ["ModelSession", "open_session", "resize_nchw", "run_images"]
 
 
 def resize_nchw(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -57,3 +58,9 @@ def open_session(path: str | os.PathLike[str], *, threads: int = 1) -> Session:
 
     Raises `supernet.errors.InputError` (a ``ValueError``) naming the file when it is missing or unreadable."""
     return _open_runtime_session(path, threads=threads)
+
+
+def run_images(session: Any, x: np.ndarray) -> np.ndarray:
+    """Logits of an (N, C, H, W) request of any N, resized to the model's H, W: a model exported at a fixed batch
+    (e.g. 1) runs the N images in batches, one after the other (`supernet.runtime.Session.run`)."""
+    return np.asarray(session.run(resize_nchw(x, session.input_shape)))

@@ -12,7 +12,12 @@ error of the latency table, eps ~ LogNormal(0, sigma) per request and variant.
     offload actual   L = RTT * eps_rtt + 8 S / (1e3 * B * eps_bw) + L_server * eps_srv     (inf when B = 0)
 
 so the agents' model L_v * r * (1 + u) is wrong in three learnable ways (s_dev, k, m) and one it can only cover
-with margin (b_v, eps). All draws come from generators seeded by (``seed``, crc32(variant name)), so every policy
+with margin (b_v, eps).
+
+Measured variants (``latency_quantiles``, e.g. `Bundle.latency_quantiles` of a `device_agents.ladder` bundle):
+eps of variant v is drawn from its own measured per-request distribution, eps = Q_v(U) / median_v with U ~ U(0, 1)
+and Q_v the measured quantile function (linear between the stored quantiles), so tails are the device's, not a
+log-normal's. With `MEASURED_DEVICE` (s_dev = 1, b_v = 1) L_v is the measured median itself. All draws come from generators seeded by (``seed``, crc32(variant name)), so every policy
 simulated with the same seed meets the same noise, and the oracle is told exactly those draws.
 
 The network fields a policy sees are those of a `NetworkEstimator` fed, after every request, with a noisy probe
@@ -48,6 +53,7 @@ from .variants import Variant, validate_bundle
 
 __all__ = [
     "DEFAULT_COMPARISON",
+    "MEASURED_DEVICE",
     "DeviceLatencyModel",
     "SimulationResult",
     "StepRecord",
@@ -91,6 +97,11 @@ class DeviceLatencyModel:
         return ((1 - m) * state.freq_ratio + m) * (1 + self.contention_coeff * state.background_load) * (
             self.device_slowdown
         )
+
+
+MEASURED_DEVICE = DeviceLatencyModel(device_slowdown=1.0, variant_bias_sigma=0.0)
+"""The device model for variants whose latency was measured here: no hidden slowdown or per-variant table error
+(the medians are measured), contention and clock as in the default; pass ``latency_quantiles`` for the noise."""
 
 
 @dataclass(frozen=True)
@@ -216,12 +227,14 @@ def simulate(
     battery_budget: BatteryBudget | None = DEFAULT_BATTERY_BUDGET,
     policy_kwargs: Mapping[str, Any] | None = None,
     network_alpha: float = 0.3,
+    latency_quantiles: Mapping[str, Sequence[float]] | None = None,
 ) -> SimulationResult:
     """Replay ``trace`` with one request every ``1 / request_rate_hz`` seconds and score ``policy``.
 
     ``policy`` is a registry name (built with ``offload``, ``energy_model``, ``battery_budget`` and
     ``policy_kwargs``) or a ready `Policy` (used as is; it is not reset first). Deterministic for a given
-    ``seed``. See the module docstring for the device model.
+    ``seed``. See the module docstring for the device model; ``latency_quantiles`` (variant name -> measured
+    per-request latency quantiles, evenly spaced from 0 to 100 %) replaces the log-normal noise of those variants.
     """
     bundle = validate_bundle(variants)
     if not (deadline_ms > 0 and math.isfinite(deadline_ms)):
@@ -253,7 +266,13 @@ def simulate(
     for j, v in enumerate(bundle):
         g = _name_rng(seed, v.name)
         bias[j] = math.exp(lm.variant_bias_sigma * g.standard_normal())
-        eps[:, j] = np.exp(lm.noise_sigma * g.standard_normal(n))
+        q = (latency_quantiles or {}).get(v.name)
+        if q is not None and len(q) >= 2:
+            qa = np.asarray(q, dtype=np.float64)
+            levels = np.linspace(0.0, 1.0, len(qa))
+            eps[:, j] = np.interp(g.random(n), levels, qa) / float(np.interp(0.5, levels, qa))
+        else:
+            eps[:, j] = np.exp(lm.noise_sigma * g.standard_normal(n))
     g_net = _name_rng(seed, "__network__")
     eps_rtt = np.exp(lm.rtt_noise_sigma * g_net.standard_normal(n))
     eps_bw = np.exp(lm.bandwidth_noise_sigma * g_net.standard_normal(n))

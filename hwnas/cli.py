@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,13 +33,13 @@ class _InputErrorsToExit2(TyperGroup):
     console script.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except InputError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
 
 
@@ -209,7 +209,7 @@ def train(
     """
     from dataclasses import replace
 
-    from hwnas.progress import rich_progress
+    from hwnas.progress import console_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -230,7 +230,8 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        with rich_progress(console=console) as bars:
+        # bars on rank 0 only (torchrun sets RANK; the library reports nothing on the other ranks anyway)
+        with console_progress(os.environ.get("RANK", "0") == "0", console=console) as bars:
             result = train_supernet(cfg, out_dir=out, progress=bars)
     except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
         _fail(str(e))
@@ -361,7 +362,8 @@ def search(
     supernet: Annotated[Path, typer.Option(help="supernet.pt from 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
     ),
-    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'); default: plain LUT sum.")] = None,
+    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'; default: plain LUT sum), or an adapted predictor of another device ('hwnas lut adapt'; --table then only fixes space and precision).")] = None,
+    latency_bound: Annotated[str, typer.Option(help="With an adapted --predictor: constrain on its 'median' prediction or the 'upper' end of its 90 % interval.")] = "median",
     strategy: Annotated[str, typer.Option(help="gp, optuna-gp, optuna-tpe, evolution, random, rl, nsga2.")] = "gp",
     compare: Annotated[str | None, typer.Option(help="Also run these strategies on the same objective, e.g. evolution,random.")] = None,
     budget: Annotated[int, typer.Option(min=1, help="Accuracy evaluations per target (and strategy).")] = 50,
@@ -392,7 +394,8 @@ def search(
                         predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
                         strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
                         storage=storage, study_prefix=study_name, measure_winners=measure, precision=precision,
-                        accuracy=accuracy, calib_images=calib_images, statistic=statistic,
+                        accuracy=accuracy, calib_images=calib_images, latency_bound=latency_bound,
+                        statistic=statistic,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
     except (ValueError, FileNotFoundError) as e:

@@ -18,6 +18,7 @@ training images) and running the validation split (`quantized_accuracy`) — or,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,8 +73,18 @@ class SearchJob:
     accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
     statistic: str | None = None  # latency statistic constrained (median, p99, ...); None: the table's default
+    # Winner's curse: trials are scored on the first `search_val_images` val images (None = all of val); per target
+    # the `rescore_top_k` best candidates meeting it (over every strategy's trials) are re-scored on all of val
+    # and the best re-scored one wins. The test split is never used for selection.
+    search_val_images: int | None = None
+    rescore_top_k: int = 5
+    # with an adapted (few-shot) predictor: constrain on its "median" prediction or on the "upper" end of its 90 %
+    # interval (latency_tables.fewshot), so an uncertain prediction does not pass for a fast one
+    latency_bound: str = "median"
 
     def __post_init__(self) -> None:
+        if self.latency_bound not in ("median", "upper"):
+            raise ValueError(f"latency_bound {self.latency_bound!r}: expected 'median' or 'upper'")
         if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
             raise ValueError(f"targets_ms: expected positive latency targets in ms, got {list(self.targets_ms)}")
         if self.budget < 1:
@@ -82,6 +93,10 @@ class SearchJob:
             raise ValueError(f"reward {self.reward!r}: expected 'hard' or 'soft'")
         if self.accuracy not in ("measured", "predicted"):
             raise ValueError(f"accuracy {self.accuracy!r}: expected 'measured' or 'predicted'")
+        if self.search_val_images is not None and self.search_val_images < 1:
+            raise ValueError(f"search_val_images: expected >= 1 or None, got {self.search_val_images}")
+        if self.rescore_top_k < 0:
+            raise ValueError(f"rescore_top_k: expected >= 0, got {self.rescore_top_k}")
         if self.accuracy == "predicted" and self.accuracy_predictor_path is None:
             raise ValueError("accuracy='predicted' needs accuracy_predictor_path (a bit-width-aware predictor)")
 
@@ -144,7 +159,7 @@ def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES
 
 def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, bn_images: int, seed: int,
                        split: str = "val", calib_images: int = DEFAULT_CALIB_IMAGES, threads: int = 1,
-                       backend: str = "onnxruntime", quant: Any = None) -> float:
+                       backend: str = "onnxruntime", quant: Any = None, max_images: int | None = None) -> float:
     """Top-1 of subnet ``cfg`` at ``precision`` on ``data.<split>``, as deployed on ``backend``.
 
     The subnet is BN-recalibrated on ``bn_images`` training images, exported and lowered by
@@ -165,7 +180,7 @@ def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, 
     config = (quant if quant is not None else QuantConfig(calib_images=calib_images, seed=seed)).replace(
         precision=precision)
     target = get_target(backend)
-    xs, ys = split_arrays(data, split=split, resolution=cfg.resolution, max_images=None)
+    xs, ys = split_arrays(data, split=split, resolution=cfg.resolution, max_images=max_images)
     sub = recalibrated_subnet(net, cfg, data, bn_images=bn_images, seed=seed)
     with tempfile.TemporaryDirectory(prefix="hwnas-qacc-") as tmp:
         path = export_variant(sub, Path(tmp) / f"{config.label}{target.suffix}", backend=backend, config=config,
@@ -176,23 +191,30 @@ def quantized_accuracy(net: Any, cfg: ArchConfig, data: Any, *, precision: str, 
 def accuracy_evaluator(net: Any, data: Any, *, bn_images: int, seed: int, cache_path: Path,
                        context: str, precision: str = "fp32",
                        calib_images: int = DEFAULT_CALIB_IMAGES, backend: str = "onnxruntime",
-                       quant: Any = None) -> tuple[ArchFn, Any]:
+                       quant: Any = None, max_images: int | None = None) -> tuple[ArchFn, Any]:
     """Validation top-1 at ``precision`` after BN recalibration, cached per (context, architecture, precision).
 
     fp32 is measured in torch (`supernet.evaluate.evaluate`); other precisions with `quantized_accuracy` on
     ``backend`` with ``quant``; ``context`` must then name that recipe (`accuracy_context` with
     ``recipe=quant_recipe_tag(backend, quant)``). The returned cache's default precision is ``precision``.
+    ``max_images``: score the first ``max_images`` val images only (the context then says so); None = all.
     """
     from nas.cache import AccuracyCache
     from supernet.evaluate import evaluate
 
+    if max_images is not None and max_images < len(data.val):
+        context = f"{context}:val{max_images}"
+    else:
+        max_images = None
     cache = AccuracyCache(cache_path, space=net.space, context=context, precision=precision)
 
     def accuracy_fn(cfgs: Sequence[ArchConfig]) -> np.ndarray:
         if precision == "fp32":
-            return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed).top1 for c in cfgs])
+            return np.asarray([evaluate(net, c, data, split="val", bn_images=bn_images, seed=seed,
+                                        max_images=max_images).top1 for c in cfgs])
         return np.asarray([quantized_accuracy(net, c, data, precision=precision, bn_images=bn_images, seed=seed,
-                                              calib_images=calib_images, backend=backend, quant=quant)
+                                              calib_images=calib_images, backend=backend, quant=quant,
+                                              max_images=max_images)
                            for c in cfgs])
 
     return cache.wrap(accuracy_fn), cache
@@ -233,13 +255,33 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
 
 
 def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None, *,
-                      precision: str | None = None, statistic: str | None = None) -> ArchFn:
+                      precision: str | None = None, latency_bound: str = "median",
+                      statistic: str | None = None) -> ArchFn:
     """Predicted latency in ms from a LUT (plus its fitted correction when given), at the table's precision;
     ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`). ``statistic``
     (median, p99, ...; default the predictor's, else the table's) must be the predictor's
-    (`latency_tables.table.StatisticMismatchError`: statistics never mix)."""
+    (`latency_tables.table.StatisticMismatchError`: statistics never mix).
+
+    ``predictor_path`` may also be an adapted predictor of another device (`latency_tables.fewshot`, written by
+    ``hwnas lut adapt``): then latency is its prediction (``latency_bound="upper"``: the upper end of its 90 %
+    interval), and the table only has to be of the same space."""
+    from latency_tables.fewshot import AdaptedLatencyPredictor, FewShotError, is_adapted_predictor
     from latency_tables.predictor import LatencyPredictor
     from latency_tables.table import LatencyTable
+
+    if predictor_path is not None and is_adapted_predictor(predictor_path):
+        adapted = AdaptedLatencyPredictor.load(predictor_path)
+        tab = LatencyTable.load(table_path)
+        if adapted.space != tab.space:
+            raise FewShotError(f"--predictor {predictor_path} is for space {adapted.space.name!r}, --table "
+                               f"{table_path} for {tab.space.name!r}")
+        if precision is not None and adapted.precision is not None and precision != adapted.precision:
+            raise FewShotError(f"--predictor {predictor_path} predicts {adapted.precision}, the search is at {precision}")
+        fn = adapted.predict_upper if latency_bound == "upper" else adapted.predict
+        return lambda cfgs: np.asarray(fn(list(cfgs)), dtype=np.float64)
+    if latency_bound != "median":
+        raise FewShotError("--latency-bound upper needs an adapted --predictor (hwnas lut adapt): a LUT predictor "
+                           "has no interval")
 
     if predictor_path is not None:
         predictor = LatencyPredictor.load(predictor_path, table=table_path)
@@ -282,6 +324,39 @@ def measure_on_table(archs: Sequence[ArchConfig], table: Any, backbone: Any, *, 
                               backend_kwargs=table_backend_kwargs(meta))
 
 
+def _select_winner(per: dict[str, Any], strategies: Sequence[str], target_ms: float, *, job: SearchJob,
+                   full_val_fn: ArchFn, search_images: int, val_images: int) -> tuple[Any, dict[str, Any]]:
+    """The winner of one target: the best of the ``job.rescore_top_k`` candidates meeting ``target_ms`` (over every
+    strategy's trials, ranked by the search's accuracy) re-scored on all ``val_images`` val images.
+
+    Without re-scoring (k = 0, or trials already scored on all of val with a measured objective) it is the first
+    strategy's best. Returns the evaluation and a record of the selection (candidates with both accuracies).
+    """
+    first = per[strategies[0]].best
+    rescore = job.rescore_top_k > 0 and (search_images < val_images or job.accuracy == "predicted")
+    if not rescore:
+        val_top1 = first.accuracy if job.accuracy == "measured" else float(full_val_fn([first.arch])[0])
+        return first, {"rescored": False, "val_top1": val_top1, "search_val_images": search_images,
+                       "val_images": val_images, "candidates": []}
+    seen: dict[str, Any] = {}
+    for st in strategies:
+        for ev in per[st].history:
+            if ev.latency_ms <= target_ms and math.isfinite(ev.accuracy):
+                k = str(ev.arch)
+                if k not in seen or ev.accuracy > seen[k].accuracy:
+                    seen[k] = ev
+    ranked = sorted(seen.values(), key=lambda e: (-e.accuracy, e.latency_ms))[: job.rescore_top_k]
+    if not ranked:  # nothing met the target: keep the search's answer
+        ranked = [first]
+    full = [float(a) for a in full_val_fn([e.arch for e in ranked])]
+    i = max(range(len(ranked)), key=lambda j: (full[j], -ranked[j].latency_ms))
+    return ranked[i], {
+        "rescored": True, "val_top1": full[i], "search_val_images": search_images, "val_images": val_images,
+        "candidates": [{"arch": str(e.arch), "search_val_top1": e.accuracy, "val_top1": f,
+                        "predicted_latency_ms": e.latency_ms} for e, f in zip(ranked, full, strict=True)],
+    }
+
+
 def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, net: Any = None,
                   data: Any = None, strategies: Sequence[str] | None = None) -> dict[str, Any]:
     """Run ``job`` (one search per target and strategy) and write results under ``out_dir``.
@@ -314,14 +389,24 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
         )
     precision = table.check_precision(job.precision, what="a search")
-    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision, statistic=table.statistic)
+    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision,
+                                   latency_bound=job.latency_bound, statistic=table.statistic)
+    from latency_tables.fewshot import is_adapted_predictor
+
+    other_device = job.predictor_path is not None and is_adapted_predictor(job.predictor_path)
     q_backend, quant = accuracy_quant_recipe(table.meta, calib_images=job.calib_images, seed=job.seed)
     context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
                                calib_images=job.calib_images,
                                recipe=None if precision == "fp32" else quant_recipe_tag(q_backend, quant))
     measured_fn, cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
                                             cache_path=out / "accuracy.sqlite", context=context, precision=precision,
-                                            calib_images=job.calib_images, backend=q_backend, quant=quant)
+                                            calib_images=job.calib_images, backend=q_backend, quant=quant,
+                                            max_images=job.search_val_images)
+    full_val_fn, full_cache = accuracy_evaluator(net, data, bn_images=job.bn_images, seed=job.seed,
+                                                 cache_path=out / "accuracy.sqlite", context=context,
+                                                 precision=precision, calib_images=job.calib_images,
+                                                 backend=q_backend, quant=quant)
+    search_images = min(job.search_val_images or len(data.val), len(data.val))
     prior: ArchFn | None = None
     if job.accuracy_predictor_path is not None:
         from nas.predictor import AccuracyPredictor
@@ -358,9 +443,9 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         main = strategies[0]
         winners = []
         for key, per in results.items():
-            best = per[main].best
-            # with a predicted objective, the winner's accuracy is measured now (at the search's precision)
-            val_top1 = best.accuracy if job.accuracy == "measured" else float(measured_fn([best.arch])[0])
+            best, selection = _select_winner(per, strategies, float(key), job=job, full_val_fn=full_val_fn,
+                                             search_images=search_images, val_images=len(data.val))
+            val_top1 = selection["val_top1"]
             path = out / f"arch_T{key}.json"
             atomic_write_json(path, {"arch": best.arch.to_json(), "arch_str": str(best.arch), "target_ms": float(key),
                                      "val_top1": val_top1, "predicted_latency_ms": best.latency_ms,
@@ -368,15 +453,20 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             winners.append({
                 "target_ms": float(key), "arch": str(best.arch), "arch_json": best.arch.to_json(),
                 "arch_file": path.name, "precision": precision, "val_top1": val_top1,
+                "search_val_top1": best.accuracy, "selection": selection,
                 **({"predicted_val_top1": best.accuracy} if job.accuracy == "predicted" else {}),
                 "predicted_latency_ms": best.latency_ms, "meets_target_predicted": best.latency_ms <= float(key),
                 "reward": best.reward, "evaluations": len(per[main].history), "wall_time_s": per[main].wall_time_s,
             })
     finally:
         cache.close()
+        full_cache.close()
 
     measured: dict[str, Any] = {"performed": False}
-    if job.measure_winners and winners:
+    if job.measure_winners and winners and other_device:
+        measured = {"performed": False, "reason": f"latency from the adapted predictor {job.predictor_path} of "
+                    "another device: measure the winners there (hwnas lut kit --subnets)"}
+    elif job.measure_winners and winners:
         if is_this_machine(table.meta):
             from latency_tables import MeasurementProtocol
 
@@ -409,7 +499,8 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         "strategies": strategies, "winner_strategy": main, "budget": job.budget, "reward": job.reward,
         "precision": precision, "accuracy": job.accuracy, "accuracy_predictor": job.accuracy_predictor_path,
         "targets_ms": list(job.targets_ms), "storage": storage, "table": job.table_path,
-        "predictor": job.predictor_path, "winners": winners, "winner_measurement": measured,
+        "predictor": job.predictor_path, "latency_bound": job.latency_bound, "winners": winners,
+        "winner_measurement": measured,
         "comparison": [
             {"target_ms": float(k), "strategy": st, "best_reward": r.best.reward, "best_val_top1": r.best.accuracy,
              "best_predicted_latency_ms": r.best.latency_ms, "evaluations": len(r.history),

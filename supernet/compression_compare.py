@@ -48,6 +48,7 @@ __all__ = [
     "bundle_name",
     "compare_compression",
     "offered_variants",
+    "variants_file_entries",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,3 +268,17 @@ def offered_variants(
                            f"({by['size_bytes']:,} vs {p['size_bytes']:,} bytes)"),
             })
     return offered, dropped
+
+
+def variants_file_entries(rows: Sequence[Mapping[str, Any]], *, backend: str) -> list[dict[str, Any]]:
+    """``rows`` of one backend (e.g. the offered ones) as entries of a variants file for ``hwnas bundle
+    --variants`` (`device_agents.variants.Variant` JSON): name by `bundle_name`, the measured median as
+    ``predicted_latency_ms``, the runtime file as ``model_path`` and its size (what a bundle ships)."""
+    out = []
+    for r in rows:
+        if r.get("simulated") or r["backend"] != backend:
+            continue
+        out.append({"schema_version": 1, "name": r["name"], "arch": r["arch"], "precision": r["precision"],
+                    "predicted_latency_ms": float(r["latency_p50_ms"]), "accuracy": float(r["top1"]),
+                    "size_bytes": int(r["file_bytes"]), "model_path": r["path"]})
+    return out

@@ -91,6 +91,7 @@ class EvalResult:
     split: str
     top1: float
     bn_images: int
+    images: int = 0  # images scored
 
 
 def evaluate(
@@ -102,15 +103,24 @@ def evaluate(
     bn_images: int = 1000,
     batch_size: int = 256,
     seed: int = 0,
+    max_images: int | None = None,
 ) -> EvalResult:
-    """Top-1 of subnet ``cfg`` on ``data.<split>`` after recalibrating its BN on ``bn_images`` train images."""
+    """Top-1 of subnet ``cfg`` on ``data.<split>`` after recalibrating its BN on ``bn_images`` train images.
+
+    ``max_images``: score only the first ``max_images`` images of the split (splits are stored in a seeded random
+    order, so a prefix is class-balanced in expectation); None = all of it. ``EvalResult.images`` says how many.
+    """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split {split!r}: expected 'train', 'val' or 'test'")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images: expected >= 1 or None, got {max_images}")
     subnet = supernet.get_active_subnet(cfg)
     seen = recalibrate_bn(
         subnet,
         calibration_batches(data, n_images=bn_images, resolution=cfg.resolution, seed=seed, batch_size=batch_size),
     )
-    top1 = accuracy(subnet, getattr(data, split), mean=data.mean, std=data.std, resolution=cfg.resolution,
-                    batch_size=batch_size)
-    return EvalResult(arch=str(cfg), split=split, top1=top1, bn_images=seen)
+    ds = getattr(data, split)
+    if max_images is not None and max_images < len(ds):
+        ds = ImageDataset(images=ds.images[:max_images], labels=ds.labels[:max_images])
+    top1 = accuracy(subnet, ds, mean=data.mean, std=data.std, resolution=cfg.resolution, batch_size=batch_size)
+    return EvalResult(arch=str(cfg), split=split, top1=top1, bn_images=seen, images=len(ds))

@@ -298,6 +298,9 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 32
     max_train_images: int | None = None
+    # share of all images in val / test (`supernet.data.load_dataset`); val is the search's selection split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 3e-5
     label_smoothing: float = 0.0
@@ -413,6 +416,24 @@ def save_supernet(net: OFASupernet, path: str | Path, *, extra: Mapping[str, Any
     return Path(path)
 
 
+def load_supernet_and_data(
+    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
+) -> tuple[OFASupernet, DataSplits]:
+    """A saved supernet and the dataset splits it was trained on (same seed, subset and split fractions as recorded
+    in its training config, so val and test are the images it never trained on).
+
+    ``dataset`` / ``data_root`` override what the supernet's stored train config says.
+    """
+    net = load_supernet(supernet_path)
+    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
+    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
+    root = data_root if data_root is not None else tc.get("data_root")
+    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
+                        max_train=tc.get("max_train_images"), val_fraction=tc.get("val_fraction", 0.1),
+                        test_fraction=tc.get("test_fraction", 0.2))
+    return net, data
+
+
 def load_supernet(path: str | Path) -> OFASupernet:
     """Load a supernet written by `save_supernet`; only tensors and strings are unpickled (weights_only)."""
     p = Path(path)
@@ -427,22 +448,6 @@ def load_supernet(path: str | Path) -> OFASupernet:
     net = OFASupernet.build_from_config(json.loads(payload["config"]))
     net.load_state_dict(payload["state_dict"])
     return net.eval()
-
-
-def load_supernet_and_data(
-    supernet_path: str | Path, *, dataset: str | None = None, data_root: str | Path | None = None
-) -> tuple[OFASupernet, DataSplits]:
-    """A saved supernet and the dataset splits it was trained on (same seed and subset, so val is held out).
-
-    ``dataset`` / ``data_root`` override what the supernet's stored train config says.
-    """
-    net = load_supernet(supernet_path)
-    payload = torch.load(supernet_path, map_location="cpu", weights_only=True)
-    tc = json.loads(payload.get("extra", "{}")).get("train_config", {})
-    root = data_root if data_root is not None else tc.get("data_root")
-    data = load_dataset(dataset or tc.get("dataset", "mnist"), root=root, seed=tc.get("seed", 0),
-                        max_train=tc.get("max_train_images"))
-    return net, data
 
 
 def _rng_seed(*parts: int) -> int:
@@ -510,7 +515,8 @@ def _train(
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {env.world_size}")
     local_batch = config.batch_size // env.world_size
     if data is None:
-        data = load_dataset(config.dataset, root=config.data_root, seed=config.seed, max_train=config.max_train_images)
+        data = load_dataset(config.dataset, root=config.data_root, seed=config.seed, max_train=config.max_train_images,
+                            val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     steps_per_epoch = num_batches(len(data.train), batch_size=local_batch, drop_last=True, world_size=env.world_size)
     if steps_per_epoch < 1:
         raise ValueError(f"{len(data.train)} training images make no full batch of {config.batch_size}")

@@ -191,6 +191,9 @@ class KalmanPolicy(LatencyAwarePolicy):
     on the large variant is wrong for the small one, and the policy flaps between them. Each variant v keeps an
     offset d_v of its log residual; the filter sees y - d_v, and d_v <- d_v + rate * (y - x - d_v) after the
     update. Variants never run keep d_v = 0.
+
+    ``gate`` (robustness to heavy tails, e.g. OS preemption on a loaded machine): innovations of the filters and
+    residuals of the offsets are clipped to ``gate`` predictive standard deviations (`LogKalman.gate`); None = off.
     """
 
     name = "kalman"
@@ -204,9 +207,13 @@ class KalmanPolicy(LatencyAwarePolicy):
         offload_filter: LogKalman | None = None,
         hysteresis: Hysteresis | None = Hysteresis(),
         offset_rate: float = 0.05,
+        gate: float | None = 3.0,
         **kwargs: object,
     ) -> None:
         super().__init__(variants, hysteresis=hysteresis, **kwargs)  # type: ignore[arg-type]
+        if gate is not None and not gate > 0:
+            raise ValueError(f"gate must be > 0 or None, got {gate}")
+        self._gate = gate
         if confidence_z < 0:
             raise ValueError(f"confidence_z must be >= 0, got {confidence_z}")
         self._z = float(confidence_z)
@@ -215,10 +222,10 @@ class KalmanPolicy(LatencyAwarePolicy):
         self._offset_rate = float(offset_rate)
         self._offsets = [0.0] * len(self._table.options)
         self._index = {name: i for i, name in enumerate(self._table.names)}
-        self._local = dataclasses.replace(local_filter or LogKalman())
+        self._local = dataclasses.replace(local_filter or LogKalman(gate=gate))
         # The offload path has no latency table to be wrong about (RTT and bandwidth are measured), so it starts
         # with less uncertainty; otherwise the margin would keep the policy from ever trying it.
-        self._net = dataclasses.replace(offload_filter or LogKalman(p=0.005))
+        self._net = dataclasses.replace(offload_filter or LogKalman(p=0.005, gate=gate))
 
     @property
     def slowdown(self) -> float:
@@ -247,9 +254,13 @@ class KalmanPolicy(LatencyAwarePolicy):
         if i < 0:
             return  # not one of ours: nothing sensible to learn
         d = self._offsets[i]
+        spread = self._local.predictive_std()
         self._local.update(y - d)
         if self._offset_rate:
-            d += self._offset_rate * (y - self._local.x - d)
+            resid = y - self._local.x - d
+            if self._gate is not None:  # a preempted request must not shift the variant's offset either
+                resid = min(self._gate * spread, max(-self._gate * spread, resid))
+            d += self._offset_rate * resid
             self._offsets[i] = d
             self._pred_adj[i] = self._table.pred_ms[i] * math.exp(d)
 

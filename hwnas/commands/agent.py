@@ -131,8 +131,15 @@ def example_variants_cmd(
 
 @app.command("bundle")
 def bundle_cmd(
-    variants: Annotated[Path, typer.Option("--variants", help="variants JSON (e.g. the demo's OUT/variants.json)")],
     out: Annotated[Path, typer.Option("--out", help="bundle folder to create")],
+    variants: Annotated[str | None, typer.Option(
+        "--variants", help="a variants JSON file; with --from-search: the number of subnets on the ladder")] = None,
+    from_search: Annotated[Path | None, typer.Option(
+        "--from-search", help="search output folder (hwnas search --out / the demo's OUT/search): build a measured "
+        "ladder along its front (device_agents.ladder)")] = None,
+    precisions: Annotated[str, typer.Option(
+        "--precisions", help="with --from-search: comma-separated precisions to try; a variant slower and no more "
+        "accurate than another is dropped")] = "fp32,int8",
     table: Annotated[
         list[str] | None,
         typer.Option("--table", help="NAME=PATH of a latency table CSV to predict each variant with (repeatable; "
@@ -147,8 +154,16 @@ def bundle_cmd(
 ) -> None:
     """Pack the variants' model files and a versioned manifest.json (hashes, latency per table, energy) into --out.
 
-    Relative model paths in the variants file are resolved against the file's folder."""
+    Relative model paths in the variants file are resolved against the file's folder. With --from-search, the
+    variants are built from a search instead: a ladder of subnets along its front x --precisions, each measured
+    on this CPU (median, p99 per request) and scored on the held-out test split."""
     from device_agents.bundle import BundleError, build_bundle
+
+    if from_search is not None:
+        _bundle_from_search(from_search, out, variants, precisions, overwrite)
+        return
+    if variants is None:
+        raise typer.BadParameter("give --variants V.json, or --from-search DIR")
 
     grouped: dict[str, list[str]] = {}
     for spec in table or []:
@@ -164,7 +179,7 @@ def bundle_cmd(
             tables = {name: [LatencyTable.load(p, statistic=statistic) for p in paths] if len(paths) > 1
                       else LatencyTable.load(paths[0], statistic=statistic) for name, paths in grouped.items()}
         vs = load_variants(variants)
-        b = build_bundle(vs, out, tables=tables, base_dir=variants.parent, default_table=default_table,
+        b = build_bundle(vs, out, tables=tables, base_dir=Path(variants).parent, default_table=default_table,
                          overwrite=overwrite)
     except (InvalidVariantError, BundleError, FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
@@ -176,6 +191,33 @@ def bundle_cmd(
                   *(f"{e.predicted_latency_ms[k]:.3f}" for k in b.tables),
                   f"{e.energy_estimate_mj[b.default_table]:.1f}")
     _console.print(t)
+    _console.print(f"wrote {out / 'manifest.json'}")
+
+
+def _bundle_from_search(search_dir: Path, out: Path, n_text: str | None, precisions: str, overwrite: bool) -> None:
+    from device_agents.ladder import LadderConfig, build_ladder
+
+    try:
+        n = int(n_text) if n_text is not None else LadderConfig().n_subnets
+    except ValueError:
+        raise typer.BadParameter(f"--variants {n_text!r}: with --from-search, expected a number of subnets") from None
+    if (out / "manifest.json").exists() and not overwrite:
+        raise typer.BadParameter(f"bundle folder {out} already holds a manifest.json; pass --overwrite to replace it")
+    try:
+        cfg = LadderConfig(n_subnets=n, precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()))
+        res = build_ladder(search_dir, out, config=cfg, overwrite=True, progress=lambda m: _console.print(f"[dim]{m}"))
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
+    t = Table(title=f"bundle {out} (from {search_dir})")
+    for col in ("variant", "precision", "val top-1", "test top-1", "median ms", "p99 ms", "kept"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for v in res.variants:
+        t.add_row(v.name, v.precision, f"{v.val_top1:.4f}", f"{v.heldout_top1:.4f}", f"{v.median_ms:.4f}",
+                  f"{v.p99_ms:.4f}", "yes" if v.kept else "no (dominated)")
+    _console.print(t)
+    m = res.measurement
+    _console.print(f"measured with {m['backend']} {m['backend_version']}, {m['threads']} thread(s) on {m['cpu_model']}; "
+                   f"load {m['loadavg_before']} -> {m['loadavg_after']}")
     _console.print(f"wrote {out / 'manifest.json'}")
 
 

@@ -193,10 +193,11 @@ def validate(
 
 @app.command()
 def predict(
-    table: Path = typer.Option(..., "--table", help="table CSV"),
+    table: Path | None = typer.Option(None, "--table", help="table CSV (not needed with an adapted --predictor)"),
     arch: list[str] = typer.Option([], "--arch", help="architecture string, e.g. r28-d2.2.2.2.2-k3e3.k3e3_... (repeatable)"),
     arch_file: Path | None = typer.Option(None, help="file with one architecture string or JSON object per line"),
-    predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum)"),
+    predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum), or an "
+                                          "adapted predictor from `adapt` (then with a 90 % interval)"),
     precision: str | None = typer.Option(None, help="precision you mean (checked against the table's; default: the table's)"),
     statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; default: the predictor's, else the table's"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
@@ -213,7 +214,14 @@ def predict(
                 archs.append(json.loads(line) if line.startswith("{") else line)
     if not archs:
         raise typer.BadParameter("give at least one --arch or an --arch-file")
+    from latency_tables.fewshot import ADAPTED_KIND, AdaptedLatencyPredictor
     from latency_tables.predictor import resolve_table
+
+    if predictor is not None and _json_kind(predictor) == ADAPTED_KIND:
+        _predict_adapted(AdaptedLatencyPredictor.load(predictor), archs, precision=precision, as_json=as_json)
+        return
+    if table is None:
+        raise typer.BadParameter("give --table (or an adapted --predictor from `hwnas lut adapt`)", param_hint="--table")
 
     try:
         tab = resolve_table(table)
@@ -231,6 +239,30 @@ def predict(
             typer.echo(f"{p:10.4f} ms  {tab.precision}  {stat_used}  {name}")
 
 
+def _json_kind(path: Path) -> str | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d.get("kind") if isinstance(d, dict) else None
+
+
+def _predict_adapted(p: Any, archs: list[Any], *, precision: str | None, as_json: bool) -> None:
+    from supernet.space import ArchConfig
+
+    cfgs = [p.space.parse(a) if isinstance(a, str) else ArchConfig.from_json(a) for a in archs]
+    if precision is not None and p.precision is not None and precision != p.precision:
+        _fail(f"--precision {precision}: this adapted predictor is for {p.precision}")
+    lo, mid, hi = p.predict_interval(cfgs, level=0.9)
+    for a, lo_, mid_, hi_ in zip(archs, lo, mid, hi, strict=True):
+        name = a if isinstance(a, str) else json.dumps(a)
+        if as_json:
+            typer.echo(json.dumps({"arch": name, "predicted_ms": float(mid_), "interval90_ms": [float(lo_), float(hi_)],
+                                   "statistic": p.statistic, "predictor": "adapted", "k": p.k}))
+        else:
+            typer.echo(f"{mid_:10.4f} ms  [90 %: {lo_:.4f} .. {hi_:.4f}]  {p.statistic}  {name}")
+
+
 @app.command()
 def kit(
     out: Path = typer.Option(..., "--out", help="kit directory (models/, kit.json, run_benchmark.sh, logs/)"),
@@ -243,8 +275,15 @@ def kit(
     num_runs: int = typer.Option(50, min=1, help="benchmark_model --num_runs"),
     warmup_runs: int = typer.Option(10, min=0, help="benchmark_model --warmup_runs"),
     rounds: int = typer.Option(3, min=1, help="interleaved rounds over all models"),
+    subnets: int | None = typer.Option(None, min=1, help="few-shot kit: export only this many whole subnets, chosen to "
+                                       "be informative (docs/fewshot.md), instead of every one-layer model; run again "
+                                       "on the same --out to add more"),
+    source: list[Path] = typer.Option([], "--source", help="with --subnets: table CSV / predictor JSON of a device "
+                                      "hwnas knows (repeatable); the subnets are spread over its predicted range"),
+    seed: int = typer.Option(0, help="with --subnets: seed of the candidate pool"),
 ) -> None:
-    """Write a phone measurement kit: one-layer models, kit.json and run_benchmark.sh (resumable). See docs/phones.md."""
+    """Write a phone measurement kit: one-layer models (or, with --subnets, K whole subnets for `lut adapt`),
+    kit.json and run_benchmark.sh (resumable). See docs/phones.md and docs/fewshot.md."""
     from latency_tables.kit import write_kit
     from supernet.layers import Backbone
     from supernet.space import get_space
@@ -254,6 +293,12 @@ def kit(
     except UnknownNameError as e:
         raise typer.BadParameter(str(e), param_hint="--space") from None
     bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    if subnets is not None:
+        _subnet_kit(sp, bb, out, k=subnets, sources=source, seed=seed, formats=formats, threads=threads,
+                    num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds)
+        return
+    if source:
+        raise typer.BadParameter("--source only applies with --subnets", param_hint="--source")
     try:
         with rich_progress() as bars:
             m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()],
@@ -280,9 +325,12 @@ def import_(
     backend_version: str | None = typer.Option(None, help="benchmark_model / TFLite version used"),
     allow_missing: bool = typer.Option(False, help="write a partial table when some layers have no measurement"),
 ) -> None:
-    """Parse the kit's benchmark_model logs (or a CSV, or OFA's yaml files) into a latency table."""
+    """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit; for a
+    subnet kit (`kit --subnets`), into the measured CSV that `lut adapt --measured` reads; with --format ofa-yaml,
+    OFA's per-resolution lookup-table yaml files into a table."""
     from latency_tables.benchmark_log import BenchmarkLogError
     from latency_tables.kit import KitError, import_kit_csv, import_kit_logs
+    from latency_tables.subnet_kit import import_subnet_logs, is_subnet_kit
 
     if fmt not in ("kit", "ofa-yaml"):
         raise typer.BadParameter(f"{fmt!r}: expected kit or ofa-yaml", param_hint="--format")
@@ -296,6 +344,13 @@ def import_(
             _fail(str(e))
         typer.echo(f"wrote {out} ({t.meta.n_rows} layers, {t.statistic}, width {t.backbone.width_mult:g}, "
                    f"resolutions {list(t.space.resolutions)}) and {out}.meta.json")
+        return
+    if is_subnet_kit(kit_dir):
+        if csv_file is not None:
+            raise typer.BadParameter("a subnet kit is imported from its logs; --csv is for layer kits", param_hint="--csv")
+        path = import_subnet_logs(kit_dir, out=out, allow_missing=allow_missing)
+        typer.echo(f"wrote {path} (measured subnets); next: hwnas lut adapt --measured {path} --source ... --out "
+                   "device.json")
         return
     kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
     try:
@@ -331,6 +386,82 @@ def export_(
     typer.echo(f"wrote {len(files)} files to {out} ({files[0].name} ... {files[-1].name}) and {out}/hwnas-table.json")
 
 
+def _sources(paths: list[Path]) -> list[Any]:
+    from latency_tables.fewshot import load_source
+
+    return [load_source(p) for p in paths]
+
+
+def _subnet_kit(sp: Any, bb: Any, out: Path, *, k: int, sources: list[Path], seed: int, formats: str, threads: int,
+                num_runs: int, warmup_runs: int, rounds: int) -> None:
+    import numpy as np
+
+    from latency_tables.fewshot import backbone_of_sources, choose_subnets
+    from latency_tables.subnet_kit import existing_subnets, write_subnet_kit
+
+    srcs = _sources(sources)
+    src_bb = backbone_of_sources(srcs)
+    if src_bb is not None and src_bb != bb:
+        raise typer.BadParameter(f"the sources were built for backbone {src_bb.to_json()}, the kit's options give "
+                                 f"{bb.to_json()}; pass matching --in-channels/--num-classes/--width-mult")
+    measured = existing_subnets(out)
+    chosen = choose_subnets(sp, bb, k, sources=srcs, measured=measured, rng=np.random.default_rng(seed))
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    with rich_progress() as bars:
+        m = write_subnet_kit(sp, bb, [*measured, *chosen], out, formats=fmts, threads=threads, num_runs=num_runs,
+                             warmup_runs=warmup_runs, rounds=rounds, progress=bars,
+                             chooser={"k_added": len(chosen), "seed": seed, "sources": [str(p) for p in sources]})
+    typer.echo(f"wrote subnet kit {out}: {len(m.subnets)} subnets ({len(chosen)} new) x {list(m.formats)}, kit sha256 "
+               f"{m.kit_sha256[:12]}...")
+    typer.echo(f"next: sh {out / 'run_benchmark.sh'}  then  hwnas lut import {out} --out measured.csv")
+
+
+@app.command()
+def adapt(
+    measured: Path = typer.Option(..., "--measured", help="CSV of subnets measured end to end on the new device: "
+                                  "columns arch (string or JSON) and latency_ms (what `lut import` writes for a "
+                                  "subnet kit, or `lut validate --measured` reads)"),
+    out: Path = typer.Option(..., "--out", help="adapted predictor JSON to write"),
+    source: list[Path] = typer.Option([], "--source", help="table CSV, predictor JSON or adapted predictor of a device "
+                                      "hwnas already knows (repeatable); none: GP on the encoding + MACs"),
+    space: str | None = typer.Option(None, help="search space (default: the sources'; required without sources)"),
+    in_channels: int | None = typer.Option(None, help="backbone input channels (default: the sources', else 3)"),
+    num_classes: int | None = typer.Option(None, help="backbone classes (default: the sources', else 1000)"),
+    width_mult: float | None = typer.Option(None, help="backbone width multiplier (default: the sources', else 1.0)"),
+    statistic: str = typer.Option("median", help="what latency_ms is: median | p90 | p99 | mean (recorded)"),
+    precision: str | None = typer.Option(None, help="precision the subnets ran at (recorded; queries are checked)"),
+    device: str | None = typer.Option(None, help="device name to record (e.g. 'Pixel 7, 4 threads')"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out"),
+) -> None:
+    """Fit a new device's latency predictor from a few subnets measured end to end (docs/fewshot.md)."""
+    from latency_tables.fewshot import adapt as fit, backbone_of_sources, read_measured
+    from supernet.layers import Backbone
+    from supernet.space import get_space
+
+    if out.exists() and not overwrite:
+        _fail(f"--out {out} exists; pass --overwrite to replace it")
+    if statistic not in ("median", "p90", "p99", "mean"):
+        raise typer.BadParameter(f"{statistic!r}: expected median, p90, p99 or mean", param_hint="--statistic")
+    srcs = _sources(source)
+    if space is None and not srcs:
+        raise typer.BadParameter("give --space (or at least one --source, whose space is used)", param_hint="--space")
+    sp = get_space(space) if space is not None else srcs[0].space
+    src_bb = backbone_of_sources(srcs)
+    base = src_bb.to_json() if src_bb is not None else Backbone().to_json()
+    given = {k: v for k, v in (("in_channels", in_channels), ("num_classes", num_classes),
+                               ("width_mult", width_mult)) if v is not None}
+    bb = Backbone.from_json({**base, **given})
+    archs, ms = read_measured(measured, sp)
+    p = fit(archs, ms, space=sp, backbone=bb, sources=srcs, statistic=statistic, precision=precision, device=device,
+            info={"measured_csv": str(measured)})
+    p.save(out)
+    cands = p.info["candidates"]
+    typer.echo(f"fitted on K = {p.k} subnets ({statistic}); chosen model: {p.info['chosen']}")
+    for name, sc in sorted(cands.items(), key=lambda kv: kv[1]["loo_mse_log"]):
+        typer.echo(f"  {name:<14} leave-one-out MAPE {sc['loo_mape_pct']:6.2f} %")
+    typer.echo(f"wrote {out}; use it with: hwnas lut predict --predictor {out} --arch ...")
+
+
 @app.command()
 def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
     """Show a table's manifest (device, backend, protocol, test-retest) after checking it loads."""
@@ -347,6 +478,7 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
         ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision),
         ("quantization", json.dumps(m.environment["quantization"]) if m.environment.get("quantization") else "-"),
         ("threads", m.threads),
+        ("delegation", json.dumps(m.environment["delegation"]) if m.environment.get("delegation") else "-"),
         ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
         ("statistic", f"{m.statistic} (has {', '.join(m.statistics)})"),
         ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms') or float('nan'):.4f}"),

@@ -19,8 +19,10 @@ from device_agents.bundle import (
     BundleSchemaError,
     build_bundle,
     load_bundle,
+    manifest_digest,
 )
 from hwnas.commands.agent import app
+from supernet.layers import Backbone
 
 FIXTURE_TABLE = Path(__file__).parents[1] / "latency_tables" / "fixtures" / "tables" / "schema-v1-fake.csv"
 
@@ -195,8 +197,12 @@ def built(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> Path:
 
 
 def _edit_manifest(root: Path, fn: object) -> None:
+    """Edit the manifest and re-seal its content hash, as a hand-made (but malformed) manifest would be: the schema
+    checks must name the field. (An edit without re-sealing is a `BundleHashError`: test_agents_ladder.)"""
     m = json.loads((root / "manifest.json").read_text())
     fn(m)  # type: ignore[operator]
+    if isinstance(m, dict):
+        m["content_sha256"] = manifest_digest(m)
     (root / "manifest.json").write_text(json.dumps(m))
 
 
@@ -219,7 +225,7 @@ def test_tampered_and_missing_files_are_refused(built: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda m: m.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda m: m.update(schema_version=3), "schema_version 3 is not supported"),
         (lambda m: m.update(kind="other"), "kind 'other'"),
         (lambda m: m.pop("variants"), "missing field 'variants'"),
         (lambda m: m["variants"][0].update(precision="int4"), "precision 'int4'"),
@@ -279,3 +285,28 @@ def test_agent_can_plan_on_the_tail(tmp_path: Path, tiny_variants: tuple[Variant
     assert b.entries[0].predicted_latency_ms["tail"] > b.entries[0].predicted_latency_ms["median"]
     assert b.tables["tail"]["statistic"] == "p99" and b.tables["median"]["statistic"] == "median"
     assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(p99.sum_ms(cfg))
+
+
+def test_adapted_predictor_column_prices_variants_for_a_new_device(tmp_path: Path,
+                                                                    tiny_variants: tuple[Variant, ...]) -> None:
+    """A phone known from a few measurements (hwnas lut adapt) gives the bundle a latency column the agent can use."""
+    import numpy as np
+
+    from latency_tables import LatencyTable
+    from latency_tables.fewshot import adapt, load_source
+
+    table = LatencyTable.load(FIXTURE_TABLE)
+    src = load_source(FIXTURE_TABLE)
+    rng = np.random.default_rng(0)
+    archs = list({str(a): a for a in (table.space.canonical(table.space.sample(rng)) for _ in range(30))}.values())[:6]
+    phone = adapt(archs, 4.0 * src.predict(archs), space=table.space,
+                  backbone=Backbone.from_json(table.meta.backbone), sources=[src], device="phone-x")
+    path = phone.save(tmp_path / "phone.json")
+    arch = table.space.smallest()
+    v = Variant(name="s", arch=str(arch), precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"phone": str(path)}, default_table="phone")
+    assert b.entries[0].predicted_latency_ms["phone"] == pytest.approx(4.0 * table.sum_ms(arch), rel=0.01)
+    assert b.tables["phone"]["source"] == "adapted predictor" and b.tables["phone"]["device"] == "phone-x"
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(4.0 * table.sum_ms(arch),
+                                                                                         rel=0.01)

@@ -111,3 +111,49 @@ def test_benchmark_pieces() -> None:
                         "scenarios": sim}, "decision_time": {"on-device": t}}
     md = render_markdown(r)
     assert "| thermal-throttling | kalman |" in md and "Decision time" in md
+
+
+def test_live_run_with_throttling_and_a_server_killed_mid_run(tiny_variants: tuple[Variant, ...]) -> None:
+    """The agent gets a real model server (a child process), which is SIGKILLed mid-run and restarted: no request
+    is dropped (offloads fall back to a local variant), both events are recorded, and the emulated clock drop is
+    what the agent's state says."""
+    import sys
+
+    from device_agents.live import ThrottleDial, _ThrottledProvider
+    from device_agents.server_process import ServerProcess, free_port
+    from device_agents.state import DeviceState, StateProvider
+
+    port = free_port()
+    cmd = [sys.executable, "-c", "from hwnas.cli import main; main()", "serve-model", "--model",
+           str(tiny_variants[-1].model_path), "--accuracy", "0.95", "--port", str(port)]
+    before = _children()
+    server = ServerProcess(cmd, url=f"http://127.0.0.1:{port}")
+    server.start()
+    try:
+        # a generous deadline and a more accurate server: the agent offloads, so the kill hits real requests
+        res = run_live(tiny_variants, schedule=(0, 0, 1), throttle=(1.0, 3.0, 1.0), phase_s=1.5,
+                       request_interval_s=0.01, calibration_runs=2, max_procs=1, server=server, offload_accuracy=0.95,
+                       server_kill_at_s=1.0, server_restart_after_s=0.5, images_per_request=2, deadline_ms=500.0,
+                       offload_timeout_s=2.0)
+    finally:
+        server.stop()
+    a = res.models["agent"]
+    assert a["dropped"] == 0 and a["n_requests"] == res.models["static-largest"]["n_requests"] > 0
+    assert a["offloaded"] > 0 and a["fallbacks"] >= 1  # it used the server, and the kill made it fall back
+    events = [e["event"] for e in res.conditions["server"]["events"]]
+    assert events[:1] == ["killed"] and events[1:] in (["restarted"], ["restart failed"])
+    assert [p["throttle"] for p in res.phases] == [1.0, 3.0, 1.0]
+    assert res.conditions["images_per_request"] == 2
+    assert _children() == before
+
+    class Fixed(StateProvider):
+        name = "fixed"
+
+        def read(self) -> DeviceState:
+            return DeviceState(time_s=0.0, battery_pct=50.0, charging=False, cpu_freq_mhz=2000.0,
+                               cpu_freq_max_mhz=2000.0, temp_c=40.0, background_load=0.0, bandwidth_mbps=0.0,
+                               rtt_ms=float("inf"))
+
+    dial = ThrottleDial()
+    dial.factor = 2.5
+    assert _ThrottledProvider(Fixed(), dial).read().cpu_freq_mhz == pytest.approx(800.0)

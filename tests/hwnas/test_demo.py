@@ -56,18 +56,33 @@ def test_report_numbers_are_real_and_consistent(report_dir: Path) -> None:
     for w in r["export"]["winners"]:
         assert w["onnx_ok"] and w["onnx_max_abs_diff"] < 1e-3
         assert w["measured_latency_ms"] > 0 and w["predicted_latency_ms"] > 0
-    # agent: every scenario compares the agent with statics and the oracle; the oracle (knows each request's
-    # real latency) is an upper bound on accuracy delivered within the deadline
-    for scen, pols in r["agent"]["scenarios"].items():
-        assert {"kalman", "oracle", "static-largest"} <= set(pols), scen
-        best = max(p["effective_accuracy"] for p in pols.values())
+    # winners: selected on val (re-scored top-k), reported on the held-out test split
+    hc = r["export"]["heldout_check"]
+    assert hc["val_images"] > hc["search_val_images"] and hc["binomial_se"]["val"] < hc["binomial_se"]["search_val"]
+    assert len(hc["per_target"]) == len(targets)
+    for t in hc["per_target"]:
+        assert t["best_test_top1"] >= t["winner_test_top1"] and t["n_meeting"] >= 1
+    # bundle: a measured ladder with held-out accuracy; dominated variants dropped (with the reason)
+    b = r["bundle"]
+    kept = [v for v in b["variants"] if v["kept"]]
+    assert kept and all(v["median_ms"] > 0 and v["p99_ms"] >= v["median_ms"] for v in b["variants"])
+    assert all(v["dropped_because"] for v in b["variants"] if not v["kept"])
+    assert (report_dir / "bundle" / "manifest.json").is_file()
+    # agent: every scenario compares the agent with every kept variant as a static policy and the oracle (knows
+    # each request's real latency: an upper bound on effective accuracy without the server)
+    assert r["agent"]["setting"]["deadline_ms"] > 0
+    for scen, d in r["agent"]["scenarios"].items():
+        pols = d["policies"]
+        assert {"agent", "oracle"} <= set(pols), scen
+        assert sum(1 for k in pols if k.startswith("static:")) == len(kept), scen
+        best = max(p["effective_accuracy"] for k, p in pols.items() if "+server" not in k)
         assert pols["oracle"]["effective_accuracy"] >= best - 1e-9, scen
 
 
 def test_markdown_report_reads_well(report_dir: Path) -> None:
     md = (report_dir / "report.md").read_text()
     for heading in ("## 1. Supernet training", "## 2. Latency table", "## 3. Search per latency target",
-                    "## 4. Device agent"):
+                    "## 4. Measured variant ladder", "## 5. Device agent on the ladder"):
         assert heading in md
     assert "Predicted:" in md and "Measured:" in md
 

@@ -109,8 +109,11 @@ def test_search_with_a_predicted_int8_accuracy(setup: dict[str, Path], net_data:
     (w,) = summary["winners"]
     assert summary["accuracy"] == "predicted" and w["precision"] == "int8"
     assert w["predicted_val_top1"] == pytest.approx(float(pred.predict([SPACE.parse(w["arch"])], precision="int8")[0]))
-    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:  # only the winner was measured, at int8
-        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (1, "int8")
+    # only the candidates re-scored before choosing (top-k by predicted accuracy) were measured, at int8
+    n = len(w["selection"]["candidates"])
+    assert w["selection"]["rescored"] and 1 <= n <= 3
+    with sqlite3.connect(tmp_path / "out" / "accuracy.sqlite") as con:
+        assert con.execute("SELECT COUNT(*), MIN(precision) FROM accuracy").fetchone() == (n, "int8")
     assert 0.0 <= w["val_top1"] <= 1.0 and json.loads((tmp_path / "out" / "search_config.json").read_text())[
         "precision"] is None  # the job as given; the summary holds the resolved precision
     with pytest.raises(ValueError, match="trained on fp32 accuracies only"):

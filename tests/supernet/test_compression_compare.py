@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from supernet.compression_compare import (
     bundle_name,
     compare_compression,
     offered_variants,
+    variants_file_entries,
 )
 from supernet.layers import StaticSubnet
 
@@ -84,5 +86,13 @@ def test_compare_measures_every_variant_side_by_side(tiny_trained: tuple[StaticS
     assert b["simulated"] and b["latency_p50_ms"] is None and b["size_bytes"] is None
     assert rows["fp32"]["top1_agreement_baseline"] == 1.0
     assert res["eval_images"] == 64 and res["protocol"]["runs"] == 5
+    offered, _ = offered_variants(res["rows"])
+    entries = variants_file_entries(offered, backend="onnxruntime")
+    (tmp_path / "variants.json").write_text(json.dumps(entries))
+    from device_agents.variants import load_variants  # the agents' reader takes the file as it is
+
+    loaded = load_variants(tmp_path / "variants.json")
+    assert {v.name for v in loaded} == {r["name"] for r in offered if r["backend"] == "onnxruntime"}
+    assert all(Path(v.model_path).is_file() and v.predicted_latency_ms > 0 for v in loaded)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="duplicate methods"):
         compare_compression([variants[0], variants[0]], data, out_dir=tmp_path, resolution=24)  # type: ignore[arg-type]
