@@ -409,6 +409,7 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
         ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision),
         ("quantization", json.dumps(m.environment["quantization"]) if m.environment.get("quantization") else "-"),
         ("threads", m.threads),
+        ("delegation", json.dumps(m.environment["delegation"]) if m.environment.get("delegation") else "-"),
         ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
         ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms', float('nan')):.4f}"),
         ("space", m.space.get("name")), ("measured_at", m.measured_at), ("build_seconds", m.build_seconds),
