@@ -434,7 +434,8 @@ def adapt(
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
     """Fit a new device's latency predictor from a few subnets measured end to end (docs/fewshot.md)."""
-    from latency_tables.fewshot import adapt as fit, backbone_of_sources, read_measured
+    from latency_tables.fewshot import adapt as fit
+    from latency_tables.fewshot import backbone_of_sources, read_measured
     from supernet.layers import Backbone
     from supernet.space import get_space
 
