@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-slow", type=int, default=None,
                     help="time only the first N subnets on the slow devices (all but onnxruntime fp32: LiteRT conversion "
                          "takes ~20-160 s per subnet here, int8 runs ~4x slower than fp32); default: all --n")
+    ap.add_argument("--cap", type=int, default=None, help="time at most the first N subnets in this invocation "
+                    "(whole batches; results are partial and a later run without --cap continues)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--width-mult", type=float, default=1.0)
     ap.add_argument("--devices", default=",".join(DEVICES), help=f"comma-separated, from {list(DEVICES)}")
@@ -315,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             export_s = None
             fast = dev["runtime"] == "onnxruntime" and dev["precision"] == "fp32"
             n_dev = len(archs) if args.n_slow is None or fast else min(args.n_slow, len(archs))
+            if args.cap is not None:  # a shorter run now; the same command without --cap continues it later
+                n_dev = min(n_dev, args.cap)
             if art is not None:
                 todo = [i for i in range(n_dev) if not model_path(i, art).exists()]
                 if todo:

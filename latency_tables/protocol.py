@@ -19,9 +19,9 @@ P processes, R rounds per process, n models in a chunk, m timed runs per model a
   ``p99`` (the tail per inference, for deadlines). Dividing by ``B`` removes the machine's slow swings from all of
   them alike; what is left in the tail is the per-inference jitter. Why the default moved from p10 to the median:
   at 1 thread p10 matched an ordinarily timed quiet median, but at 2 threads (wide run-to-run spread) it sat 6 %
-  below it (issue 17). ``Protocol.statistic`` names the estimate that ``latency_ms``, test-retest and the chunk
+  below it (issue 17). The protocol's ``statistic`` names the estimate that ``latency_ms``, test-retest and the chunk
   alignment use; the others travel beside it (``Measurement.stats_ms``).
-  ``ratio_j`` = estimate_j / the probe's estimate (both of ``Protocol.statistic``), and ``reference_ms`` is the
+  ``ratio_j`` = estimate_j / the probe's estimate (both of the protocol's ``statistic``), and ``reference_ms`` is the
   probe's estimate; every other statistic is put on the same probe scale (statistic_j / the probe's estimate);
   A table stores ``latency_ms_j = ratio_j * reference_ms`` (one probe scale for all its chunks); `measure_models`
   returns each model's own estimate, or, given a table's ``reference_ms``, ``ratio_j * reference_ms`` on the table's
@@ -516,13 +516,13 @@ def round_effects(res: ChunkResult) -> np.ndarray:
     return np.exp(b).reshape(P, R)
 
 
-def fit_chunk(res: ChunkResult, pct: float | Protocol) -> ChunkFit:
+def fit_chunk(res: ChunkResult, pct: float | MeasurementProtocol) -> ChunkFit:
     """The protocol's estimator on one chunk (see the module notation): divide every run by its round's effect, then
     take the ``pct`` percentile of a model's corrected runs (all rounds and processes, and per process), and its
-    ratio to the probe's estimate. Given a `Protocol`, ``pct`` is its statistic's percentile and every statistic of
-    `Protocol.percentiles` is computed too (``stats_ms``)."""
+    ratio to the probe's estimate. Given a protocol, ``pct`` is its statistic's percentile and every statistic of
+    `MeasurementProtocol.percentiles` is computed too (``stats_ms``)."""
     pcts: dict[str, float] = {}
-    if isinstance(pct, Protocol):
+    if isinstance(pct, MeasurementProtocol):
         pcts, pct = pct.percentiles(), pct.primary_pct
     P, R, n, m = res.runs_s.shape
     effect = round_effects(res)[:, :, None, None]

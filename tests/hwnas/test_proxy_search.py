@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from hwnas.proxy_search import search_with_proxy, summary_rate
-from latency_tables.protocol import Protocol
+from latency_tables.protocol import MeasurementProtocol
 from latency_tables.table import StatisticMismatchError, build_table
 from supernet.layers import Backbone
 from supernet.space import SearchSpace
 
-PROTO = Protocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=16, spawn=False)
+PROTO = MeasurementProtocol(rounds=2, runs_per_round=3, warmups=1, load_warmups=1, processes=2, chunk_size=16,
+                            spawn=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from lut_helpers import FAKE_PROTOCOL  # type: ignore[import-not-found]
 
 from latency_tables.predictor import LatencyPredictor, fit_correction, predict_latency, validate
-from latency_tables.protocol import ChunkResult, Protocol, StatisticError, fit_chunk
+from latency_tables.protocol import ChunkResult, MeasurementProtocol, StatisticError, fit_chunk
 from latency_tables.table import LatencyTable, StatisticMismatchError, TableSchemaError, measure_models
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tables"
@@ -26,18 +26,18 @@ def _chunk(runs_ms: np.ndarray) -> ChunkResult:
 
 def test_fit_chunk_statistics_are_the_named_percentiles_of_the_runs() -> None:
     runs = np.arange(1, 101, dtype=float)  # 1..100 ms
-    fit = fit_chunk(_chunk(runs), Protocol())
+    fit = fit_chunk(_chunk(runs), MeasurementProtocol())
     assert fit.estimate_ms[0] == pytest.approx(np.percentile(runs, 50))  # the default estimate is the median
     assert fit.stats_ms["best"][0] == pytest.approx(np.percentile(runs, 10))
     assert fit.stats_ms["p90"][0] == pytest.approx(np.percentile(runs, 90))
     assert fit.stats_ms["p99"][0] == pytest.approx(np.percentile(runs, 99))
-    best = fit_chunk(_chunk(runs), Protocol(statistic="best"))
+    best = fit_chunk(_chunk(runs), MeasurementProtocol(statistic="best"))
     assert best.estimate_ms[0] == pytest.approx(np.percentile(runs, 10))
 
 
 def test_protocol_refuses_an_unknown_statistic() -> None:
     with pytest.raises(StatisticError, match="Protocol.statistic 'p95'"):
-        Protocol(statistic="p95")
+        MeasurementProtocol(statistic="p95")
 
 
 def test_built_table_has_every_statistic_ordered(fake_table: LatencyTable) -> None:
