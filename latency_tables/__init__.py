@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to th
     )
     from latency_tables.benchmark_log import BenchmarkLogError, BenchmarkRun, parse_log, parse_log_file
     from latency_tables.kit import KitError, KitManifest, import_kit_csv, import_kit_logs, load_kit, write_kit
+    from latency_tables.model_cache import open_cache
+    from latency_tables.ofa_yaml import OfaYamlError, export_ofa_yaml, import_ofa_yaml
     from latency_tables.predictor import (
         LatencyPredictor,
         ValidationReport,
@@ -42,13 +44,14 @@ if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to th
         validate,
         validate_measured,
     )
-    from latency_tables.protocol import MeasurementProtocol, Protocol
+    from latency_tables.protocol import STATISTICS, MeasurementProtocol, Protocol
     from latency_tables.table import (
         ArchOutsideTableError,
         LatencyTable,
         LatencyTableError,
         MissingLayerError,
         PrecisionMismatchError,
+        StatisticMismatchError,
         TableHashError,
         TableMeta,
         TableSchemaError,
@@ -104,13 +107,49 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "ArchOutsideTableError", "Backend", "BenchmarkLogError", "BenchmarkRun", "KitError", "KitManifest",
-    "LatencyPredictor", "LatencyTable", "LatencyTableError", "Measurement", "MeasurementProtocol", "MissingLayerError",
-    "PrecisionMismatchError", "Protocol", "TableHashError", "TableMeta", "TableSchemaError",
-    "UnsupportedPrecisionError", "ValidationReport", "build_table", "create_backend", "enumerate_layers",
-    "fit_correction", "import_kit_csv", "import_kit_logs", "list_backends", "load_kit", "measure_models",
-    "parse_log", "parse_log_file", "plot_predicted_vs_measured", "predict_latency", "read_measured_archs",
-    "supported_precisions", "validate", "validate_measured", "write_kit",
+    "STATISTICS",
+    "ArchOutsideTableError",
+    "Backend",
+    "BenchmarkLogError",
+    "BenchmarkRun",
+    "KitError",
+    "KitManifest",
+    "LatencyPredictor",
+    "LatencyTable",
+    "LatencyTableError",
+    "Measurement",
+    "MeasurementProtocol",
+    "MissingLayerError",
+    "OfaYamlError",
+    "PrecisionMismatchError",
+    "Protocol",
+    "StatisticMismatchError",
+    "TableHashError",
+    "TableMeta",
+    "TableSchemaError",
+    "UnsupportedPrecisionError",
+    "ValidationReport",
+    "build_table",
+    "create_backend",
+    "enumerate_layers",
+    "export_ofa_yaml",
+    "fit_correction",
+    "import_kit_csv",
+    "import_kit_logs",
+    "import_ofa_yaml",
+    "list_backends",
+    "load_kit",
+    "measure_models",
+    "open_cache",
+    "parse_log",
+    "parse_log_file",
+    "plot_predicted_vs_measured",
+    "predict_latency",
+    "read_measured_archs",
+    "supported_precisions",
+    "validate",
+    "validate_measured",
+    "write_kit",
 ]
 
 if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute name

@@ -67,7 +67,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 GROUPS = {  # sub-commands each group must show (a wrong sub-app mounted under a name fails here)
-    "lut": {"build", "import", "info", "kit", "predict", "serve", "validate"},
+    "lut": {"adapt", "build", "export", "import", "info", "kit", "predict", "serve", "validate"},
     "agent": {"bundle", "example-variants", "live", "scenarios", "serve-model", "simulate"},
 }
 
