@@ -252,7 +252,8 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     m = tab.meta
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,
             "backend": m.backend, "backend_version": m.backend_version, "device": m.device, "cpu_model": m.cpu_model,
-            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum"}
+            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum",
+            "statistic": pred.statistic}
     precision = m.precision
     return (lambda arch: float(predict_latency(arch, table=tab, predictor=pred, precision=precision)[0])), info
 

@@ -72,6 +72,7 @@ __all__ = [
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
+    "calibration_arrays",
     "calibration_samples",
     "check_backend_config",
     "compare_variants",
@@ -624,7 +625,8 @@ def get_target(name: str) -> QuantTarget:
     return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
-def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
+def calibration_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
+    """``config.calib_images`` seeded training images at ``resolution``, float32 NCHW (int8 ranges)."""
     from supernet.evaluate import calibration_batches
 
     return [x.numpy() for x in calibration_batches(data, n_images=config.calib_images, resolution=resolution,
@@ -653,7 +655,7 @@ def export_variant(
         fp32 = target.export_fp32(model, Path(tmp) / f"fp32-{form}{target.suffix}", form=form)
         calib = None
         if config.precision == "int8":
-            calib = _calib_arrays(data, config=config, resolution=model.arch.resolution)
+            calib = calibration_arrays(data, config=config, resolution=model.arch.resolution)
         return target.lower(fp32, Path(out_path), config=config, calib_batches=calib)
 
 
@@ -824,7 +826,7 @@ def compare_variants(
             if v.config.precision == "int8":
                 ck = (v.config.calib_images, v.config.seed)
                 if ck not in calib_cache:
-                    calib_cache[ck] = _calib_arrays(data, config=v.config, resolution=res)
+                    calib_cache[ck] = calibration_arrays(data, config=v.config, resolution=res)
                 calib = calib_cache[ck]
             path = out / f"{v.label}{t.suffix}"
             if path not in lowered:  # tflite and tflite-builtin run the same file
