@@ -252,7 +252,8 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     m = tab.meta
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,
             "backend": m.backend, "backend_version": m.backend_version, "device": m.device, "cpu_model": m.cpu_model,
-            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum"}
+            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum",
+            "statistic": pred.statistic}
     precision = m.precision
     return (lambda arch: float(predict_latency(arch, table=tab, predictor=pred, precision=precision)[0])), info
 
@@ -523,8 +524,8 @@ def _ms_map(d: Any, key: str, where: str, tables: Mapping[str, Any], *, allow_ze
     out: dict[str, float] = {}
     for t in tables:
         v = d.get(t)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not (ok and (v > 0 or (allow_zero and v == 0))):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > 0 or (allow_zero and v == 0))):
             bound = ">= 0" if allow_zero else "> 0"
             raise BundleSchemaError(f"{where}: {key}[{t!r}] should be a finite number {bound}, got {v!r}")
         out[t] = float(v)

@@ -180,7 +180,7 @@ def builtin_trace(name: str, *, seed: int = 0, duration_s: float = 300.0, dt_s: 
     if not (0 < duration_s <= MAX_DURATION_S and dt_s > 0 and math.isfinite(dt_s)):
         raise InputError(f"--duration-s: expected 0 < seconds <= {MAX_DURATION_S:g} (and dt_s > 0), got "
                          f"{duration_s}, dt_s {dt_s}")
-    n = max(1, int(round(duration_s / dt_s)))
+    n = max(1, round(duration_s / dt_s))
     rng = np.random.default_rng(seed)
     c = gen(rng, n, dt_s)
     states = tuple(

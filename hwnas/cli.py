@@ -223,7 +223,7 @@ def train(
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
-    given = {
+    given: dict[str, Any] = {
         "dataset": dataset, "data_root": None if data_root is None else str(data_root), "space": space,
         "schedule": schedule, "epochs": epochs, "width_mult": width_mult, "batch_size": batch_size,
         "kd_loss": kd_loss, "kd_temperature": kd_temperature, "kd_ratio": kd_ratio,
@@ -335,12 +335,11 @@ def export(
         _fail(f"exported model differs from torch by {check.max_abs_diff:.2e} (> tolerance)", code=1)
 
 
-def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float, ...]:
+def _parse_targets(latency_ms: str | float | None, targets: str | None) -> tuple[float, ...]:
     if (latency_ms is None) == (targets is None):
-        _fail("give exactly one of --latency-ms (one target) or --targets (comma-separated family)")
+        _fail("give exactly one of --latency-ms (one target or a comma-separated list) or --targets")
     if latency_ms is not None:
-        vals = (latency_ms,)
-        targets = None
+        targets = str(latency_ms)
     try:
         if targets is not None:
             vals = tuple(float(t) for t in str(targets).split(",") if t.strip())
@@ -354,10 +353,36 @@ def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float
     return tuple(dict.fromkeys(vals))  # 0.2,0.2 is one target (one study), not two
 
 
+def _search_with_proxy(table: Path, predictor: Path | None, targets: tuple[float, ...], accuracy: str,
+                       statistic: str | None, strategy: str, budget: int, seed: int, measure: bool, out: Path) -> None:
+    from hwnas.proxy_search import search_with_proxy, summary_rate
+    from supernet.io import atomic_write_json
+
+    try:
+        results = search_with_proxy(table, targets_ms=targets, predictor_path=predictor, statistic=statistic,
+                                    proxy=accuracy.removeprefix("proxy-"), strategy=strategy, budget=budget, seed=seed,
+                                    measure=measure)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "search_results.json", {"accuracy_source": results[0].accuracy_source,
+                                                    "winners": [r.to_json() for r in results],
+                                                    "meets_target_measured_rate": summary_rate(results)})
+    t = Table(title=f"winners ({strategy}, {results[0].statistic} latency; accuracy: {results[0].accuracy_source})")
+    for col in ("target ms", "arch", "proxy", "predicted ms", "measured ms", "meets target (measured)"):
+        t.add_column(col)
+    for r in results:
+        t.add_row(f"{r.target_ms:g}", r.arch, f"{r.proxy:.4f}", f"{r.predicted_ms:.3f}",
+                  "-" if r.measured_ms is None else f"{r.measured_ms:.3f}", str(r.meets_target_measured))
+    console.print(t)
+    console.print(f"wrote {out / 'search_results.json'}")
+
+
 @app.command()
 def search(
     table: Annotated[Path, typer.Option(help="Latency table CSV of the target device ('hwnas lut build').")],
-    latency_ms: Annotated[float | None, typer.Option(help="Latency target T in ms.")] = None,
+    latency_ms: Annotated[str | None, typer.Option(help="Latency target T in ms, or several: 4,6,8.")] = None,
     targets: Annotated[str | None, typer.Option(help="Several targets, e.g. 10,15,20,30 (a family for the agent).")] = None,
     supernet: Annotated[Path, typer.Option(help="supernet.pt from 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
@@ -374,8 +399,10 @@ def search(
     out: Annotated[Path, typer.Option(help="Result folder.")] = Path("hwnas-runs/search"),
     seed: Annotated[int, typer.Option()] = 0,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Measure winners end to end when the table is from this machine.")] = True,
-    precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime).")] = None,
-    accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision) or predicted (by --accuracy-predictor).")] = "measured",
+    precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime). auto: joint (architecture, precision) search over --table (fp32) and --int8-table.")] = None,
+    int8_table: Annotated[Path | None, typer.Option(help="--precision auto: the int8 latency table of the same device.")] = None,
+    accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision), predicted (by --accuracy-predictor), or proxy-macs (no supernet: a stated compute proxy, NOT an accuracy; nas.proxy).")] = "measured",
+    statistic: Annotated[str | None, typer.Option(help="Latency statistic the target constrains: median (default), p99 (deadline tail), p90, best. The predictor must be fitted on it.")] = None,
     accuracy_predictor: Annotated[Path | None, typer.Option(help="Bit-width-aware accuracy predictor ('hwnas nas fit-predictor'): the GP's prior, or the accuracy with --accuracy predicted.")] = None,
     calib_images: Annotated[int, typer.Option(min=1, help="int8 accuracy: training images calibrating activation ranges.")] = 256,
 ) -> None:
@@ -384,12 +411,45 @@ def search(
 
     tgts = _parse_targets(latency_ms, targets)
     strategies = [strategy] + [s for s in (compare or "").split(",") if s.strip() and s != strategy]
+    if accuracy.startswith("proxy-"):
+        _search_with_proxy(table, predictor, tgts, accuracy, statistic, strategy if strategy != "gp" else "evolution",
+                           budget if budget != 50 else 300, seed, measure, out)
+        return
+    if precision == "auto":
+        from hwnas.pipeline import search_joint
+
+        if int8_table is None:
+            _fail("--precision auto: needs --int8-table (and --table at fp32) of the same device")
+        assert int8_table is not None
+        try:
+            common: dict[str, Any] = {
+                "supernet_path": str(supernet), "targets_ms": tgts, "strategy": strategy, "budget": budget,
+                "reward": reward, "seed": seed, "bn_images": bn_images, "storage": storage,
+                "study_prefix": study_name, "measure_winners": measure, "accuracy": accuracy,
+                "calib_images": calib_images, "statistic": statistic}
+            jobs = {"fp32": SearchJob(table_path=str(table), precision="fp32", **common),
+                    "int8": SearchJob(table_path=str(int8_table), precision="int8", **common)}
+            joint = search_joint(jobs, out_dir=out, console=console)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+        t = Table(title="joint (architecture, precision) winners: most accurate per target")
+        for col in ("target ms", "precision", "arch", "val top-1", "predicted ms", "vs fp32-only (pts)"):
+            t.add_column(col)
+        for j in joint["joint"]:
+            w = j["winner"]
+            gain = j["gain_vs_fp32_pts"]
+            t.add_row(f"{j['target_ms']:g}", "-" if w is None else w["precision"], "-" if w is None else w["arch"],
+                      "-" if w is None else f"{w['val_top1']:.4f}",
+                      "-" if w is None else f"{w['predicted_latency_ms']:.3f}", "-" if gain is None else f"{gain:+.2f}")
+        console.print(t)
+        return
     try:
         job = SearchJob(supernet_path=str(supernet), table_path=str(table),
                         predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
                         strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
                         storage=storage, study_prefix=study_name, measure_winners=measure, precision=precision,
                         accuracy=accuracy, calib_images=calib_images, latency_bound=latency_bound,
+                        statistic=statistic,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
     except (ValueError, FileNotFoundError) as e:
@@ -433,8 +493,8 @@ def pareto(
     t = Table(title=f"Pareto front ({len(front)} of {len(evals)} architectures)")
     for col in ("predicted ms", "val top-1", "arch"):
         t.add_column(col)
-    for e in sorted(front, key=lambda e: e.latency_ms):
-        t.add_row(f"{e.latency_ms:.3f}", f"{e.accuracy:.4f}", str(e.arch))
+    for ev in sorted(front, key=lambda ev: ev.latency_ms):
+        t.add_row(f"{ev.latency_ms:.3f}", f"{ev.accuracy:.4f}", str(ev.arch))
     console.print(t)
     console.print(f"plot: {path}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class SearchJob:
     accuracy: str = "measured"  # "measured" at the precision, or "predicted" by accuracy_predictor_path
     accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
+    statistic: str | None = None  # latency statistic constrained (median, p99, ...); None: the table's default
     # Winner's curse: trials are scored on the first `search_val_images` val images (None = all of val); per target
     # the `rescore_top_k` best candidates meeting it (over every strategy's trials) are re-scored on all of val
     # and the best re-scored one wins. The test split is never used for selection.
@@ -181,9 +182,10 @@ def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES
     rr = kw.get("reduce_range")
     if rr is None:
         rr = q.get("reduce_range")
-    extra = {} if rr is None else {"reduce_range": bool(rr)}
     config = QuantConfig(precision=meta.precision, per_channel=bool(per_channel), calibration=calibration,
-                         calib_images=calib_images, seed=seed, **extra)
+                         calib_images=calib_images, seed=seed)
+    if rr is not None:
+        config = config.replace(reduce_range=bool(rr))
     return backend, config
 
 
@@ -285,9 +287,12 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
 
 
 def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None, *,
-                      precision: str | None = None, latency_bound: str = "median") -> ArchFn:
+                      precision: str | None = None, latency_bound: str = "median",
+                      statistic: str | None = None) -> ArchFn:
     """Predicted latency in ms from a LUT (plus its fitted correction when given), at the table's precision;
-    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`).
+    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`). ``statistic``
+    (median, p99, ...; default the predictor's, else the table's) must be the predictor's
+    (`latency_tables.table.StatisticMismatchError`: statistics never mix).
 
     ``predictor_path`` may also be an adapted predictor of another device (`latency_tables.fewshot`, written by
     ``hwnas lut adapt``): then latency is its prediction (``latency_bound="upper"``: the upper end of its 90 %
@@ -312,8 +317,9 @@ def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None,
 
     if predictor_path is not None:
         predictor = LatencyPredictor.load(predictor_path, table=table_path)
+        predictor.table.check_statistic(statistic, what="the search's latency")
     else:
-        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path))
+        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path, statistic=statistic))
     predictor.table.check_precision(precision)
     return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
 
@@ -412,11 +418,11 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
                          f"{', '.join(list_strategies())}")
     if net is None or data is None:
         net, data = load_supernet_and_data(job.supernet_path, dataset=job.dataset, data_root=job.data_root)
-    table = LatencyTable.load(job.table_path)
+    table = LatencyTable.load(job.table_path, statistic=job.statistic)
     check_table_matches(table, net.backbone, net.space, table_path=job.table_path)
     precision = table.check_precision(job.precision, what="a search")
     latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision,
-                                   latency_bound=job.latency_bound)
+                                   latency_bound=job.latency_bound, statistic=table.statistic)
     from latency_tables.fewshot import is_adapted_predictor
 
     other_device = job.predictor_path is not None and is_adapted_predictor(job.predictor_path)
@@ -517,11 +523,12 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
-                w["measured_latency_ms"] = m.latency_ms
+                w["measured_latency_ms"] = m.stat(table.statistic)
+                w["measured_statistic"] = table.statistic
                 w["measured_p50_ms"] = m.p50_ms
                 w["measured_iqr_ms"] = m.iqr_ms
                 w["measured_runs"] = m.runs
-                w["meets_target_measured"] = m.latency_ms <= w["target_ms"]
+                w["meets_target_measured"] = w["measured_latency_ms"] <= w["target_ms"]
             measured = {"performed": True, "environment": dict(ms[0].environment) if ms else {},
                         "protocol": proto.to_json() if proto is not None else None}
         else:
@@ -549,4 +556,41 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         "plots": ["pareto.png", "search_convergence.png"],
     }
     atomic_write_json(out / "search_results.json", summary)
+    return summary
+
+
+def search_joint(jobs: Mapping[str, SearchJob], *, out_dir: str | Path, console: Any = None, net: Any = None,
+                 data: Any = None) -> dict[str, Any]:
+    """``hwnas search --precision auto``: search (architecture, precision) jointly for each latency target.
+
+    ``jobs`` maps a precision to its `SearchJob` (that precision's latency table, the same targets): each one
+    searches architectures with that precision's table and its quantization-aware accuracy (measured at the
+    precision, cached per precision), under ``out_dir/<precision>/``. The joint winner of a target is the most
+    accurate (validation top-1) of the per-precision winners whose predicted latency meets the target (ties:
+    the faster). So an int8-friendly architecture that fp32 search never picks wins when its int8 latency lets a
+    larger, more accurate network fit. Writes ``out_dir/joint_results.json``; returns it.
+    """
+    if not jobs:
+        raise ValueError("search_joint: expected at least one precision")
+    targets = {tuple(j.targets_ms) for j in jobs.values()}
+    if len(targets) != 1:
+        raise ValueError(f"search_joint: every precision must search the same targets, got {sorted(targets)}")
+    out = Path(out_dir)
+    per: dict[str, dict[str, Any]] = {}
+    for precision, job in jobs.items():
+        per[precision] = search_device(job, out_dir=out / precision, console=console, net=net, data=data)
+    joint: list[dict[str, Any]] = []
+    for target in next(iter(targets)):
+        cands = [w for p in per.values() for w in p["winners"] if abs(w["target_ms"] - float(target)) < 1e-9]
+        fit = [w for w in cands if w["meets_target_predicted"]]
+        best = max(fit, key=lambda w: (w["val_top1"], -w["predicted_latency_ms"])) if fit else None
+        fp32 = next((w for w in cands if w["precision"] == "fp32"), None)
+        joint.append({"target_ms": float(target), "winner": best,
+                      "by_precision": {w["precision"]: {k: w[k] for k in ("arch", "val_top1", "predicted_latency_ms",
+                                                                        "meets_target_predicted")} for w in cands},
+                      "gain_vs_fp32_pts": (None if best is None or fp32 is None
+                                           else 100 * (best["val_top1"] - fp32["val_top1"]))})
+    summary = {"precisions": list(jobs), "targets_ms": list(next(iter(targets))), "joint": joint,
+               "per_precision": {p: str(out / p / "search_results.json") for p in per}}
+    atomic_write_json(out / "joint_results.json", summary)
     return summary

@@ -89,13 +89,13 @@ class _Evaluator:
 
     def __init__(self, model: StaticSubnet, data: DataSplits, *, config: QuantConfig, split: str,
                  max_images: int | None, tmp: Path) -> None:
-        from supernet.quantize import _calib_arrays, get_target, split_arrays
+        from supernet.quantize import calibration_arrays, get_target, split_arrays
 
         self._target = get_target("onnxruntime")
         self._tmp = tmp
         self._config = config
         self.fp32 = self._target.export_fp32(model, tmp / "fp32.onnx")
-        self._calib = _calib_arrays(data, config=config, resolution=model.arch.resolution)
+        self._calib = calibration_arrays(data, config=config, resolution=model.arch.resolution)
         self._memo: dict[str, bytes] = {}
         self.xs, self.ys = split_arrays(data, split=split, resolution=model.arch.resolution, max_images=max_images)
         self.fp32_top1 = self._top1(self.fp32)

@@ -152,6 +152,9 @@ def bundle_cmd(
     ] = None,
     default_table: Annotated[str | None, typer.Option("--default-table", help="latency column agents use")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bundle in --out")] = False,
+    statistic: Annotated[str | None, typer.Option(
+        "--statistic", help="latency statistic of every --table: median (default), p99 (plan on the tail, for "
+        "deadlines), p90, best")] = None,
 ) -> None:
     """Pack the variants' model files and a versioned manifest.json (hashes, latency per table, energy) into --out.
 
@@ -172,8 +175,13 @@ def bundle_cmd(
         if not sep or not name or not path:
             raise typer.BadParameter(f"--table {spec!r}: expected NAME=PATH")
         grouped.setdefault(name, []).append(path)
-    tables = {name: paths[0] if len(paths) == 1 else paths for name, paths in grouped.items()}
+    tables: dict[str, Any] = {name: paths[0] if len(paths) == 1 else paths for name, paths in grouped.items()}
     try:
+        if statistic is not None:
+            from latency_tables.table import LatencyTable
+
+            tables = {name: [LatencyTable.load(p, statistic=statistic) for p in paths] if len(paths) > 1
+                      else LatencyTable.load(paths[0], statistic=statistic) for name, paths in grouped.items()}
         vs = load_variants(variants)
         b = build_bundle(vs, out, tables=tables, base_dir=Path(variants).parent, default_table=default_table,
                          overwrite=overwrite)
@@ -182,10 +190,10 @@ def bundle_cmd(
     t = Table(title=f"bundle {out}")
     for col in ("variant", "precision", "accuracy", "size (kB)", *(f"{k} ms" for k in b.tables), "energy mJ"):
         t.add_column(col, justify="left" if col == "variant" else "right")
-    for e in b.entries:
-        t.add_row(e.name, e.precision, f"{e.accuracy:.4f}", f"{e.size_bytes / 1e3:.0f}",
-                  *(f"{e.predicted_latency_ms[k]:.3f}" for k in b.tables),
-                  f"{e.energy_estimate_mj[b.default_table]:.1f}")
+    for entry in b.entries:
+        t.add_row(entry.name, entry.precision, f"{entry.accuracy:.4f}", f"{entry.size_bytes / 1e3:.0f}",
+                  *(f"{entry.predicted_latency_ms[k]:.3f}" for k in b.tables),
+                  f"{entry.energy_estimate_mj[b.default_table]:.1f}")
     _console.print(t)
     _console.print(f"wrote {out / 'manifest.json'}")
 
@@ -240,6 +248,7 @@ def serve_model_cmd(
             entry = b.entry(variant) if variant else max(b.entries, key=lambda e: e.accuracy)
         except InputError as e:  # BundleError, or a variant name the bundle does not have
             raise typer.BadParameter(str(e)) from None
+        acc: float | None
         path, name, acc = b.path_of(entry.file("onnx")), entry.name, entry.accuracy
     else:
         assert model is not None

@@ -30,6 +30,23 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 160,176,224",
+                                 param_hint=flag) from None
+    if not vals:
+        raise typer.BadParameter("no value given", param_hint=flag)
+    return vals
+
+
+_STATISTIC_HELP = ("latency statistic: median (typical, the default) | best (best case, the protocol's low "
+                   "percentile) | p90 | p99 (tail per inference) | mean (imported tables)")
+
+
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
@@ -51,11 +68,16 @@ def build(
     processes: int | None = typer.Option(None, min=1, help="override: measuring processes"),
     resume: bool = typer.Option(True, help="continue an interrupted build with the same settings"),
     device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
-    export_jobs: int = typer.Option(1, min=1, help="processes converting one-layer models in parallel before "
-                                    "anything is timed (tflite conversion takes seconds per model)"),
+    export_jobs: int = typer.Option(0, min=0, help="processes converting one-layer models in parallel before "
+                                    "anything is timed (tflite conversion takes seconds per model); 0 = one per core"),
+    resolutions: str | None = typer.Option(None, help="build for these resolutions of the space only, e.g. "
+                                           "160,176,192,208,224 (default: all)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished table at --out"),
 ) -> None:
-    """Measure every distinct layer of a search space at one precision and write CSV + manifest."""
+    """Measure every distinct layer of a search space at one precision and write CSV + manifest.
+
+    Every statistic is measured (median, the default; best case; p90 and p99 per inference). Converted models go to
+    the shared model cache ($HWNAS_MODEL_CACHE, default ~/.cache/hwnas/models; 'off' disables it)."""
     from latency_tables.backends import UnknownBackendError, supported_precisions
     from latency_tables.table import build_table
     from supernet.layers import default_backbone
@@ -81,11 +103,12 @@ def build(
     extra = None
     if precision == "int8" and backend == "onnxruntime":
         extra = {"calibration": calibration, "calib_samples": calib_samples}
+    res = _int_list(resolutions, "--resolutions")
     try:
         with rich_progress() as bars:
             table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
                                 resume=resume, progress=bars, device=device, backend_kwargs=extra,
-                                export_jobs=export_jobs, overwrite=overwrite)
+                                export_jobs=export_jobs or None, resolutions=res, overwrite=overwrite)
     except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
         _fail(str(e))
     m = table.meta
@@ -118,6 +141,9 @@ def validate(
     features: str = typer.Option(
         "auto", help="correction features: auto (the largest set the fitting subnets support: per-kernel from 20, "
         "memory from 14, else compact) | compact | memory | per-kernel (latency_tables.predictor.FEATURE_SETS)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; default: the table's"),
+    also_statistics: str = typer.Option("", help="other statistics fitted and scored on the same measurements, "
+                                        "e.g. p99"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
     from latency_tables.predictor import candidate_feature_sets, read_measured_archs, validate_measured
@@ -140,7 +166,7 @@ def validate(
     if measured is not None:
         from latency_tables.predictor import MeasuredArchsError
 
-        tab = LatencyTable.load(table)
+        tab = LatencyTable.load(table, statistic=statistic)
         try:
             archs, ys = read_measured_archs(measured, table=tab)
         except (MeasuredArchsError, FileNotFoundError) as e:
@@ -161,7 +187,8 @@ def validate(
                 table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=bars,
                 workdir=models_dir, export_jobs=export_jobs, features=features,
                 predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json",
-                plot_out=out_dir / "plot.png",
+                plot_out=out_dir / "plot.png", statistic=statistic,
+                also_statistics=tuple(x.strip() for x in also_statistics.split(",") if x.strip()),
             )
     except ValueError as e:  # e.g. --n-fit too small for the correction's features
         _fail(str(e))
@@ -177,10 +204,11 @@ def predict(
     predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum), or an "
                                           "adapted predictor from `adapt` (then with a 90 % interval)"),
     precision: str | None = typer.Option(None, help="precision you mean (checked against the table's; default: the table's)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; default: the predictor's, else the table's"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
 ) -> None:
     """Predict latency (ms) of architectures from a table (and a fitted correction), at the table's precision."""
-    from latency_tables.predictor import PredictorError, predict_latency
+    from latency_tables.predictor import PredictorError, predict_latency, predictor_statistic
     from latency_tables.table import LatencyTableError
 
     archs: list[Any] = list(arch)
@@ -199,7 +227,8 @@ def predict(
 
     try:
         tab = resolve_table(table)
-        preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision)
+        preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision, statistic=statistic)
+        stat_used = statistic or (predictor_statistic(predictor) if predictor is not None else tab.statistic)
     except (LatencyTableError, PredictorError, FileNotFoundError) as e:
         _fail(str(e))
     kind = "corrected" if predictor is not None else "plain_sum"
@@ -207,9 +236,9 @@ def predict(
         name = a if isinstance(a, str) else json.dumps(a)
         if as_json:
             typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "precision": tab.precision,
-                                   "predictor": kind}))
+                                   "statistic": stat_used, "predictor": kind}))
         else:
-            typer.echo(f"{p:10.4f} ms  {tab.precision}  {name}")
+            typer.echo(f"{p:10.4f} ms  {tab.precision}  {stat_used}  {name}")
 
 
 def _read_arch_file(path: Path) -> list[Any]:
@@ -312,8 +341,14 @@ def kit(
 
 @app.command("import")
 def import_(
-    kit_dir: Path = typer.Argument(..., help="kit directory written by `kit` (with logs/ filled by run_benchmark.sh)"),
+    kit_dir: Path = typer.Argument(..., help="kit directory written by `kit` (with logs/ filled by run_benchmark.sh), "
+                                   "or with --format ofa-yaml a folder of OFA's <r>_lookup_table.yaml files"),
     out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
+    fmt: str = typer.Option("kit", "--format", help="kit (benchmark_model logs of a phone kit) | ofa-yaml (OFA's "
+                            "per-resolution lookup tables)"),
+    width_mult: float | None = typer.Option(None, help="ofa-yaml: backbone width (default: found from the stem key)"),
+    statistic: str | None = typer.Option(None, help="ofa-yaml: what the files' 'mean' is (default: as the "
+                                         "hwnas-table.json beside them says, else mean)"),
     csv_file: Path | None = typer.Option(None, "--csv", help="per-layer CSV (key or file, latency_ms) instead of logs"),
     device: str | None = typer.Option(None, help="phone name for the manifest (e.g. 'Pixel 7')"),
     cpu_model: str | None = typer.Option(None, help="SoC / CPU for the manifest (e.g. 'Tensor G2, Cortex-X1')"),
@@ -322,11 +357,25 @@ def import_(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished table at --out"),
 ) -> None:
     """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit; for a
-    subnet kit (`kit --subnets`), into the measured CSV that `lut adapt --measured` reads."""
+    subnet kit (`kit --subnets`), into the measured CSV that `lut adapt --measured` reads; with --format ofa-yaml,
+    OFA's per-resolution lookup-table yaml files into a table."""
     from latency_tables.benchmark_log import BenchmarkLogError
     from latency_tables.kit import KitError, import_kit_csv, import_kit_logs
     from latency_tables.subnet_kit import import_subnet_logs, is_subnet_kit
 
+    if fmt not in ("kit", "ofa-yaml"):
+        raise typer.BadParameter(f"{fmt!r}: expected kit or ofa-yaml", param_hint="--format")
+    if fmt == "ofa-yaml":
+        from latency_tables.ofa_yaml import OfaYamlError, import_ofa_yaml
+
+        try:
+            t = import_ofa_yaml(kit_dir, out=out, width_mult=width_mult, statistic=statistic, device=device,
+                                cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
+        except (OfaYamlError, ValueError) as e:
+            _fail(str(e))
+        typer.echo(f"wrote {out} ({t.meta.n_rows} layers, {t.statistic}, width {t.backbone.width_mult:g}, "
+                   f"resolutions {list(t.space.resolutions)}) and {out}.meta.json")
+        return
     if is_subnet_kit(kit_dir):
         if csv_file is not None:
             raise typer.BadParameter("a subnet kit is imported from its logs; --csv is for layer kits", param_hint="--csv")
@@ -334,10 +383,14 @@ def import_(
         typer.echo(f"wrote {path} (measured subnets); next: hwnas lut adapt --measured {path} --source ... --out "
                    "device.json")
         return
-    kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing,
-              overwrite=overwrite)
+    manifest = {"device": device, "cpu_model": cpu_model, "backend_version": backend_version}
     try:
-        table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
+        if csv_file is not None:
+            table = import_kit_csv(kit_dir, csv_file, out=out, allow_missing=allow_missing, overwrite=overwrite,
+                                    **manifest)
+        else:
+            table = import_kit_logs(kit_dir, out=out, allow_missing=allow_missing, overwrite=overwrite,
+                                    **manifest)
     except (KitError, BenchmarkLogError, FileNotFoundError) as e:
         _fail(str(e))
     m = table.meta
@@ -347,6 +400,26 @@ def import_(
     if m.environment.get("n_failed_runs"):
         typer.echo(f"skipped {m.environment['n_failed_runs']} failed benchmark_model run(s), e.g. "
                    f"{m.environment['failed_runs'][0]}")
+
+
+@app.command("export")
+def export_(
+    table: Path = typer.Argument(..., help="table CSV"),
+    out: Path = typer.Option(..., "--out", help="folder for the <r>_lookup_table.yaml files"),
+    fmt: str = typer.Option("ofa-yaml", "--format", help="ofa-yaml (OFA's per-resolution lookup tables)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; written as OFA's 'mean' (default: the table's)"),
+) -> None:
+    """Write a table in another tool's format (OFA's lookup-table yaml files, one per resolution)."""
+    from latency_tables.ofa_yaml import OfaYamlError, export_ofa_yaml
+    from latency_tables.table import LatencyTable, LatencyTableError
+
+    if fmt != "ofa-yaml":
+        raise typer.BadParameter(f"{fmt!r}: expected ofa-yaml", param_hint="--format")
+    try:
+        files = export_ofa_yaml(LatencyTable.load(table, statistic=statistic), out)
+    except (OfaYamlError, LatencyTableError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {len(files)} files to {out} ({files[0].name} ... {files[-1].name}) and {out}/hwnas-table.json")
 
 
 def _sources(paths: list[Path]) -> list[Any]:
@@ -397,7 +470,8 @@ def adapt(
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
     """Fit a new device's latency predictor from a few subnets measured end to end (docs/fewshot.md)."""
-    from latency_tables.fewshot import adapt as fit, backbone_of_sources, read_measured
+    from latency_tables.fewshot import adapt as fit
+    from latency_tables.fewshot import backbone_of_sources, read_measured
     from supernet.layers import Backbone
     from supernet.space import get_space
 
@@ -441,8 +515,10 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
         ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision),
         ("quantization", json.dumps(m.environment["quantization"]) if m.environment.get("quantization") else "-"),
         ("threads", m.threads),
+        ("delegation", json.dumps(m.environment["delegation"]) if m.environment.get("delegation") else "-"),
         ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
-        ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms', float('nan')):.4f}"),
+        ("statistic", f"{m.statistic} (has {', '.join(m.statistics)})"),
+        ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms') or float('nan'):.4f}"),
         ("space", m.space.get("name")), ("measured_at", m.measured_at), ("build_seconds", m.build_seconds),
         ("test_retest", json.dumps(m.test_retest) if m.test_retest else "-"), ("csv_sha256", m.csv_sha256),
     ):

@@ -24,7 +24,7 @@ from device_agents.bundle import (
 from hwnas.commands.agent import app
 from supernet.layers import Backbone
 
-FIXTURE_TABLE = Path(__file__).parents[2] / "latency_tables" / "fixtures" / "schema-v1-fake.csv"
+FIXTURE_TABLE = Path(__file__).parents[1] / "latency_tables" / "fixtures" / "tables" / "schema-v1-fake.csv"
 
 
 def test_build_and_load_round_trip(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
@@ -105,7 +105,7 @@ def _int8_model(v: Variant, tmp_path: Path) -> Path:
 def test_a_variant_whose_file_is_not_at_its_precision_is_refused(
         tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     """An int8 label on an fp32 file would get int8-table latency for a model that runs at fp32, and back."""
-    int8_path, _ = _int8_copy_of_fixture(tmp_path)
+    _int8_path, _ = _int8_copy_of_fixture(tmp_path)
     fp32_file, int8_file = tiny_variants[0].model_path, str(_int8_model(tiny_variants[0], tmp_path))
     for label, f, stored in (("int8", fp32_file, "float32 100%"), ("fp32", int8_file, "int8 100%")):
         v = Variant(name="v", arch="a", precision=label, predicted_latency_ms=1.0, accuracy=0.5, model_path=f)
@@ -269,6 +269,22 @@ def test_cli_bundle(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "c"),
                               "--table", "nonsense"])
     assert res.exit_code != 0 and "NAME=PATH" in res.output
+
+
+def test_agent_can_plan_on_the_tail(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    """A table opened at p99 gives the agent a tail-latency column, and the manifest names the statistic."""
+    from latency_tables import LatencyTable
+
+    v2 = FIXTURE_TABLE.with_name("schema-v2-fake.csv")
+    med, p99 = LatencyTable.load(v2), LatencyTable.load(v2, statistic="p99")
+    cfg = med.space.smallest()
+    v = Variant(name="s", arch=str(cfg), precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"median": med, "tail": p99}, default_table="tail")
+    assert b.entries[0].predicted_latency_ms["tail"] == pytest.approx(p99.sum_ms(cfg))
+    assert b.entries[0].predicted_latency_ms["tail"] > b.entries[0].predicted_latency_ms["median"]
+    assert b.tables["tail"]["statistic"] == "p99" and b.tables["median"]["statistic"] == "median"
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(p99.sum_ms(cfg))
 
 
 def test_adapted_predictor_column_prices_variants_for_a_new_device(tmp_path: Path,

@@ -59,8 +59,8 @@ def net_data(setup: dict[str, Path]) -> tuple[object, object]:
 def _job(setup: dict[str, Path], **kw: object) -> object:
     from hwnas.pipeline import SearchJob
 
-    base = dict(supernet_path=str(setup["supernet"]), table_path=str(setup["int8"]), targets_ms=(1000.0,),
-                strategy="random", budget=1, bn_images=32, calib_images=8, measure_winners=False)
+    base = {"supernet_path": str(setup["supernet"]), "table_path": str(setup["int8"]), "targets_ms": (1000.0,),
+                "strategy": "random", "budget": 1, "bn_images": 32, "calib_images": 8, "measure_winners": False}
     return SearchJob(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -153,8 +153,8 @@ def test_measure_accuracy_pairs_measures_each_pair_once(net_data: tuple, tmp_pat
 
     net, data = net_data
     archs = [SPACE.smallest()]
-    kw = dict(precisions=["fp32", "int8"], bn_images=32, seed=0, cache_path=tmp_path / "acc.sqlite", context="c",
-              calib_images=8)
+    kw = {"precisions": ["fp32", "int8"], "bn_images": 32, "seed": 0, "cache_path": tmp_path / "acc.sqlite", "context": "c",
+              "calib_images": 8}
     first = measure_accuracy_pairs(net, data, archs, **kw)  # type: ignore[arg-type]
     assert [(str(a), p) for a, p, _ in first] == [(str(a), p) for a in archs for p in ("fp32", "int8")]
     assert all(0.0 <= acc <= 1.0 for _, _, acc in first)
@@ -213,7 +213,32 @@ def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setu
     backend, config = accuracy_quant_recipe(dataclasses.replace(meta, backend="onnxruntime", environment=ort_env))
     assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1:qop"
     assert quant_recipe_tag(backend, config.replace(ort_format="qdq")) == "onnxruntime:pc-entropy:rr1"
-    kw = dict(supernet_path=setup["supernet"], bn_images=32, seed=0)
+    kw = {"supernet_path": setup["supernet"], "bn_images": 32, "seed": 0}
     contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
                 accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]
     assert len(contexts) == 3
+
+
+@pytest.mark.slow  # two searches (fp32 and int8 accuracy) on the tiny supernet
+def test_joint_search_picks_the_most_accurate_precision_winner_per_target(setup: dict[str, Path], net_data: tuple  # type: ignore[type-arg]
+                                                                         ) -> None:
+    from hwnas.pipeline import search_joint
+
+    net, data = net_data
+    out = setup["root"] / "joint"
+    jobs = {"fp32": _job(setup, table_path=str(setup["fp32"]), precision="fp32", budget=2),
+            "int8": _job(setup, precision="int8", budget=2)}
+    joint = search_joint(jobs, out_dir=out, net=net, data=data)  # type: ignore[arg-type]
+    (j,) = joint["joint"]
+    assert set(j["by_precision"]) == {"fp32", "int8"}
+    best = max(v["val_top1"] for v in j["by_precision"].values() if v["meets_target_predicted"])
+    assert j["winner"]["val_top1"] == best and j["gain_vs_fp32_pts"] >= 0.0
+    assert json.loads((out / "joint_results.json").read_text())["precisions"] == ["fp32", "int8"]
+    with pytest.raises(ValueError, match="same targets"):
+        search_joint({"fp32": jobs["fp32"], "int8": _job(setup, precision="int8", targets_ms=(5.0,))}, out_dir=out)
+
+
+def test_cli_search_auto_needs_the_int8_table(setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "--table", str(setup["fp32"]), "--latency-ms", "1000", "--supernet",
+                              str(setup["supernet"]), "--precision", "auto", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--int8-table" in _plain(res.output)
