@@ -520,11 +520,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / ".bitwidth-work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument("--lowering", action="store_true",
+                    help="issue 14: int8 lowerings vs fp32 (benchmarks/bitwidth_lowering.py): speed on ofa-mbv3 "
+                         "random-weight subnets, accuracy / mixed precision on the 5 MNIST subnets")
+    ap.add_argument("--supernet", type=Path, default=None, help="--lowering: supernet.pt for the accuracy part")
+    ap.add_argument("--tflite-subnets", type=int, default=4, help="--lowering: LiteRT on the first N speed subnets (k3, k5, k7, smallest)")
+    ap.add_argument("--rounds", type=int, default=7, help="--lowering: interleaved rounds")
+    ap.add_argument("--runs", type=int, default=20, help="--lowering: runs per round")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     for noisy in ("absl", "jax"):  # not "root": getLogger("root") is the root logger and would mute ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
     size_name = "quick" if args.quick else "full"
+    if args.lowering:
+        from benchmarks.bitwidth_lowering import run_lowering
+
+        run_lowering(work=args.work / "lowering", out=args.out, supernet_path=args.supernet,
+                     tflite_subnets=args.tflite_subnets, rounds=args.rounds, runs=args.runs, warmup=5,
+                     accuracy=args.supernet is not None, n_random=2 if args.quick else 5)
+        return
     if args.render_only:
         rerender(args.out, size_name)
         return

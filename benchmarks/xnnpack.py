@@ -113,6 +113,7 @@ def render(res: dict[str, Any]) -> str:
         f"{res['threads']} thread(s), batch 1. Protocol: {res['protocol']}. Load average at start "
         f"{res['loadavg_start'][0]:.1f}, at end {res['loadavg_end'][0]:.1f} (shared VM: compare the ratios, "
         "not the absolute times)."), "",
+        *([f"Models: {res['note']}.", ""] if res.get("note") else []),
         ("| model | XNNPACK nodes / all (partitions) | XNNPACK ms | built-in ms | onnxruntime ms | built-in / XNNPACK "
         "(q25-q75) | XNNPACK / onnxruntime |"),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -125,7 +126,12 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"| {r['model'][:60]} | {d['delegated_nodes']} / {d['total_nodes']} ({d['partitions']}) | "
                      f"{m['tflite']:.2f} | {m['tflite-builtin']:.2f} | {ort} | "
                      f"{b['median']:.2f} ({b['q25']:.2f}-{b['q75']:.2f}) | {x_ort} |")
-    lines += ["", "Built-in path: no node delegated in any model (`tflite-builtin` reports 0 delegated nodes).", ""]
+    rows = res["rows"]
+    full = sum(r["delegation"]["tflite"]["delegated_nodes"] == r["delegation"]["tflite"]["total_nodes"] for r in rows)
+    none = sum(r["delegation"]["tflite-builtin"]["delegated_nodes"] == 0 for r in rows)
+    lines += ["", (f"XNNPACK took every node of {full} of {len(rows)} models (`tflite`); the built-in path delegated "
+              f"nothing in {none} of {len(rows)} (`tflite-builtin`). Ratios are per round (same round, same "
+              "machine state), so they hold under load where the absolute times do not."), ""]
     return "\n".join(lines)
 
 
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     res: dict[str, Any] = {
         "environment": machine_environment(), "threads": a.threads, "precision": "fp32",
         "versions": {"ai-edge-litert": backend_version("tflite"), "onnxruntime": backend_version("onnxruntime")},
+        "note": (f"random-weight ofa-mbv3 w1.0 subnets (build_static_model, torch seed 0; the largest and "
+                 f"{max(a.n_subnets - 1, 0)} samples of numpy seed 17) at {a.resolution} px, 1000 classes, and "
+                 "one-op depthwise probes; converted with litert-torch"),
         "protocol": f"10 warm-ups per session, then {a.rounds} rounds; each round times {a.runs} consecutive "
                     "invokes per session in a fresh random order; per session the median of its round medians; "
                     "ratios per round, median and quartiles over rounds",

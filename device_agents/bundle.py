@@ -229,6 +229,16 @@ def _safe_stem(name: str) -> str:
 
 def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float], dict[str, Any]]:
     """A function arch string -> ms, and the provenance written into the manifest (with the table's precision)."""
+    from latency_tables.fewshot import AdaptedLatencyPredictor, is_adapted_predictor
+
+    if isinstance(table, (str, os.PathLike)) and is_adapted_predictor(table):
+        table = AdaptedLatencyPredictor.load(table)
+    if isinstance(table, AdaptedLatencyPredictor):  # a device known from a few measurements (hwnas lut adapt)
+        adapted = table
+        a_info = {"source": "adapted predictor", "path": adapted.info.get("path"), "device": adapted.info.get("device"),
+                  "precision": adapted.precision or "fp32", "k": adapted.k, "statistic": adapted.statistic,
+                  "model": adapted.info.get("chosen")}
+        return (lambda arch: float(adapted.predict([adapted.space.parse(arch)])[0])), a_info
     if callable(table) and not isinstance(table, (str, os.PathLike)):
         return (lambda arch: float(table(arch))), {"source": "callable supplied to build_bundle"}
     from latency_tables.predictor import LatencyPredictor, predict_latency, resolve_table
@@ -242,7 +252,8 @@ def _table_predictor(name: str, table: TableLike) -> tuple[Callable[[str], float
     m = tab.meta
     info = {"source": "latency table", "path": str(tab.path) if tab.path else None, "csv_sha256": m.csv_sha256,
             "backend": m.backend, "backend_version": m.backend_version, "device": m.device, "cpu_model": m.cpu_model,
-            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum"}
+            "precision": m.precision, "threads": m.threads, "predictor": "corrected" if pred.fitted else "plain_sum",
+            "statistic": pred.statistic}
     precision = m.precision
     return (lambda arch: float(predict_latency(arch, table=tab, predictor=pred, precision=precision)[0])), info
 
@@ -384,8 +395,9 @@ def build_bundle(
     Args:
         variants: each needs ``model_path`` (ONNX or TFLite); a relative path is resolved against ``base_dir``
             (default: the current directory) - the demo's ``variants.json`` holds paths relative to its folder.
-        tables: extra latency columns, name -> a `LatencyTable`, a `LatencyPredictor`, a table CSV path, or a
-            callable ``str(arch) -> ms``; or name -> a list of tables of different precisions (fp32, fp16, int8
+        tables: extra latency columns, name -> a `LatencyTable`, a `LatencyPredictor`, a table CSV path, an
+            adapted predictor of a device known from a few measurements (its JSON path or the object, see
+            `latency_tables.fewshot`), or a callable ``str(arch) -> ms``; or name -> a list of tables of different precisions (fp32, fp16, int8
             tables of one device), of which each variant uses the one measured at its own precision. A variant
             whose precision no table of a column was measured at is an error (`BundleError`): a bit-width's
             latency is never borrowed from another bit-width's table. A callable's precision is unknown and it

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -33,13 +33,13 @@ class _InputErrorsToExit2(TyperGroup):
     console script.
     """
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except InputError as e:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {e}", err=True)
             ctx.exit(INPUT_ERROR_EXIT_CODE)
 
 
@@ -209,7 +209,7 @@ def train(
     """
     from dataclasses import replace
 
-    from hwnas.progress import rich_progress
+    from hwnas.progress import console_progress
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
@@ -230,7 +230,8 @@ def train(
         cfg = replace(cfg, **given)
         if not resume and (out / "checkpoint.pt").exists():
             (out / "checkpoint.pt").unlink()
-        with rich_progress(console=console) as bars:
+        # bars on rank 0 only (torchrun sets RANK; the library reports nothing on the other ranks anyway)
+        with console_progress(os.environ.get("RANK", "0") == "0", console=console) as bars:
             result = train_supernet(cfg, out_dir=out, progress=bars)
     except (ValueError, FileNotFoundError) as e:  # InputError and UnknownNameError are ValueErrors
         _fail(str(e))
@@ -312,11 +313,11 @@ def export(
         _fail(f"exported model differs from torch by {check.max_abs_diff:.2e} (> tolerance)", code=1)
 
 
-def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float, ...]:
+def _parse_targets(latency_ms: str | float | None, targets: str | None) -> tuple[float, ...]:
     if (latency_ms is None) == (targets is None):
-        _fail("give exactly one of --latency-ms (one target) or --targets (comma-separated family)")
+        _fail("give exactly one of --latency-ms (one target or a comma-separated list) or --targets")
     if latency_ms is not None:
-        return (latency_ms,)
+        targets = str(latency_ms)
     try:
         vals = tuple(float(t) for t in str(targets).split(",") if t.strip())
     except ValueError:
@@ -327,15 +328,42 @@ def _parse_targets(latency_ms: float | None, targets: str | None) -> tuple[float
     return vals
 
 
+def _search_with_proxy(table: Path, predictor: Path | None, targets: tuple[float, ...], accuracy: str,
+                       statistic: str | None, strategy: str, budget: int, seed: int, measure: bool, out: Path) -> None:
+    from hwnas.proxy_search import search_with_proxy, summary_rate
+    from supernet.io import atomic_write_json
+
+    try:
+        results = search_with_proxy(table, targets_ms=targets, predictor_path=predictor, statistic=statistic,
+                                    proxy=accuracy.removeprefix("proxy-"), strategy=strategy, budget=budget, seed=seed,
+                                    measure=measure)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "search_results.json", {"accuracy_source": results[0].accuracy_source,
+                                                    "winners": [r.to_json() for r in results],
+                                                    "meets_target_measured_rate": summary_rate(results)})
+    t = Table(title=f"winners ({strategy}, {results[0].statistic} latency; accuracy: {results[0].accuracy_source})")
+    for col in ("target ms", "arch", "proxy", "predicted ms", "measured ms", "meets target (measured)"):
+        t.add_column(col)
+    for r in results:
+        t.add_row(f"{r.target_ms:g}", r.arch, f"{r.proxy:.4f}", f"{r.predicted_ms:.3f}",
+                  "-" if r.measured_ms is None else f"{r.measured_ms:.3f}", str(r.meets_target_measured))
+    console.print(t)
+    console.print(f"wrote {out / 'search_results.json'}")
+
+
 @app.command()
 def search(
     table: Annotated[Path, typer.Option(help="Latency table CSV of the target device ('hwnas lut build').")],
-    latency_ms: Annotated[float | None, typer.Option(help="Latency target T in ms.")] = None,
+    latency_ms: Annotated[str | None, typer.Option(help="Latency target T in ms, or several: 4,6,8.")] = None,
     targets: Annotated[str | None, typer.Option(help="Several targets, e.g. 10,15,20,30 (a family for the agent).")] = None,
     supernet: Annotated[Path, typer.Option(help="supernet.pt from 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
     ),
-    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'); default: plain LUT sum.")] = None,
+    predictor: Annotated[Path | None, typer.Option(help="Fitted LUT correction ('hwnas lut validate'; default: plain LUT sum), or an adapted predictor of another device ('hwnas lut adapt'; --table then only fixes space and precision).")] = None,
+    latency_bound: Annotated[str, typer.Option(help="With an adapted --predictor: constrain on its 'median' prediction or the 'upper' end of its 90 % interval.")] = "median",
     strategy: Annotated[str, typer.Option(help="gp, optuna-gp, optuna-tpe, evolution, random, rl, nsga2.")] = "gp",
     compare: Annotated[str | None, typer.Option(help="Also run these strategies on the same objective, e.g. evolution,random.")] = None,
     budget: Annotated[int, typer.Option(min=1, help="Accuracy evaluations per target (and strategy).")] = 50,
@@ -347,7 +375,8 @@ def search(
     seed: Annotated[int, typer.Option()] = 0,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Measure winners end to end when the table is from this machine.")] = True,
     precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime).")] = None,
-    accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision) or predicted (by --accuracy-predictor).")] = "measured",
+    accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision), predicted (by --accuracy-predictor), or proxy-macs (no supernet: a stated compute proxy, NOT an accuracy; nas.proxy).")] = "measured",
+    statistic: Annotated[str | None, typer.Option(help="Latency statistic the target constrains: median (default), p99 (deadline tail), p90, best. The predictor must be fitted on it.")] = None,
     accuracy_predictor: Annotated[Path | None, typer.Option(help="Bit-width-aware accuracy predictor ('hwnas nas fit-predictor'): the GP's prior, or the accuracy with --accuracy predicted.")] = None,
     calib_images: Annotated[int, typer.Option(min=1, help="int8 accuracy: training images calibrating activation ranges.")] = 256,
 ) -> None:
@@ -356,12 +385,17 @@ def search(
 
     tgts = _parse_targets(latency_ms, targets)
     strategies = [strategy] + [s for s in (compare or "").split(",") if s.strip() and s != strategy]
+    if accuracy.startswith("proxy-"):
+        _search_with_proxy(table, predictor, tgts, accuracy, statistic, strategy if strategy != "gp" else "evolution",
+                           budget if budget != 50 else 300, seed, measure, out)
+        return
     try:
         job = SearchJob(supernet_path=str(supernet), table_path=str(table),
                         predictor_path=None if predictor is None else str(predictor), targets_ms=tgts,
                         strategy=strategy, budget=budget, reward=reward, seed=seed, bn_images=bn_images,
                         storage=storage, study_prefix=study_name, measure_winners=measure, precision=precision,
-                        accuracy=accuracy, calib_images=calib_images,
+                        accuracy=accuracy, calib_images=calib_images, latency_bound=latency_bound,
+                        statistic=statistic,
                         accuracy_predictor_path=None if accuracy_predictor is None else str(accuracy_predictor))
         summary = search_device(job, out_dir=out, console=console, strategies=strategies)
     except (ValueError, FileNotFoundError) as e:

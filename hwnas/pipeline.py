@@ -72,13 +72,19 @@ class SearchJob:
     accuracy: str = "measured"  # "measured" at the precision, or "predicted" by accuracy_predictor_path
     accuracy_predictor_path: str | None = None  # nas.predictor artifact; prior of the search (GP), or the accuracy
     calib_images: int = 256  # int8 accuracy: training images calibrating the activation ranges (see accuracy_context)
+    statistic: str | None = None  # latency statistic constrained (median, p99, ...); None: the table's default
     # Winner's curse: trials are scored on the first `search_val_images` val images (None = all of val); per target
     # the `rescore_top_k` best candidates meeting it (over every strategy's trials) are re-scored on all of val
     # and the best re-scored one wins. The test split is never used for selection.
     search_val_images: int | None = None
     rescore_top_k: int = 5
+    # with an adapted (few-shot) predictor: constrain on its "median" prediction or on the "upper" end of its 90 %
+    # interval (latency_tables.fewshot), so an uncertain prediction does not pass for a fast one
+    latency_bound: str = "median"
 
     def __post_init__(self) -> None:
+        if self.latency_bound not in ("median", "upper"):
+            raise ValueError(f"latency_bound {self.latency_bound!r}: expected 'median' or 'upper'")
         if not self.targets_ms or any(not (t > 0) for t in self.targets_ms):
             raise ValueError(f"targets_ms: expected positive latency targets in ms, got {list(self.targets_ms)}")
         if self.budget < 1:
@@ -249,16 +255,39 @@ def measure_accuracy_pairs(net: Any, data: Any, archs: Sequence[ArchConfig], *, 
 
 
 def latency_evaluator(table_path: str | Path, predictor_path: str | Path | None, *,
-                      precision: str | None = None) -> ArchFn:
+                      precision: str | None = None, latency_bound: str = "median",
+                      statistic: str | None = None) -> ArchFn:
     """Predicted latency in ms from a LUT (plus its fitted correction when given), at the table's precision;
-    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`)."""
+    ``precision`` (optional) is checked against it (`latency_tables.table.PrecisionMismatchError`). ``statistic``
+    (median, p99, ...; default the predictor's, else the table's) must be the predictor's
+    (`latency_tables.table.StatisticMismatchError`: statistics never mix).
+
+    ``predictor_path`` may also be an adapted predictor of another device (`latency_tables.fewshot`, written by
+    ``hwnas lut adapt``): then latency is its prediction (``latency_bound="upper"``: the upper end of its 90 %
+    interval), and the table only has to be of the same space."""
+    from latency_tables.fewshot import AdaptedLatencyPredictor, FewShotError, is_adapted_predictor
     from latency_tables.predictor import LatencyPredictor
     from latency_tables.table import LatencyTable
 
+    if predictor_path is not None and is_adapted_predictor(predictor_path):
+        adapted = AdaptedLatencyPredictor.load(predictor_path)
+        tab = LatencyTable.load(table_path)
+        if adapted.space != tab.space:
+            raise FewShotError(f"--predictor {predictor_path} is for space {adapted.space.name!r}, --table "
+                               f"{table_path} for {tab.space.name!r}")
+        if precision is not None and adapted.precision is not None and precision != adapted.precision:
+            raise FewShotError(f"--predictor {predictor_path} predicts {adapted.precision}, the search is at {precision}")
+        fn = adapted.predict_upper if latency_bound == "upper" else adapted.predict
+        return lambda cfgs: np.asarray(fn(list(cfgs)), dtype=np.float64)
+    if latency_bound != "median":
+        raise FewShotError("--latency-bound upper needs an adapted --predictor (hwnas lut adapt): a LUT predictor "
+                           "has no interval")
+
     if predictor_path is not None:
         predictor = LatencyPredictor.load(predictor_path, table=table_path)
+        predictor.table.check_statistic(statistic, what="the search's latency")
     else:
-        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path))
+        predictor = LatencyPredictor.from_table(LatencyTable.load(table_path, statistic=statistic))
     predictor.table.check_precision(precision)
     return lambda cfgs: np.asarray(predictor.predict(list(cfgs)), dtype=np.float64)
 
@@ -353,14 +382,18 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
     strategies = list(strategies or [job.strategy])
     if net is None or data is None:
         net, data = load_supernet_and_data(job.supernet_path, dataset=job.dataset, data_root=job.data_root)
-    table = LatencyTable.load(job.table_path)
+    table = LatencyTable.load(job.table_path, statistic=job.statistic)
     if table.space != net.space:
         raise ValueError(
             f"latency table {job.table_path!r} is for space {table.space.name!r} but the supernet's space is "
             f"{net.space.name!r}; build a table for this supernet with 'hwnas lut build'"
         )
     precision = table.check_precision(job.precision, what="a search")
-    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision)
+    latency_fn = latency_evaluator(job.table_path, job.predictor_path, precision=precision,
+                                   latency_bound=job.latency_bound, statistic=table.statistic)
+    from latency_tables.fewshot import is_adapted_predictor
+
+    other_device = job.predictor_path is not None and is_adapted_predictor(job.predictor_path)
     q_backend, quant = accuracy_quant_recipe(table.meta, calib_images=job.calib_images, seed=job.seed)
     context = accuracy_context(supernet_path=job.supernet_path, bn_images=job.bn_images, seed=job.seed,
                                calib_images=job.calib_images,
@@ -430,7 +463,10 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         full_cache.close()
 
     measured: dict[str, Any] = {"performed": False}
-    if job.measure_winners and winners:
+    if job.measure_winners and winners and other_device:
+        measured = {"performed": False, "reason": f"latency from the adapted predictor {job.predictor_path} of "
+                    "another device: measure the winners there (hwnas lut kit --subnets)"}
+    elif job.measure_winners and winners:
         if is_this_machine(table.meta):
             from latency_tables import MeasurementProtocol
 
@@ -442,11 +478,12 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
             )
             ms = measure_on_table(archs, table, net.backbone, protocol=proto)
             for w, m in zip(winners, ms, strict=True):
-                w["measured_latency_ms"] = m.latency_ms
+                w["measured_latency_ms"] = m.stat(table.statistic)
+                w["measured_statistic"] = table.statistic
                 w["measured_p50_ms"] = m.p50_ms
                 w["measured_iqr_ms"] = m.iqr_ms
                 w["measured_runs"] = m.runs
-                w["meets_target_measured"] = m.latency_ms <= w["target_ms"]
+                w["meets_target_measured"] = w["measured_latency_ms"] <= w["target_ms"]
             measured = {"performed": True, "environment": dict(ms[0].environment) if ms else {},
                         "protocol": proto.to_json() if proto is not None else None}
         else:
@@ -462,7 +499,8 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         "strategies": strategies, "winner_strategy": main, "budget": job.budget, "reward": job.reward,
         "precision": precision, "accuracy": job.accuracy, "accuracy_predictor": job.accuracy_predictor_path,
         "targets_ms": list(job.targets_ms), "storage": storage, "table": job.table_path,
-        "predictor": job.predictor_path, "winners": winners, "winner_measurement": measured,
+        "predictor": job.predictor_path, "latency_bound": job.latency_bound, "winners": winners,
+        "winner_measurement": measured,
         "comparison": [
             {"target_ms": float(k), "strategy": st, "best_reward": r.best.reward, "best_val_top1": r.best.accuracy,
              "best_predicted_latency_ms": r.best.latency_ms, "evaluations": len(r.history),

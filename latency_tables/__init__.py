@@ -2,8 +2,11 @@
 
 Public API (see each module for the contract):
     backends:   create_backend, list_backends, supported_precisions, Backend, Measurement
-    protocol:   MeasurementProtocol (measurement budget and estimators)
-    table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError
+    protocol:   MeasurementProtocol (measurement budget and estimators), STATISTICS (median, best, p90, p99, mean)
+    table:      LatencyTable, build_table, enumerate_layers, measure_models, PrecisionMismatchError,
+                StatisticMismatchError
+    ofa_yaml:   import_ofa_yaml, export_ofa_yaml (OFA's <r>_lookup_table.yaml files)
+    model_cache: open_cache (content-addressed exported models shared by builds, validations, kits)
     predictor:  LatencyPredictor, fit_correction, predict_latency, validate, ValidationReport, plot_predicted_vs_measured,
                 read_measured_archs, validate_measured (latencies measured elsewhere, e.g. on a phone)
     kit:        write_kit, import_kit_logs, import_kit_csv, load_kit (phone kits; see docs/phones.md)
@@ -27,6 +30,12 @@ _EXPORTS = {
     "UnsupportedPrecisionError": "latency_tables.backends",
     "MeasurementProtocol": "latency_tables.protocol",
     "Protocol": "latency_tables.protocol",  # deprecated alias of MeasurementProtocol
+    "STATISTICS": "latency_tables.protocol",
+    "StatisticMismatchError": "latency_tables.table",
+    "import_ofa_yaml": "latency_tables.ofa_yaml",
+    "export_ofa_yaml": "latency_tables.ofa_yaml",
+    "OfaYamlError": "latency_tables.ofa_yaml",
+    "open_cache": "latency_tables.model_cache",
     "ArchOutsideTableError": "latency_tables.table",
     "LatencyTable": "latency_tables.table",
     "LatencyTableError": "latency_tables.table",

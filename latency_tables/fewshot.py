@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json, sha256_file
 from supernet.layers import Backbone, layer_specs
 from supernet.space import ArchConfig, SearchSpace
@@ -53,10 +54,13 @@ __all__ = [
     "FewShotError",
     "LatencySource",
     "adapt",
+    "backbone_of_sources",
     "choose_subnets",
+    "is_adapted_predictor",
     "load_latency_model",
     "load_source",
     "macs_m",
+    "read_measured",
 ]
 
 ADAPTED_SCHEMA_VERSION = 1
@@ -66,7 +70,7 @@ _RIDGE_ALPHA = 1.0
 _TIE_REL = 0.02  # a more complex candidate must beat a simpler one's LOO error by 2 % to be chosen
 
 
-class FewShotError(ValueError):
+class FewShotError(InputError):
     """Bad input to adaptation or a bad adapted-predictor file; the message names the row, file or option."""
 
 
@@ -160,6 +164,18 @@ def load_source(path: str | os.PathLike[str]) -> LatencySource:
     return AdaptedLatencyPredictor.load(p)
 
 
+def is_adapted_predictor(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an adapted predictor JSON (``hwnas lut adapt``); any unreadable file: False."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json":
+        return False
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, Mapping) and d.get("kind") == ADAPTED_KIND
+
+
 def load_latency_model(path: str | os.PathLike[str], *, table: str | os.PathLike[str] | None = None) -> Any:
     """What `hwnas search` / `hwnas serve` / the agent use as a latency model: an adapted predictor file, or a
     LUT predictor (``path`` a predictor JSON, with its ``table``) — anything with ``predict(archs) -> ms``."""
@@ -178,6 +194,19 @@ def _source_backbone(src: LatencySource) -> dict[str, Any] | None:
     if isinstance(bb, Backbone):
         return bb.to_json()
     return dict(bb) if isinstance(bb, Mapping) else None
+
+
+def backbone_of_sources(sources: Sequence[LatencySource]) -> Backbone | None:
+    """The backbone the sources were built for (None without sources); sources disagreeing is an error."""
+    bbs = [b for b in (_source_backbone(s) for s in sources) if b is not None]
+    if not bbs:
+        return None
+    first = Backbone.from_json(bbs[0])
+    for j, b in enumerate(bbs[1:], start=1):
+        if Backbone.from_json(b) != first:
+            raise FewShotError(f"source {j} ({sources[j].describe().get('path')}) was built for another backbone "
+                               f"than source 0 ({b} vs {bbs[0]})")
+    return first
 
 
 # --------------------------------------------------------------------------- features

@@ -222,12 +222,24 @@ def write_kit(
     if len(todo) < len(keys) * len(fmts):
         log.info("kit %s: %d of %d model files already exported, continuing", out, len(keys) * len(fmts) - len(todo),
                  len(keys) * len(fmts))
+    # default exporters write exactly what the tflite / onnxruntime fp32 backends do: share their model cache
+    from latency_tables.model_cache import content_of_layer, open_cache
+
+    cache = open_cache() if exporters is None else None
     with Tasks(progress, logger=log) as bars, torch_single_thread():
         advance = bars.task(f"export {'+'.join(fmts)} one-layer models", len(todo))
         for key, spec, fmt in todo:
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
-            exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
+            if cache is None:
+                exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
+            else:
+                cached = cache.path(content_of_layer(spec.key), backend=_CACHE_BACKEND[fmt],
+                                    lowering={"precision": "fp32"}, suffix=f".{fmt}")
+                if not cached.exists():
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), cached, shape)
+                cache.link_into(cached, path)
             advance()
     layers = []
     for key, spec in zip(keys, specs, strict=True):
@@ -250,6 +262,9 @@ def write_kit(
     script.chmod(0o755)
     (out / "logs").mkdir(exist_ok=True)
     return manifest
+
+
+_CACHE_BACKEND = {"tflite": "tflite", "onnx": "onnxruntime"}  # kit format -> the backend whose fp32 export it is
 
 
 def _exporter_versions(fmts: Sequence[str]) -> dict[str, Any]:
@@ -391,8 +406,14 @@ def _meta(m: KitManifest, *, n_rows: int, reference_ms: float, source: str, devi
         reference={"key": REFERENCE_KEY, "spec": REFERENCE_SPEC_JSON, "latency_ms": reference_ms},
         measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), space=m.space,
         backbone=m.backbone, n_rows=n_rows, csv_sha256="", environment=environment, protocol={},
-        source=source,
+        source=source, statistic=_import_statistic(source), statistics=[_import_statistic(source)],
     )
+
+
+def _import_statistic(source: str) -> str:
+    """benchmark_model logs report the mean per inference (``Inference (avg)``); an imported CSV is taken as the
+    median (what phone tools and `benchmarks/ofa_subnets.py` report)."""
+    return "mean" if source.endswith("logs") else "median"
 
 
 def _finish(m: KitManifest, kit_dir: Path, values: dict[str, tuple[float, float, float, int]], *, out: str | Path,
@@ -413,7 +434,7 @@ def _finish(m: KitManifest, kit_dir: Path, values: dict[str, tuple[float, float,
             continue
         lat, p50, iqr, runs = values[layer.key]
         rows[layer.key] = TableRow(spec=LayerSpec(**layer.spec), latency_ms=lat, ratio=lat / ref_ms, p50_ms=p50,
-                                   iqr_ms=iqr, runs=runs)
+                                   iqr_ms=iqr, runs=runs, stats={_import_statistic(source): lat})
     runs_per_round = m.num_runs
     env = {"device": device or "unknown-phone", "cpu_model": cpu_model or "unknown", "kit_sha256": m.kit_sha256,
            "kit_dir": str(kit_dir), "kit_created_at": m.created_at, "missing_keys": sorted(missing), **env_extra}

@@ -17,6 +17,12 @@ Precision: a predictor belongs to one table and so to its precision (``table.met
 fitted on subnets measured end to end at that precision (`validate` quantizes them exactly as the table's layers
 were); every query may state the precision it means, and a different one raises
 `latency_tables.table.PrecisionMismatchError`.
+
+Statistic: likewise a predictor belongs to one statistic of its table (``table.statistic``: median by default, or
+best, p90, p99, ...). Its correction is fitted on the same statistic of the end-to-end measurements, it records the
+statistic, and loading it onto a table answering in another one, or asking it for another, raises
+`latency_tables.table.StatisticMismatchError`. A p99 predictor is a tail model in its own right: the p99 of a whole
+network is not the sum of its layers' p99s, which is what the correction is fitted to absorb.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from latency_tables.protocol import MeasurementProtocol, agreement
 from latency_tables.table import (
     LatencyTable,
     PrecisionMismatchError,
+    StatisticMismatchError,
     measure_models,
     measurement_agreement,
     table_backend_kwargs,
@@ -59,6 +66,7 @@ __all__ = [
     "min_fit_subnets",
     "plot_predicted_vs_measured",
     "predict_latency",
+    "predictor_statistic",
     "read_measured_archs",
     "resolve_table",
     "validate",
@@ -178,6 +186,11 @@ class LatencyPredictor:
         """The precision of the table (and of the subnets the correction was fitted on)."""
         return self.table.meta.precision
 
+    @property
+    def statistic(self) -> str:
+        """The statistic of the table's latencies (and of the measurements the correction was fitted on)."""
+        return self.table.statistic
+
     # ---- features and predictions
     def feature_matrix(self, archs: Sequence[ArchLike]) -> np.ndarray:
         """(N, F) features; raises the table's errors (outside space, missing layer) naming the architecture."""
@@ -196,7 +209,8 @@ class LatencyPredictor:
         """Plain LUT sums in ms, shape (N,)."""
         return np.asarray([self.table.sum_ms(as_arch(a, self.table)) for a in archs], dtype=np.float64)
 
-    def predict(self, archs: Sequence[ArchLike], *, precision: str | None = None) -> np.ndarray:
+    def predict(self, archs: Sequence[ArchLike], *, precision: str | None = None,
+                statistic: str | None = None) -> np.ndarray:
         """Predicted latency in ms, shape (N,): corrected when fitted, else the plain sum.
 
         ``precision`` (optional) states which precision the caller means; `PrecisionMismatchError` if it is not
@@ -204,6 +218,7 @@ class LatencyPredictor:
         are floored at 10 % of the plain sum so they stay positive.
         """
         self.table.check_precision(precision)
+        self.table.check_statistic(statistic)
         if self.coef is None:
             return self.predict_sum(archs)
         x, sums = self._features_and_sums(archs)
@@ -245,8 +260,9 @@ class LatencyPredictor:
             "table": {
                 "csv_sha256": self.table.meta.csv_sha256, "path": str(self.table.path) if self.table.path else None,
                 "backend": self.table.meta.backend, "device": self.table.meta.device,
-                "precision": self.table.meta.precision,
+                "precision": self.table.meta.precision, "statistic": self.table.statistic,
             },
+            "statistic": self.table.statistic,
             "info": dict(self.info),
         }
 
@@ -274,7 +290,20 @@ class LatencyPredictor:
             if not tpath:
                 raise PredictorError(f"latency predictor {where}: records no table path; pass table=")
             table = tpath
-        tab = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+        tab = table if isinstance(table, LatencyTable) else LatencyTable.load(Path(table))
+        # Predictors written before statistics were named were fitted on the protocol's low percentile ("best").
+        stat = d.get("statistic") or d["table"].get("statistic") or "best"
+        if not isinstance(table, LatencyTable) and stat in tab.meta.statistics:
+            tab = tab.with_statistic(stat)  # a path: open the table in the predictor's statistic
+        if stat != tab.statistic:
+            raise StatisticMismatchError(
+                f"latency predictor {where} was fitted on {stat!r} latencies, but table {tab.path} answers in "
+                f"{tab.statistic!r}"
+                + ("" if stat in tab.meta.statistics else f" and has no {stat!r} at all (it has "
+                   f"{', '.join(tab.meta.statistics)})")
+                + "; a correction of one statistic does not apply to another (statistics never mix): open the "
+                "table with the predictor's statistic (--statistic) or refit (hwnas lut validate --statistic)"
+            )
         fitted_at = d["table"].get("precision")  # absent in predictors written before precision was recorded
         if fitted_at is not None and fitted_at != tab.meta.precision:
             raise PrecisionMismatchError(
@@ -290,6 +319,15 @@ class LatencyPredictor:
         coef = None if d["coef"] is None else tuple(float(c) for c in d["coef"])
         return cls(table=tab, features=tuple(d["features"]), coef=coef, intercept_ms=float(d["intercept_ms"]),
                    info=d.get("info", {}))
+
+
+def predictor_statistic(path: str | os.PathLike[str]) -> str:
+    """The statistic a predictor file was fitted on ("best" for files written before statistics were named, which
+    were fitted on the protocol's low percentile)."""
+    d = read_json(path, what="latency predictor")
+    if not isinstance(d, Mapping):
+        raise PredictorError(f"latency predictor {path}: not a predictor file (expected a JSON object)")
+    return str(d.get("statistic") or (d.get("table") or {}).get("statistic") or "best")
 
 
 # --------------------------------------------------------------------------- the query function
@@ -360,8 +398,12 @@ def predict_latency(
     table: LatencyTable | str | os.PathLike[str],
     predictor: LatencyPredictor | str | os.PathLike[str] | None = None,
     precision: str | None = None,
+    statistic: str | None = None,
 ) -> np.ndarray:
     """Predicted latency in ms of one or many architectures (ArchConfig, ``str(arch)`` or arch JSON).
+
+    ``statistic`` (median, best, p90, p99, ...): which latency; default the predictor's, else the table's default.
+    A predictor of another statistic raises `StatisticMismatchError` (statistics never mix).
 
     With ``predictor`` (object or JSON path) the learned correction is applied; otherwise the plain LUT sum.
     The precision is the table's; ``precision`` (optional) is checked against it (`PrecisionMismatchError`), so
@@ -372,13 +414,16 @@ def predict_latency(
     tab.check_precision(precision)
     batch: Sequence[ArchLike] = [archs] if isinstance(archs, (ArchConfig, str, Mapping)) else list(archs)
     if predictor is None:
-        pred = LatencyPredictor.from_table(tab)
+        pred = LatencyPredictor.from_table(tab.with_statistic(statistic))
     elif isinstance(predictor, LatencyPredictor):
         pred = predictor
         pred.table.check_precision(tab.meta.precision)
+        pred.table.check_statistic(statistic)
     else:
-        pred = LatencyPredictor.load(predictor, table=tab)
-    return pred.predict(batch)
+        if statistic is None:
+            statistic = predictor_statistic(predictor)
+        pred = LatencyPredictor.load(predictor, table=tab.with_statistic(statistic))
+    return pred.predict(batch, statistic=statistic)
 
 
 # --------------------------------------------------------------------------- metrics and validation
@@ -437,6 +482,8 @@ class ValidationReport:
     rows: list[dict[str, Any]]
     seconds: float
     precision: str = "fp32"
+    statistic: str = "median"
+    other_statistics: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -447,8 +494,12 @@ class ValidationReport:
             return (f"{name:<11} within±5% {m.within_5pct:6.1%}  within±10% {m.within_10pct:6.1%}  "
                     f"RMSE {m.rmse_ms:.4f} ms  MAPE {m.mape_pct:5.1f}%  bias {m.bias_pct:+5.1f}%  Spearman {m.spearman:.3f}")
         tr = self.test_retest
-        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit}); precision {self.precision}",
+        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit}); precision {self.precision}, "
+                 f"statistic {self.statistic}",
                  line("plain sum", self.plain_sum), line("corrected", self.corrected)]
+        for st, o in self.other_statistics.items():
+            parts.append(line(f"{st} sum", Metrics(**o["plain_sum"])))
+            parts.append(line(f"{st} corr.", Metrics(**o["corrected"])))
         for k, v in tr.items():
             if v:
                 parts.append(f"test-retest ({k}): within±5% {v['within_5pct']:.1%}, within±10% {v['within_10pct']:.1%}, "
@@ -473,7 +524,9 @@ def validate(
     progress: ProgressArg = False,
     backend_kwargs: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    export_jobs: int = 1,
+    export_jobs: int | None = None,
+    statistic: str | None = None,
+    also_statistics: Sequence[str] = (),
 ) -> ValidationReport:
     """Measure ``n_fit + n_test`` random subnets of the table's space end to end (same backend, threads and
     precision as the table), fit the correction on the first ``n_fit``, and score plain sum and corrected predictor
@@ -493,11 +546,17 @@ def validate(
     (TFLite conversion is the slow part; ``export_jobs`` processes convert in parallel); default: a temporary
     directory. ``backend_kwargs`` default: the
     settings the table was built with (`latency_tables.table.table_backend_kwargs`).
+
+    ``statistic`` (default: the table's): the latency the predictor is fitted on and scored against, the same
+    statistic of the table rows and of the end-to-end measurements. ``also_statistics``: other statistics fitted
+    and scored on the same measurements (``report.other_statistics``), e.g. ``("p99",)`` beside the median.
     """
     import time
 
     t0 = time.perf_counter()
-    tab = resolve_table(table)
+    tab = resolve_table(table).with_statistic(statistic)
+    for st in also_statistics:
+        tab.with_statistic(st)  # refuses a statistic the table lacks before minutes of measuring
     if scale not in ("table", "own"):
         raise ValueError(f"validate: scale must be 'table' or 'own', got {scale!r}")
     if n_test < 1:
@@ -525,7 +584,7 @@ def validate(
                   protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=bkw,
                   workdir=workdir, export_jobs=export_jobs)
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
-    measured = np.asarray([m.latency_ms for m in ms])
+    measured = np.asarray([m.stat(tab.statistic) for m in ms])
     y_fit, y_test = measured[:n_fit], measured[n_fit:]
     base = LatencyPredictor.from_table(tab)
     pred = fit_correction(tab, fit_archs, y_fit, features=features, alpha=alpha) if n_fit > 0 else base
@@ -540,6 +599,10 @@ def validate(
         from dataclasses import replace as _replace
 
         ms2 = measure_models(test_archs, tab.backbone, **{**common, "protocol": _replace(pr, seed=pr.seed + 1)})  # type: ignore[arg-type]
+        tr["two full protocol runs, " + tab.statistic] = agreement(
+            y_test, [m.stat(tab.statistic) for m in ms2],
+            source=f"two protocol runs, {tab.statistic} in ms as measured (each session's machine level in)",
+        ).to_json()
         tr["two full protocol runs"] = agreement(
             [m.ratio for m in ms[n_fit:]], [m.ratio for m in ms2],
             source="two protocol runs, each model's ratio to the reference probe timed in the same rounds",
@@ -551,14 +614,30 @@ def validate(
     env = dict(ms[0].environment) if ms else {}
     rows = [
         {"arch": str(a), "measured_ms": float(y), "measured_p50_ms": m.p50_ms, "measured_iqr_ms": m.iqr_ms,
-         "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c)}
+         "predicted_sum_ms": float(s), "predicted_corrected_ms": float(c),
+         "measured_stats_ms": {k: float(v) for k, v in m.stats_ms.items()}}
         for a, y, m, s, c in zip(test_archs, y_test, ms[n_fit:], p_sum, p_cor, strict=True)
     ]
+    others: dict[str, Any] = {}
+    for st in also_statistics:
+        if st == tab.statistic:
+            continue
+        t_st = tab.with_statistic(st)
+        y_st = np.asarray([m.stat(st) for m in ms])
+        base_st = LatencyPredictor.from_table(t_st)
+        pred_st = fit_correction(t_st, fit_archs, y_st[:n_fit], features=features, alpha=alpha) if n_fit > 0 else base_st
+        ps, pc = base_st.predict_sum(test_archs), pred_st.predict(test_archs)
+        others[st] = {"plain_sum": metrics(ps, y_st[n_fit:]).to_json(), "corrected": metrics(pc, y_st[n_fit:]).to_json(),
+                      "predictor": pred_st.to_json(),
+                      "rows": [{"arch": str(a), "measured_ms": float(y), "predicted_sum_ms": float(a1),
+                                "predicted_corrected_ms": float(c1)}
+                               for a, y, a1, c1 in zip(test_archs, y_st[n_fit:], ps, pc, strict=True)]}
     report = ValidationReport(
         table=str(tab.path) if tab.path else None, n_fit=len(fit_archs), n_test=len(test_archs),
         plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest=tr,
         measurement={"scale": scale, "environment": env, "protocol": pr.to_json(), "seed": seed},
         predictor=pred.to_json(), rows=rows, seconds=round(time.perf_counter() - t0, 1), precision=tab.meta.precision,
+        statistic=tab.statistic, other_statistics=others,
     )
     if report_out is not None:
         atomic_write_json(report_out, report.to_json())
@@ -618,6 +697,11 @@ def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | N
         if table is not None and prec and prec != table.meta.precision:
             raise MeasuredArchsError(f"{where}: measured at precision {prec!r} but the table is {table.meta.precision!r}; "
                                      "latencies of different precisions never mix")
+        stat = (rec.get("statistic") or "").strip()
+        if table is not None and stat and stat != table.statistic:
+            raise MeasuredArchsError(f"{where}: column 'statistic' says {stat!r} but the table answers in "
+                                     f"{table.statistic!r}; latencies of different statistics never mix (open the "
+                                     f"table with --statistic {stat})")
         archs.append(a)
         ys.append(y)
     if not archs:
@@ -671,7 +755,7 @@ def validate_measured(
         table=str(tab.path) if tab.path else None, n_fit=len(fit_archs) if predictor is None else int(pred.info.get("n_fit", 0)),
         n_test=len(test_archs), plain_sum=metrics(p_sum, y_test), corrected=metrics(p_cor, y_test), test_retest={},
         measurement={"scale": "as imported", "source": source}, predictor=pred.to_json(), rows=rows,
-        seconds=round(time.perf_counter() - t0, 1), precision=tab.meta.precision,
+        seconds=round(time.perf_counter() - t0, 1), precision=tab.meta.precision, statistic=tab.statistic,
     )
     if report_out is not None:
         atomic_write_json(report_out, report.to_json())
@@ -708,7 +792,8 @@ def plot_predicted_vs_measured(report: ValidationReport, path: str | os.PathLike
         ax.set_title(f"{name}\n±10 %: {m.within_10pct:.0%}  MAPE {m.mape_pct:.1f} %  ρ {m.spearman:.2f}", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("predicted latency (ms)")
-    fig.suptitle(f"{report.n_test} held-out subnets at {report.precision}, correction fitted on {report.n_fit}",
+    fig.suptitle(f"{report.n_test} held-out subnets at {report.precision} ({report.statistic}), correction fitted on "
+                 f"{report.n_fit}",
                  fontsize=10)
     fig.tight_layout()
     out = Path(path)

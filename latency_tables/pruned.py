@@ -121,14 +121,15 @@ def extend_table(
         for chunk in chunked(items, pr.chunk_size):
             chunks.append(pool.measure_chunk(chunk, ref_item, chunk_index=len(chunks)))
     reference_ms = float(table.meta.reference["latency_ms"])
-    rows = dict(table.rows)
+    rows = dict(table.with_statistic(table.meta.statistic).rows)  # rows answer in the manifest's default statistic
     by_key = {s.key: s for s in todo}
     for c in chunks:
-        fit = fit_chunk(c, pr.estimator_pct)
+        fit = fit_chunk(c, pr)  # every named statistic, each on the table's probe scale
         for i, k in enumerate(fit.keys):
             m = summarise(fit, i, reference_ms=reference_ms, protocol=pr)
-            rows[k] = TableRow(spec=by_key[k], latency_ms=m.latency_ms, ratio=m.ratio, p50_ms=m.p50_ms,
-                               iqr_ms=m.iqr_ms, runs=m.runs)
+            stats = {st: m.stat(st) for st in table.meta.statistics}  # the statistics the table has, no more
+            rows[k] = TableRow(spec=by_key[k], latency_ms=stats[table.meta.statistic], ratio=m.ratio,
+                               p50_ms=m.p50_ms, iqr_ms=m.iqr_ms, runs=m.runs, stats=stats)
     extended = {"keys": sorted(by_key), "source_table": str(table.path) if table.path else None,
                 "source_csv_sha256": table.meta.csv_sha256, "seconds": round(time.perf_counter() - t0, 2)}
     env = {**table.meta.environment, "extended": [*table.meta.environment.get("extended", []), extended]}

@@ -55,6 +55,9 @@ def create_app(
     elif isinstance(predictor, LatencyPredictor):
         pred = predictor
     else:
+        from latency_tables.predictor import predictor_statistic
+
+        tab = tab.with_statistic(predictor_statistic(predictor))
         pred = LatencyPredictor.load(predictor, table=tab)
     kind = "corrected" if pred.fitted else "plain_sum"
 

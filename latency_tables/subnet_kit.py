@@ -25,10 +25,11 @@ import numpy as np
 from latency_tables.kit import FORMATS, Exporter, KitError, model_runs, run_script
 from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from supernet.layers import Backbone, build_static_model
+from supernet.progress import ProgressArg, Tasks
 from supernet.space import ArchConfig, SearchSpace
 
-__all__ = ["SUBNET_KIT_KIND", "KitSubnet", "SubnetKitManifest", "import_subnet_logs", "load_subnet_kit",
-           "write_subnet_kit"]
+__all__ = ["SUBNET_KIT_KIND", "KitSubnet", "SubnetKitManifest", "existing_subnets", "import_subnet_logs",
+           "is_subnet_kit", "load_subnet_kit", "write_subnet_kit"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,21 @@ def load_subnet_kit(kit_dir: str | Path) -> SubnetKitManifest:
     return m
 
 
+def is_subnet_kit(kit_dir: str | Path) -> bool:
+    """Whether ``kit_dir/kit.json`` is a subnet kit (else a layer kit, or no kit: the layer loader says which)."""
+    path = Path(kit_dir) / "kit.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, Mapping) and d.get("kind") == SUBNET_KIT_KIND
+
+
+def existing_subnets(kit_dir: str | Path) -> list[ArchConfig]:
+    """The subnets of the subnet kit in ``kit_dir`` (empty when there is none yet)."""
+    return load_subnet_kit(kit_dir).archs() if is_subnet_kit(kit_dir) else []
+
+
 def _default_exporters() -> dict[str, Exporter]:
     from supernet.export import export_onnx, export_tflite
 
@@ -144,7 +160,7 @@ def write_subnet_kit(
     rounds: int = 3,
     chooser: Mapping[str, Any] | None = None,
     exporters: Mapping[str, Exporter] | None = None,
-    on_export: Any = None,
+    progress: ProgressArg = True,
 ) -> SubnetKitManifest:
     """Export ``archs`` (random weights: latency does not depend on them) and write ``kit.json`` and
     ``run_benchmark.sh``. If ``out_dir`` already holds a subnet kit of the same space, backbone and settings, its
@@ -177,21 +193,22 @@ def write_subnet_kit(
     models.mkdir(parents=True, exist_ok=True)
     exp = dict(exporters) if exporters is not None else _default_exporters()
     entries = list(previous)
-    for i, a in enumerate(new, start=len(previous)):
-        key = str(a)
-        name = f"subnet{i:04d}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-        shape = (1, backbone.in_channels, a.resolution, a.resolution)
-        files = {f: f"models/{name}.{f}" for f in fmts}
-        for f in fmts:
-            if not (out / files[f]).exists():
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(0)
-                    model = build_static_model(backbone, a, space=space).eval()
-                exp[f](model, out / files[f], shape)
-            if on_export is not None:
-                on_export()
-        entries.append(KitSubnet(key=key, name=name, arch=a.to_json(), input_shape=shape, files=files,
-                                 sha256={f: sha256_file(out / p) for f, p in files.items()}))
+    with Tasks(progress, logger=log) as bars:
+        advance = bars.task(f"export {'+'.join(fmts)} subnets", len(new) * len(fmts))
+        for i, a in enumerate(new, start=len(previous)):
+            key = str(a)
+            name = f"subnet{i:04d}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+            shape = (1, backbone.in_channels, a.resolution, a.resolution)
+            files = {f: f"models/{name}.{f}" for f in fmts}
+            for f in fmts:
+                if not (out / files[f]).exists():  # exports are atomic: a killed kit resumes here
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(0)
+                        model = build_static_model(backbone, a, space=space).eval()
+                    exp[f](model, out / files[f], shape)
+                advance()
+            entries.append(KitSubnet(key=key, name=name, arch=a.to_json(), input_shape=shape, files=files,
+                                     sha256={f: sha256_file(out / p) for f, p in files.items()}))
     m = SubnetKitManifest(space=space.to_json(), backbone=backbone.to_json(), precision="fp32", threads=threads,
                           num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds, formats=fmts,
                           subnets=tuple(entries), chooser=dict(chooser or {}), earlier_sha256=earlier,

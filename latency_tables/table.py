@@ -6,9 +6,18 @@ static subnet uses, so a row and the layer it times cannot drift apart. The mani
 the machine and backend, the protocol, the search space and backbone (so a table can check that an architecture
 belongs to it) and the CSV's sha256.
 
-CSV columns (units in names): ``key, op, in_hw, in_ch, out_ch, kernel, stride, expand, mid_ch, se, act, macs,
-latency_ms, ratio, p50_ms, iqr_ms, runs``. ``latency_ms`` is the protocol's estimate (see
-`latency_tables.protocol`); ``p50_ms`` / ``iqr_ms`` are the median and spread of the raw round medians.
+CSV columns (schema 2, units in names): ``key, op, in_hw, in_ch, out_ch, kernel, stride, expand, mid_ch, se, act,
+macs, median_ms, best_ms, p90_ms, p99_ms, mean_ms, ratio, round_p50_ms, round_iqr_ms, runs``. Each ``<statistic>_ms``
+column is one named statistic of the layer's latency per inference (`latency_tables.protocol.STATISTICS`; empty when
+not measured, e.g. an imported table has only what it was given); ``meta.statistic`` names the table's default,
+``meta.statistics`` the ones it has. ``ratio`` is the default statistic over the reference probe's;
+``round_p50_ms`` / ``round_iqr_ms`` are the median and spread of the raw round medians.
+
+A loaded table answers in one statistic (``LatencyTable.statistic``, default the manifest's); `LatencyTable.with_statistic`
+gives the same table answering in another. Predictors and validations record the statistic of their table, and
+mixing two (a p99 correction on a median table, a median query of a p99 predictor) raises `StatisticMismatchError`.
+Schema 1 tables (one ``latency_ms`` column) held the protocol's low percentile (p10 of round-corrected runs): they
+load as tables of the ``best`` statistic only.
 
 Precision is a dimension of a table, not a column: a table is measured at one precision (``meta.precision``: the
 backend exported and quantized every one-layer model to it, see `latency_tables.backends`), and everything that
@@ -37,14 +46,19 @@ import numpy as np
 
 from latency_tables.backends import Backend, Measurement, create_backend
 from latency_tables.environment import machine_environment
+from latency_tables.model_cache import ModelCache, content_of_layer, content_of_subnet, open_cache
 from latency_tables.protocol import (
     REFERENCE_KEY,
     REFERENCE_SPEC_JSON,
+    STATISTIC_TEXT,
+    STATISTICS,
     Agreement,
     ChunkResult,
     MeasureItem,
     MeasurementProtocol,
+    StatisticError,
     WorkerPool,
+    check_statistic,
     chunked,
     fit_chunk,
     process_agreement,
@@ -66,6 +80,7 @@ __all__ = [
     "LatencyTableError",
     "MissingLayerError",
     "PrecisionMismatchError",
+    "StatisticMismatchError",
     "TableHashError",
     "TableMeta",
     "TableRow",
@@ -74,14 +89,17 @@ __all__ = [
     "enumerate_layers",
     "measure_models",
     "meta_path_for",
+    "space_with_resolutions",
     "table_backend_kwargs",
 ]
 
 log = logging.getLogger(__name__)
 
-TABLE_SCHEMA_VERSION = 1
+TABLE_SCHEMA_VERSION = 2
 SPEC_COLUMNS = ("op", "in_hw", "in_ch", "out_ch", "kernel", "stride", "expand", "mid_ch", "se", "act")
-CSV_COLUMNS = ("key", *SPEC_COLUMNS, "macs", "latency_ms", "ratio", "p50_ms", "iqr_ms", "runs")
+STAT_COLUMNS = tuple(f"{s}_ms" for s in STATISTICS)
+CSV_COLUMNS = ("key", *SPEC_COLUMNS, "macs", *STAT_COLUMNS, "ratio", "round_p50_ms", "round_iqr_ms", "runs")
+CSV_COLUMNS_V1 = ("key", *SPEC_COLUMNS, "macs", "latency_ms", "ratio", "p50_ms", "iqr_ms", "runs")
 
 
 # --------------------------------------------------------------------------- errors
@@ -110,6 +128,11 @@ class PrecisionMismatchError(LatencyTableError):
     never mix."""
 
 
+class StatisticMismatchError(LatencyTableError, StatisticError):
+    """A statistic was asked of a table (or predictor, validation) that does not have it or holds another one;
+    latencies of different statistics (median, best case, p99, ...) never mix."""
+
+
 def table_backend_kwargs(meta: TableMeta) -> dict[str, Any]:
     """The backend settings a table was built with besides threads and precision (e.g. int8 calibration), so
     end-to-end measurements that fit or check its predictor lower their subnets the same way. Empty for tables
@@ -126,7 +149,8 @@ def meta_path_for(csv_path: str | Path) -> Path:
 # --------------------------------------------------------------------------- values
 @dataclass(frozen=True)
 class TableRow:
-    """One measured layer. ``latency_ms`` is what lookups return."""
+    """One measured layer. ``latency_ms`` is what lookups return: the table's statistic (`LatencyTable.statistic`);
+    ``stats`` holds every statistic the row has, by name (ms)."""
 
     spec: LayerSpec
     latency_ms: float
@@ -134,6 +158,7 @@ class TableRow:
     p50_ms: float
     iqr_ms: float
     runs: int
+    stats: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -168,6 +193,16 @@ class TableMeta:
     test_retest: dict[str, Any] | None = None
     build_seconds: float | None = None
     source: str = "measured"
+    statistic: str = "median"
+    statistics: list[str] = field(default_factory=lambda: ["median", "best", "p90", "p99"])
+
+    def __post_init__(self) -> None:
+        check_statistic(self.statistic, what="table manifest 'statistic'")
+        for st in self.statistics:
+            check_statistic(st, what="table manifest 'statistics'")
+        if self.statistic not in self.statistics:
+            raise TableSchemaError(f"table manifest: default statistic {self.statistic!r} is not among its "
+                                   f"statistics {self.statistics}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,11 +230,25 @@ class TableMeta:
         unknown = sorted(set(d) - names)
         if unknown:
             raise TableSchemaError(f"{path}: unknown field(s) {unknown}; expected {sorted(names)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except (StatisticError, TableSchemaError) as e:
+            raise TableSchemaError(f"{path}: {e}") from None
 
 
-# Schema migrations: version -> function turning a manifest of that version into the next one. None yet.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: statistics got names. A measured v1 table's ``latency_ms`` was the protocol's low percentile
+    (p10 of round-corrected runs): the "best" case; a kit's benchmark_model import was the mean per inference; an
+    imported CSV is labelled as the median (what phone tools usually report). The CSV keeps its v1 header; the
+    loader reads it as that one statistic, and `LatencyTable.save` writes schema 2."""
+    source = str(d.get("source", "measured"))
+    stat = "best" if source == "measured" else "mean" if source.endswith("logs") else "median"
+    return {**d, "schema_version": 2, "statistic": stat, "statistics": [stat],
+            "estimator": f"{d.get('estimator', '')} (schema 1 table, labelled {stat!r} when migrated)"}
+
+
+# Schema migrations: version -> function turning a manifest of that version into the next one.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 # --------------------------------------------------------------------------- the table
@@ -210,6 +259,41 @@ class LatencyTable:
     rows: Mapping[str, TableRow]
     meta: TableMeta
     path: Path | None = None
+    statistic: str = ""  # the statistic lookups answer in; "" = the manifest's default (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        if not self.statistic:
+            object.__setattr__(self, "statistic", self.meta.statistic)
+        if self.statistic not in self.meta.statistics:
+            raise StatisticMismatchError(self._no_statistic(self.statistic))
+
+    def _no_statistic(self, statistic: str) -> str:
+        hint = ("; schema 1 tables hold only the best case (the protocol's old low percentile): rebuild with "
+                "'hwnas lut build' for the median and tail" if "v1" in self.meta.estimator or "schema 1" in
+                self.meta.estimator else "")
+        return (f"latency table {self._where()} has no {statistic!r} latencies (it has "
+                f"{', '.join(self.meta.statistics)}; statistics never mix){hint}")
+
+    def with_statistic(self, statistic: str | None) -> LatencyTable:
+        """The same table answering in ``statistic`` (None: this one). `StatisticMismatchError` if it lacks it."""
+        if statistic is None or statistic == self.statistic:
+            return self
+        check_statistic(statistic)
+        if statistic not in self.meta.statistics:
+            raise StatisticMismatchError(self._no_statistic(statistic))
+        rows = {k: replace(r, latency_ms=float(r.stats[statistic])) for k, r in self.rows.items()}
+        return LatencyTable(rows=rows, meta=self.meta, path=self.path, statistic=statistic)
+
+    def check_statistic(self, statistic: str | None, *, what: str = "latency") -> str:
+        """The statistic this table answers in; `StatisticMismatchError` when ``statistic`` is given and differs."""
+        if statistic is not None and statistic != self.statistic:
+            check_statistic(statistic, what=what)
+            raise StatisticMismatchError(
+                f"{what} as statistic {statistic!r} was asked of latency table {self._where()}, which answers in "
+                f"{self.statistic!r} ({STATISTIC_TEXT[self.statistic]}); select it with with_statistic / "
+                f"--statistic {statistic} (statistics never mix)"
+            )
+        return self.statistic
 
     # ---- derived views
     @functools.cached_property
@@ -259,6 +343,13 @@ class LatencyTable:
 
     def specs(self, cfg: ArchConfig) -> list[LayerSpec]:
         """The layers of ``cfg`` after checking it belongs to the table's space (`ArchOutsideTableError`)."""
+        if cfg.resolution not in self.space.resolutions:
+            raise ArchOutsideTableError(
+                f"architecture {cfg} is outside the space {self.space.name!r} of latency table {self._where()}: "
+                f"resolution: {cfg.resolution} px is not one the table was built for (resolutions "
+                f"{list(self.space.resolutions)}); build the table with it ('hwnas lut build --resolutions "
+                f"{cfg.resolution},...') or import its {cfg.resolution}_lookup_table.yaml"
+            )
         try:
             c = self.space.canonical(cfg)
         except InvalidArchError as e:
@@ -279,12 +370,19 @@ class LatencyTable:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
+        have = set(self.meta.statistics)
         for key in sorted(self.rows):
             r = self.rows[key]
             s = r.spec
+            stats = {**r.stats, self.statistic: r.latency_ms}
+            missing = sorted(have - set(stats))
+            if missing:
+                raise TableSchemaError(f"latency table {self._where()}: row {key} lacks statistic(s) {missing} its "
+                                       f"manifest lists")
             w.writerow([
                 key, s.op, s.in_hw, s.in_ch, s.out_ch, s.kernel, s.stride, s.expand, s.mid_ch, int(s.se), s.act,
-                s.macs(), f"{r.latency_ms:.6f}", f"{r.ratio:.6f}", f"{r.p50_ms:.6f}", f"{r.iqr_ms:.6f}", r.runs,
+                s.macs(), *(f"{stats[st]:.6f}" if st in have else "" for st in STATISTICS),
+                f"{r.ratio:.6f}", f"{r.p50_ms:.6f}", f"{r.iqr_ms:.6f}", r.runs,
             ])
         return buf.getvalue()
 
@@ -299,11 +397,13 @@ class LatencyTable:
         for p in (target, meta_path_for(target)):  # atomic writes create 0600 files; tables are shared data
             _make_readable(p)
         # Return exactly what `load` will see (CSV precision), so a built table and a loaded one agree.
-        return LatencyTable(rows=_parse_csv(text, where=str(target)), meta=meta, path=target)
+        rows = _parse_csv(text, where=str(target), meta=meta)
+        return LatencyTable(rows=rows, meta=meta, path=target).with_statistic(self.statistic)
 
     @classmethod
-    def load(cls, csv_path: str | Path, *, check_hash: bool = True) -> LatencyTable:
-        """Read a table; checks manifest schema, CSV hash, header, row values and keys, with messages naming the file."""
+    def load(cls, csv_path: str | Path, *, check_hash: bool = True, statistic: str | None = None) -> LatencyTable:
+        """Read a table; checks manifest schema, CSV hash, header, row values and keys, with messages naming the file.
+        ``statistic``: the one lookups answer in (default: the manifest's); `StatisticMismatchError` if it lacks it."""
         path = Path(csv_path)
         if not path.is_file():
             raise FileNotFoundError(f"latency table {str(path)!r} does not exist or is not a file")
@@ -326,10 +426,10 @@ class LatencyTable:
                     f"records {meta.csv_sha256[:12]}...; the CSV was changed after it was written (re-save it "
                     "with LatencyTable.save or rebuild it)"
                 )
-        rows = _parse_csv(path.read_text(encoding="utf-8"), where=str(path))
+        rows = _parse_csv(path.read_text(encoding="utf-8"), where=str(path), meta=meta)
         if len(rows) != meta.n_rows:
             raise TableSchemaError(f"latency table {path}: manifest says {meta.n_rows} rows, CSV has {len(rows)}")
-        return cls(rows=rows, meta=meta, path=path)
+        return cls(rows=rows, meta=meta, path=path).with_statistic(statistic)
 
 
 def _make_readable(path: Path) -> None:
@@ -338,13 +438,23 @@ def _make_readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _parse_csv(text: str, *, where: str) -> dict[str, TableRow]:
+def _parse_csv(text: str, *, where: str, meta: TableMeta) -> dict[str, TableRow]:
+    """Rows of a schema 2 CSV (or a schema 1 one, whose ``latency_ms`` is the manifest's one statistic); each row's
+    ``latency_ms`` is the manifest's default statistic."""
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
     except StopIteration:
         raise TableSchemaError(f"latency table {where}: the CSV is empty (expected header {list(CSV_COLUMNS)})") from None
-    if tuple(header) != CSV_COLUMNS:
+    columns: tuple[str, ...]
+    if tuple(header) == CSV_COLUMNS_V1:
+        columns, v1 = CSV_COLUMNS_V1, True
+        if len(meta.statistics) != 1:
+            raise TableSchemaError(f"latency table {where}: a schema 1 CSV holds one statistic, the manifest lists "
+                                   f"{meta.statistics}")
+    elif tuple(header) == CSV_COLUMNS:
+        columns, v1 = CSV_COLUMNS, False
+    else:
         missing = [c for c in CSV_COLUMNS if c not in header]
         extra = [c for c in header if c not in CSV_COLUMNS]
         raise TableSchemaError(
@@ -355,27 +465,32 @@ def _parse_csv(text: str, *, where: str) -> dict[str, TableRow]:
     for lineno, rec in enumerate(reader, start=2):
         if not rec:
             continue
-        if len(rec) != len(CSV_COLUMNS):
-            raise TableSchemaError(f"latency table {where}, line {lineno}: {len(rec)} fields, expected {len(CSV_COLUMNS)}")
-        d = dict(zip(CSV_COLUMNS, rec, strict=True))
+        if len(rec) != len(columns):
+            raise TableSchemaError(f"latency table {where}, line {lineno}: {len(rec)} fields, expected {len(columns)}")
+        d = dict(zip(columns, rec, strict=True))
         try:
             spec = LayerSpec(
                 op=d["op"], in_hw=int(d["in_hw"]), in_ch=int(d["in_ch"]), out_ch=int(d["out_ch"]),
                 kernel=int(d["kernel"]), stride=int(d["stride"]), expand=int(d["expand"]), mid_ch=int(d["mid_ch"]),
                 se=bool(int(d["se"])), act=d["act"],
             )
-            row = TableRow(
-                spec=spec, latency_ms=float(d["latency_ms"]), ratio=float(d["ratio"]), p50_ms=float(d["p50_ms"]),
-                iqr_ms=float(d["iqr_ms"]), runs=int(d["runs"]),
-            )
+            if v1:
+                stats = {meta.statistics[0]: float(d["latency_ms"])}
+                p50, iqr = float(d["p50_ms"]), float(d["iqr_ms"])
+            else:
+                stats = {st: float(d[f"{st}_ms"]) for st in meta.statistics}
+                p50, iqr = float(d["round_p50_ms"]), float(d["round_iqr_ms"])
+            row = TableRow(spec=spec, latency_ms=stats[meta.statistic], ratio=float(d["ratio"]), p50_ms=p50,
+                           iqr_ms=iqr, runs=int(d["runs"]), stats=stats)
         except ValueError as e:
             raise TableSchemaError(f"latency table {where}, line {lineno}: bad value ({e})") from None
         if spec.key != d["key"]:
             raise TableSchemaError(
                 f"latency table {where}, line {lineno}: key {d['key']!r} does not match its columns ({spec.key!r})"
             )
-        if not (np.isfinite(row.latency_ms) and row.latency_ms > 0):
-            raise TableSchemaError(f"latency table {where}, line {lineno}: latency_ms must be > 0, got {d['latency_ms']}")
+        for st, v in stats.items():
+            if not (np.isfinite(v) and v > 0):
+                raise TableSchemaError(f"latency table {where}, line {lineno}: {st}_ms must be > 0, got {v}")
         if spec.key in rows:
             raise TableSchemaError(f"latency table {where}, line {lineno}: duplicate row for {spec.key}")
         rows[spec.key] = row
@@ -383,6 +498,23 @@ def _parse_csv(text: str, *, where: str) -> dict[str, TableRow]:
 
 
 # --------------------------------------------------------------------------- enumeration
+def space_with_resolutions(space: SearchSpace, resolutions: Sequence[int] | None) -> SearchSpace:
+    """``space`` restricted to ``resolutions`` (None: unchanged); a resolution outside it is refused naming it."""
+    if resolutions is None:
+        return space
+    res = sorted({int(r) for r in resolutions})
+    outside = [r for r in res if r not in space.resolutions]
+    if not res or outside:
+        from supernet.errors import InputError
+
+        raise InputError(
+            f"--resolutions {','.join(str(r) for r in resolutions)}: "
+            + (f"{outside} not in space {space.name!r}" if outside else "no resolution given")
+            + f"; its resolutions are {list(space.resolutions)}"
+        )
+    return replace(space, resolutions=tuple(res))
+
+
 def enumerate_layers(space: SearchSpace, backbone: Backbone) -> list[LayerSpec]:
     """Every distinct layer any architecture of ``space`` can contain, over all resolutions, sorted.
 
@@ -439,27 +571,51 @@ def _artifact_name(key: str, suffix: str, tag: str = "") -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:20] + tag + suffix
 
 
+# key, module factory, input shape[, cache content]: entries without content are exported to the work folder only
+Entry = tuple[str, Callable[[], Any], tuple[int, ...], str] | tuple[str, Callable[[], Any], tuple[int, ...]]
+
+
+def default_export_jobs() -> int:
+    """Exports run in parallel by default: one process per core this process may use (conversions are not timed)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _target_path(entry: Entry, suffix: str, workdir: Path, tag: str, cache: ModelCache | None,
+                 backend_spec: tuple[str, Mapping[str, Any]] | None) -> Path:
+    if cache is not None and backend_spec is not None and len(entry) > 3 and entry[3]:
+        return cache.path(entry[3], backend=backend_spec[0], lowering=backend_spec[1], suffix=suffix)
+    return workdir / _artifact_name(entry[0], suffix, tag)
+
+
 def prepare_items(
-    entries: Sequence[tuple[str, Callable[[], Any], tuple[int, ...]]],
+    entries: Sequence[Entry],
     backend: Backend,
     workdir: Path,
     *,
     on_export: Callable[[], None] | None = None,
     tag: str = "",
-    jobs: int = 1,
+    jobs: int | None = 1,
     backend_spec: tuple[str, Mapping[str, Any]] | None = None,
+    cache: ModelCache | None = None,
 ) -> list[MeasureItem]:
-    """Export every entry for ``backend`` into ``workdir`` (reusing files already there: resumable).
+    """Export every entry for ``backend`` (reusing files already there: resumable) into ``cache`` (content-addressed,
+    shared by every build, validation and kit: `latency_tables.model_cache`) or, without one, into ``workdir``.
 
-    ``tag`` (`artifact_tag` of the backend settings) goes into the file names. ``jobs`` > 1 converts the missing
-    files in that many spawned processes (``backend_spec`` = (name, kwargs) recreates the backend there): TFLite
-    conversion takes seconds per model and uses one core, and exports are not timed, so they parallelise freely.
-    Every file is written atomically, so a killed parallel export leaves only whole models behind."""
+    ``tag`` (`artifact_tag` of the backend settings) goes into the work-folder file names. ``jobs`` > 1 (None:
+    `default_export_jobs`) converts the missing files in that many spawned processes (``backend_spec`` = (name,
+    kwargs) recreates the backend there; it also keys the cache): TFLite conversion takes seconds per model and uses
+    one core, and exports are not timed, so they parallelise freely. Every file is written atomically, so a killed
+    parallel export, or two processes converting the same model, leave only whole models behind."""
+    jobs = default_export_jobs() if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"export jobs must be >= 1, got {jobs}")
     suffix = backend.artifact_suffix
-    targets = [] if suffix is None else [(k, f, sh, workdir / _artifact_name(k, suffix, tag)) for k, f, sh in entries]
-    missing = [t for t in targets if not t[3].exists()]
+    targets = [] if suffix is None else [
+        (e[0], e[1], e[2], _target_path(e, suffix, workdir, tag, cache, backend_spec)) for e in entries]
+    missing = list({t[3]: t for t in targets if not t[3].exists()}.values())  # one export per distinct file
     reported: set[str] = set()
     if jobs > 1 and len(missing) > 1:
         if backend_spec is None:
@@ -467,7 +623,7 @@ def prepare_items(
         _export_parallel([m[1:] for m in missing], backend_spec, jobs, on_export)
         reported = {m[0] for m in missing}
     with torch_single_thread():
-        return _prepare_items_inner(entries, backend, workdir, on_export, tag, reported=reported)
+        return _prepare_items_inner(entries, backend, targets, on_export, reported=reported)
 
 
 def _export_one(backend_name: str, backend_kwargs: Mapping[str, Any], factory: Callable[[], Any],
@@ -502,21 +658,20 @@ def _export_parallel(missing: Sequence[tuple[Callable[[], Any], tuple[int, ...],
 
 
 def _prepare_items_inner(
-    entries: Sequence[tuple[str, Callable[[], Any], tuple[int, ...]]],
+    entries: Sequence[Entry],
     backend: Backend,
-    workdir: Path,
+    targets: Sequence[tuple[str, Callable[[], Any], tuple[int, ...], Path]],
     on_export: Callable[[], None] | None,
-    tag: str,
     reported: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[MeasureItem]:
-    """Items for ``entries``, exporting the files not already in ``workdir``; ``on_export`` is called once per
-    entry whose key is not in ``reported`` (a parallel export already advanced the progress for those)."""
+    """Items for ``entries``, exporting the ``targets`` files that do not exist yet; ``on_export`` is called once
+    per entry whose key is not in ``reported`` (a parallel export already advanced the progress for those)."""
     items = []
-    for key, factory, shape in entries:
+    for i, (key, factory, shape, *_) in enumerate(entries):
         if backend.artifact_suffix is None:
             items.append(MeasureItem(key=key, input_shape=shape, factory=factory))
         else:
-            path = workdir / _artifact_name(key, backend.artifact_suffix, tag)
+            path = targets[i][3]
             if not path.exists():
                 backend.export(seeded_build(factory, 0), shape, path)
             items.append(MeasureItem(key=key, input_shape=shape, artifact=str(path)))
@@ -525,15 +680,15 @@ def _prepare_items_inner(
     return items
 
 
-def layer_entry(spec: LayerSpec) -> tuple[str, Callable[[], Any], tuple[int, ...]]:
-    """(key, module factory, input shape) of one table layer: what `prepare_items` exports."""
-    return spec.key, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
+def layer_entry(spec: LayerSpec) -> Entry:
+    return (spec.key, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw),
+            content_of_layer(spec.key))
 
 
-def reference_entry() -> tuple[str, Callable[[], Any], tuple[int, ...]]:
-    """The reference probe as a `prepare_items` entry (timed in every chunk, see `latency_tables.protocol`)."""
+def reference_entry() -> Entry:
     spec = LayerSpec(**REFERENCE_SPEC_JSON)
-    return REFERENCE_KEY, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw)
+    return (REFERENCE_KEY, functools.partial(build_layer, spec), (1, spec.in_ch, spec.in_hw, spec.in_hw),
+            content_of_layer(spec.key))
 
 
 def _backend_kwargs(threads: int, precision: str, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -608,14 +763,20 @@ def build_table(
     backend_kwargs: Mapping[str, Any] | None = None,
     keep_artifacts: bool = False,
     on_chunk: Callable[[ChunkDone], None] | None = None,
-    export_jobs: int = 1,
+    export_jobs: int | None = None,
+    resolutions: Sequence[int] | None = None,
+    model_cache: str | os.PathLike[str] | None = None,
 ) -> LatencyTable:
     """Measure every distinct layer of ``space`` (all resolutions) and write ``out`` (CSV) + ``out.meta.json``.
 
     Resumable: after each chunk the measured rows are appended (fsynced) to ``<out>.partial.jsonl``, and exported
     one-layer models are kept in ``.<out>.work/``; a build started again with the same settings measures only the
     missing rows. ``on_chunk`` is called after each checkpoint (tests use it to simulate a kill). ``export_jobs``
-    processes convert the one-layer models in parallel before anything is timed (TFLite: seconds per model).
+    processes (default: one per core) convert the one-layer models in parallel before anything is timed (TFLite:
+    seconds per model), into the shared model cache (`latency_tables.model_cache`; ``model_cache`` overrides
+    ``$HWNAS_MODEL_CACHE``, "off" disables it), so another build, a validation or a kit reuses them.
+    ``resolutions``: build for this subset of the space's resolutions only (the table's space then has just
+    these; a subnet at another resolution is refused naming it).
 
     ``precision``: every one-layer model (and the reference probe) is exported at this precision by the backend —
     for onnxruntime int8, QDQ-quantized with per-channel weights (``backend_kwargs`` sets the quantization, see
@@ -625,8 +786,10 @@ def build_table(
     pr = protocol or MeasurementProtocol()
     out = Path(out)
     t_start = time.perf_counter()
+    space = space_with_resolutions(space, resolutions)
     bkw = _backend_kwargs(threads, precision, backend_kwargs)
     be = create_backend(backend, **bkw)
+    cache = open_cache(model_cache)
     specs = enumerate_layers(space, backbone)
     fingerprint = {
         "space": space.to_json(), "backbone": backbone.to_json(), "backend": backend, "backend_kwargs": bkw,
@@ -650,9 +813,12 @@ def build_table(
 
     with Tasks(progress, logger=log) as bars:
         advance = bars.task(f"export {backend} {precision} one-layer models", len(todo) + 1)
-        ref_item = prepare_items([reference_entry()], be, workdir, on_export=advance, tag=tag)[0]
+        t_export = time.perf_counter()
+        ref_item = prepare_items([reference_entry()], be, workdir, on_export=advance, tag=tag,
+                                  backend_spec=(backend, bkw), cache=cache)[0]
         items = prepare_items([layer_entry(s) for s in todo], be, workdir, on_export=advance, tag=tag,
-                               jobs=export_jobs, backend_spec=(backend, bkw))
+                               jobs=export_jobs, backend_spec=(backend, bkw), cache=cache)
+        export_seconds = time.perf_counter() - t_export
         if todo:
             advance_m = bars.task(
                 f"measure ({pr.processes} proc x {pr.rounds} rounds x {pr.runs_per_round} runs)",
@@ -667,12 +833,14 @@ def build_table(
                     if on_chunk is not None:
                         on_chunk(ChunkDone(tuple(res.keys), len(done), len(specs)))
 
-    env = {**machine_environment(device=device), **be.environment(), "backend_kwargs": bkw}
+    env = {**machine_environment(device=device), **be.environment(), "backend_kwargs": bkw,
+           "export_seconds": round(export_seconds, 2), "export_jobs": export_jobs or default_export_jobs(),
+           "model_cache": str(cache.root) if cache is not None else None}
     delegation = delegation_summary(d for c in chunks for d in (c.delegations or []))
     if delegation is not None:
         env["delegation"] = delegation
-    fits = [fit_chunk(c, pr.estimator_pct) for c in chunks]
-    reference_ms = reference_ms_of(fits, pr.estimator_pct)
+    fits = [fit_chunk(c, pr) for c in chunks]
+    reference_ms = reference_ms_of(fits, pr.primary_pct)
     measured: dict[str, Measurement] = {}
     for f in fits:
         for i, k in enumerate(f.keys):
@@ -681,14 +849,14 @@ def build_table(
     for s in specs:
         m = measured[s.key]
         rows[s.key] = TableRow(spec=s, latency_ms=m.latency_ms, ratio=m.ratio, p50_ms=m.p50_ms, iqr_ms=m.iqr_ms,
-                               runs=m.runs)
+                               runs=m.runs, stats=dict(m.stats_ms))
     retest = process_agreement(np.asarray([measured[s.key].per_process_ms for s in specs]),
                                source="pairs of measuring processes, per layer")
     meta = TableMeta(
         device=env["device"], cpu_model=env["cpu_model"], backend=backend, backend_version=be.version,
         precision=precision, threads=threads, batch_size=1, warmups=pr.warmups, runs=pr.runs_per_round,
         rounds=pr.rounds, processes=pr.processes,
-        estimator=f"p{pr.estimator_pct:g} of all round-effect-corrected timed runs (rounds x processes)",
+        estimator=pr.describe_statistic(), statistic=pr.statistic, statistics=list(pr.percentiles()),
         reference={"key": REFERENCE_KEY, "spec": REFERENCE_SPEC_JSON, "latency_ms": reference_ms},
         measured_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         space=space.to_json(), backbone=backbone.to_json(), n_rows=len(rows), csv_sha256="",
@@ -720,7 +888,8 @@ def measure_models(
     device: str | None = None,
     backend_kwargs: Mapping[str, Any] | None = None,
     anchors: int = 2,
-    export_jobs: int = 1,
+    export_jobs: int | None = None,
+    model_cache: str | os.PathLike[str] | None = None,
 ) -> list[Measurement]:
     """Measure whole subnets end to end with the same protocol (and reference probe) as table rows.
 
@@ -729,7 +898,8 @@ def measure_models(
     default None: each model's own estimate in ms. When the models need more than one chunk, ``anchors`` models
     are measured in every chunk and each chunk's estimates are scaled so the anchors agree (the machine's level
     changes over minutes; chunks run minutes apart); the rest are shuffled across chunks. ``export_jobs`` processes
-    export the models in parallel before anything is timed.
+    (default: one per core) export the models in parallel before anything is timed, into the shared model cache
+    (`latency_tables.model_cache`, ``model_cache`` overrides it) unless ``workdir`` is given.
     Returns one `Measurement` per architecture, in order; ``key`` is ``str(arch)``.
 
     ``precision``: each subnet is exported at it by the backend (quantized for int8, exactly as the table's layers
@@ -744,7 +914,8 @@ def measure_models(
     entries = []
     for c in cfgs:
         model_shape = (1, backbone.in_channels, c.resolution, c.resolution)
-        entries.append((str(c), functools.partial(build_static_model, backbone, c), model_shape))
+        entries.append((str(c), functools.partial(build_static_model, backbone, c), model_shape,
+                        content_of_subnet(str(c), backbone.to_json())))
     unique = list({e[0]: e for e in entries}.values())
     # Chunks: the first `n_anchor` models (anchors) go into every chunk; the rest are shuffled (seeded) so that no
     # group of models shares one chunk's machine state. Each chunk's level is then aligned on the anchors.
@@ -757,8 +928,11 @@ def measure_models(
         wd.mkdir(parents=True, exist_ok=True)
         advance = bars.task(f"export {backend} {precision} subnets", len(unique) + 1)
         tag = artifact_tag(bkw)
+        cache = open_cache(model_cache) if workdir is None else None
+        t_export = time.perf_counter()
         all_items = prepare_items([reference_entry(), *unique[:n_anchor], *rest], be, wd, on_export=advance,
-                                   tag=tag, jobs=export_jobs, backend_spec=(backend, bkw))
+                                   tag=tag, jobs=export_jobs, backend_spec=(backend, bkw), cache=cache)
+        export_seconds = time.perf_counter() - t_export
         ref_item, anchor_items, rest_items = all_items[0], all_items[1:1 + n_anchor], all_items[1 + n_anchor:]
         per_chunk = max(1, pr.chunk_size - n_anchor)
         chunk_items = [anchor_items + list(c) for c in chunked(rest_items, per_chunk)] or [anchor_items]
@@ -767,12 +941,13 @@ def measure_models(
         with WorkerPool(backend, bkw, pr) as pool:
             for ci, chunk in enumerate(chunk_items):
                 results.append(pool.measure_chunk(chunk, ref_item, chunk_index=ci, on_round=advance_m))
-    fits = [fit_chunk(r, pr.estimator_pct) for r in results]
+    fits = [fit_chunk(r, pr) for r in results]
     scale = _chunk_alignment(fits, n_anchor)
-    own_ref = reference_ms_of(fits, pr.estimator_pct)
+    own_ref = reference_ms_of(fits, pr.primary_pct)
     ref = None if reference_ms is None else float(reference_ms)
     env = {**machine_environment(device=device), **be.environment(), "protocol": pr.to_json(),
            "own_reference_ms": own_ref, "anchors": n_anchor, "chunk_scale": [float(x) for x in scale],
+           "export_seconds": round(export_seconds, 2),
            "scale": "own estimate" if ref is None else f"ratio x reference_ms {ref:.6g}"}
     delegation = delegation_summary(d for r in results for d in (r.delegations or []))
     if delegation is not None:
@@ -815,7 +990,8 @@ def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
 def _scaled(fit: Any, factor: float) -> Any:
     from dataclasses import replace as _replace
 
-    return _replace(fit, estimate_ms=fit.estimate_ms * factor, per_process_ms=fit.per_process_ms * factor)
+    return _replace(fit, estimate_ms=fit.estimate_ms * factor, per_process_ms=fit.per_process_ms * factor,
+                    stats_ms={k: v * factor for k, v in fit.stats_ms.items()})
 
 
 def measurement_agreement(ms: Sequence[Measurement]) -> Agreement | None:

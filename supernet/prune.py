@@ -150,20 +150,32 @@ def _blocks(model: StaticSubnet) -> list[MBConv]:
     return layers  # type: ignore[return-value]
 
 
+def _conv_bn(seq: nn.Module | None) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """The conv and BN of a `supernet.layers.ConvBNAct`."""
+    conv, bn = seq[0], seq[1]  # type: ignore[index]
+    assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+    return conv, bn
+
+
+def _width(block: MBConv) -> int:
+    return _conv_bn(block.depthwise)[0].out_channels
+
+
 # --------------------------------------------------------------------------- importance
 @torch.no_grad()
 def _l1_scores(block: MBConv) -> torch.Tensor:
-    conv, bn = block.depthwise[0], block.depthwise[1]
+    conv, bn = _conv_bn(block.depthwise)
+    assert bn.running_var is not None
     scale = bn.weight.abs() / torch.sqrt(bn.running_var + bn.eps)
     dw = conv.weight.abs().flatten(1).sum(1) * scale
-    proj = block.point_linear[0].weight.abs().sum((0, 2, 3))
+    proj = _conv_bn(block.point_linear)[0].weight.abs().sum((0, 2, 3))
     return dw * proj
 
 
 def _sensitivity_scores(model: StaticSubnet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
     blocks = _blocks(model)
     acts: dict[int, torch.Tensor] = {}
-    scores = [torch.zeros(b.depthwise[0].out_channels) for b in blocks]
+    scores = [torch.zeros(_width(b)) for b in blocks]
 
     def hook(i: int) -> Any:
         def f(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
@@ -235,6 +247,8 @@ def _keep_count(m: int, ratio: float, *, min_channels: int, round_to: int) -> in
 
 
 def _take_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, idx: torch.Tensor) -> None:
+    assert src.running_mean is not None and src.running_var is not None and src.num_batches_tracked is not None
+    assert dst.running_mean is not None and dst.running_var is not None and dst.num_batches_tracked is not None
     dst.weight.copy_(src.weight[idx])
     dst.bias.copy_(src.bias[idx])
     dst.running_mean.copy_(src.running_mean[idx])
@@ -246,23 +260,26 @@ def _take_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, idx: torch.Tensor) -> Non
 def _prune_block(block: MBConv, spec: LayerSpec, keep: torch.Tensor) -> MBConv:
     idx = keep.sort().values
     new = build_layer(replace(spec, mid_ch=int(idx.numel())))
-    assert isinstance(new, MBConv) and new.inverted_bottleneck is not None and block.inverted_bottleneck is not None
-    new.inverted_bottleneck[0].weight.copy_(block.inverted_bottleneck[0].weight[idx])
-    _take_bn(new.inverted_bottleneck[1], block.inverted_bottleneck[1], idx)
-    new.depthwise[0].weight.copy_(block.depthwise[0].weight[idx])
-    _take_bn(new.depthwise[1], block.depthwise[1], idx)
+    assert isinstance(new, MBConv)
+    (ib_new, ib_bn_new), (ib, ib_bn) = _conv_bn(new.inverted_bottleneck), _conv_bn(block.inverted_bottleneck)
+    ib_new.weight.copy_(ib.weight[idx])
+    _take_bn(ib_bn_new, ib_bn, idx)
+    (dw_new, dw_bn_new), (dw, dw_bn) = _conv_bn(new.depthwise), _conv_bn(block.depthwise)
+    dw_new.weight.copy_(dw.weight[idx])
+    _take_bn(dw_bn_new, dw_bn, idx)
     if block.se is not None:
         assert new.se is not None
-        r_new = new.se.reduce.out_channels
-        hidden = (block.se.reduce.weight[:, idx].abs().flatten(1).sum(1)
-                  + block.se.expand.weight[idx].abs().flatten(1).sum(0))
-        h = hidden.topk(r_new).indices.sort().values
-        new.se.reduce.weight.copy_(block.se.reduce.weight[h][:, idx])
-        new.se.reduce.bias.copy_(block.se.reduce.bias[h])
-        new.se.expand.weight.copy_(block.se.expand.weight[idx][:, h])
-        new.se.expand.bias.copy_(block.se.expand.bias[idx])
-    new.point_linear[0].weight.copy_(block.point_linear[0].weight[:, idx])
-    new.point_linear[1].load_state_dict(block.point_linear[1].state_dict())
+        red, exp, red_new, exp_new = block.se.reduce, block.se.expand, new.se.reduce, new.se.expand
+        assert red.bias is not None and exp.bias is not None and red_new.bias is not None and exp_new.bias is not None
+        hidden = red.weight[:, idx].abs().flatten(1).sum(1) + exp.weight[idx].abs().flatten(1).sum(0)
+        h = hidden.topk(red_new.out_channels).indices.sort().values
+        red_new.weight.copy_(red.weight[h][:, idx])
+        red_new.bias.copy_(red.bias[h])
+        exp_new.weight.copy_(exp.weight[idx][:, h])
+        exp_new.bias.copy_(exp.bias[idx])
+    (pl_new, pl_bn_new), (pl, pl_bn) = _conv_bn(new.point_linear), _conv_bn(block.point_linear)
+    pl_new.weight.copy_(pl.weight[:, idx])
+    pl_bn_new.load_state_dict(pl_bn.state_dict())
     return new
 
 
@@ -363,7 +380,7 @@ def prune_subnet(model: StaticSubnet, data: DataSplits | None, *, config: PruneC
     if data is None and (config.criterion == "sensitivity" or config.finetune is not None):
         raise ValueError("prune_subnet: data is needed for the sensitivity criterion and for fine-tuning")
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    original = [b.depthwise[0].out_channels for b in _blocks(model)]
+    original = [_width(b) for b in _blocks(model)]
     macs_before = sum(s.macs() for s in model_specs(model))
     current: StaticSubnet = model
     rounds: list[dict[str, Any]] = []

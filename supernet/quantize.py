@@ -72,6 +72,7 @@ __all__ = [
     "QuantTarget",
     "Runner",
     "SimulatedVariant",
+    "calibration_arrays",
     "calibration_samples",
     "check_backend_config",
     "compare_variants",
@@ -153,6 +154,10 @@ class QuantConfig:
             multiplications folded into scales (`fold_scalar_muls`). ``qdq`` is the previous recipe (QDQ,
             int8 activations, graph as exported), kept for comparison: measured on the AMD EPYC VM (1 thread,
             random-weight ofa-mbv3 subnets) it ran 0.30-0.56x fp32, the fast lowering 1.3-1.6x.
+        tflite_form: tflite int8 only: ``int8-friendly`` (default) converts `supernet.quantize_tflite.
+            int8_friendly_module` (h-swish written so the converter keeps it as MUL / ADD+RELU6 / MUL, which
+            XNNPACK runs in int8, instead of HARD_SWISH, which LiteRT 2.3's XNNPACK does not take in int8: one
+            partition break per h-swish); ``plain`` converts the model as is (the earlier recipe).
         fp32_layers: int8 only: indices into `supernet.layers.layer_specs` of layers kept in fp32 (mixed
             precision; onnxruntime: their nodes are excluded from quantization, with Quantize / Dequantize at
             the borders; tflite: not supported, refused). Empty: every layer int8.
@@ -167,6 +172,7 @@ class QuantConfig:
     calib_images: int = 256
     seed: int = 0
     ort_format: str = "qoperator"
+    tflite_form: str = "int8-friendly"
     fp32_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -175,6 +181,8 @@ class QuantConfig:
         object.__setattr__(self, "fp32_layers", layers)
         if self.ort_format not in ORT_FORMATS:
             raise ValueError(f"ort_format {self.ort_format!r}: expected one of {', '.join(ORT_FORMATS)}")
+        if self.tflite_form not in ("int8-friendly", "plain"):
+            raise ValueError(f"tflite_form {self.tflite_form!r}: expected 'int8-friendly' or 'plain'")
         if any(i < 0 for i in self.fp32_layers):
             raise ValueError(f"fp32_layers: expected layer indices >= 0, got {list(self.fp32_layers)}")
         if self.precision not in PRECISIONS:
@@ -318,8 +326,13 @@ def quantize_onnx(
     *,
     config: QuantConfig,
     calib_batches: Iterable[np.ndarray] | None = None,
+    calibration_memo: dict[str, bytes] | None = None,
 ) -> Path:
     """Lower the fp32 ONNX model ``fp32_path`` to ``config.precision`` and write it atomically to ``out_path``.
+
+    ``calibration_memo``: a caller's dict in which int8 activation ranges are kept per (model file, samples,
+    calibration settings), so lowering one subnet many times (mixed-precision sensitivity: one file per layer)
+    calibrates once.
 
     ``calib_batches`` (int8 only, required there) yields float32 arrays (N, C, H, W) preprocessed exactly as
     at inference; a model with a fixed batch of 1 is fed one image at a time. All of them are used: choosing
@@ -369,27 +382,24 @@ def quantize_onnx(
     }[config.calibration]
     fast = config.ort_format == "qoperator"
     with tempfile.TemporaryDirectory(prefix="hwnas-quant-") as tmp:
-        graph = src
-        if fast:  # rewrite first: quant_pre_process would inline HardSwish under names without the layer prefix
-            from supernet.onnx_lowering import int8_friendly
-
-            graph = Path(tmp) / "int8_friendly.onnx"
-            keep = [f"/{i}/" for i in config.fp32_layers]
-            onnx.save(int8_friendly(onnx.load(str(src)), keep_float=keep), str(graph))
-        pre = Path(tmp) / "pre.onnx"
-        try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            quant_pre_process(str(graph), str(pre), skip_symbolic_shape=False)
-        except ImportError:  # pragma: no cover - older onnxruntime
-            log.warning("quant_pre_process unavailable; quantizing the un-optimised graph (BN not folded)")
-            pre = graph
+        pre = _prepared_graph(src, Path(tmp) / "pre.onnx", fast=fast, fp32_layers=config.fp32_layers)
         kwargs: dict[str, Any] = {"calibration_data_reader": _Reader(name, samples)}
         if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
             # Calibrate ourselves so the histogram settings reach the calibrator (quantize_static does not pass
             # them on; its entropy default of 128 bins = 128 quantized bins leaves min-max as the only candidate).
-            kwargs = {"calibration_data_reader": None,
-                      "calibration_cache_path": _calibrate(pre, samples, name=name, config=config, tmp=Path(tmp))}
+            # Ranges always come from the all-int8 graph: a mixed file's boundary tensors keep their names, so
+            # every variant of one subnet shares them (and `calibration_memo` can reuse them).
+            cache = Path(tmp) / "calibration.json"
+            digest = _calibration_key(src, samples, config)
+            if calibration_memo is not None and digest in calibration_memo:
+                cache.write_bytes(calibration_memo[digest])
+            else:
+                full = pre if not config.fp32_layers else _prepared_graph(src, Path(tmp) / "pre_all.onnx", fast=fast,
+                                                                          fp32_layers=())
+                cache = _calibrate(full, samples, name=name, config=config, tmp=Path(tmp))
+                if calibration_memo is not None:
+                    calibration_memo[digest] = cache.read_bytes()
+            kwargs = {"calibration_data_reader": None, "calibration_cache_path": cache}
         elif config.calibration == "entropy":  # pragma: no cover - onnxruntime < 1.32
             log.warning("this onnxruntime cannot set entropy histogram bins; entropy calibration equals min-max")
         excluded = _layer_nodes(pre, config.fp32_layers)
@@ -418,6 +428,38 @@ def quantize_onnx(
         atomic_write_bytes(target, q_path.read_bytes())
     log.info("wrote %s (%s, %d calibration feeds)", target, config.label, len(samples))
     return target
+
+
+def _prepared_graph(src: Path, out: Path, *, fast: bool, fp32_layers: Sequence[int]) -> Path:
+    """The graph `quantize_static` gets: with ``fast``, `supernet.onnx_lowering.int8_friendly` (layers
+    ``fp32_layers`` kept float), then ``quant_pre_process`` (shape inference, BN folding)."""
+    import onnx
+
+    graph = src
+    if fast:  # rewrite first: quant_pre_process would inline HardSwish under names without the layer prefix
+        from supernet.onnx_lowering import int8_friendly
+
+        graph = out.with_suffix(".rewritten.onnx")
+        keep = [f"/{i}/" for i in fp32_layers]
+        onnx.save(int8_friendly(onnx.load(str(src)), keep_float=keep), str(graph))
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(graph), str(out), skip_symbolic_shape=False)
+    except ImportError:  # pragma: no cover - older onnxruntime
+        log.warning("quant_pre_process unavailable; quantizing the un-optimised graph (BN not folded)")
+        return graph
+    return out
+
+
+def _calibration_key(src: Path, samples: Sequence[np.ndarray], config: QuantConfig) -> str:
+    import hashlib
+
+    h = hashlib.sha256(src.read_bytes())
+    h.update(repr((config.calibration, config.percentile, config.entropy_bins, config.ort_format)).encode())
+    for x in samples:
+        h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()
 
 
 def _layer_nodes(model_path: Path, layers: Sequence[int]) -> list[str]:
@@ -510,13 +552,18 @@ class QuantTarget(Protocol):
 
     ``lower`` takes the fp32 file of ``export_fp32`` and writes the file of ``config.precision`` (a copy for
     fp32); ``calib_batches`` (float32 (N, C, H, W) arrays) is required for int8 and ignored otherwise.
+    ``export_form(config)`` names the fp32 graph form ``lower`` wants for ``config`` (``plain``: the model as
+    is; tflite int8: ``int8-friendly``, the same function written with ops its int8 delegate runs), passed to
+    ``export_fp32(..., form=...)``.
     """
 
     name: str
     suffix: str
     calibration_methods: tuple[str, ...]
 
-    def export_fp32(self, model: Any, path: Path) -> Path: ...
+    def export_fp32(self, model: Any, path: Path, *, form: str = "plain") -> Path: ...
+
+    def export_form(self, config: QuantConfig) -> str: ...
 
     def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
               calib_batches: Iterable[np.ndarray] | None) -> Path: ...
@@ -535,10 +582,16 @@ class OnnxRuntimeTarget:
     suffix = ".onnx"
     calibration_methods = ORT_CALIBRATION_METHODS
 
-    def export_fp32(self, model: Any, path: Path) -> Path:
+    def export_fp32(self, model: Any, path: Path, *, form: str = "plain") -> Path:
+        """fp32 ONNX; the int8 rewrite happens on the ONNX graph (`quantize_onnx`), so one form only."""
         from supernet.export import export
 
+        if form != "plain":
+            raise ValueError(f"onnxruntime export form {form!r}: expected 'plain'")
         return export(model, path, format="onnx", input_shape=model.input_shape)
+
+    def export_form(self, config: QuantConfig) -> str:
+        return "plain"
 
     def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
               calib_batches: Iterable[np.ndarray] | None) -> Path:
@@ -572,7 +625,8 @@ def get_target(name: str) -> QuantTarget:
     return BACKENDS.create(name)  # type: ignore[no-any-return]
 
 
-def _calib_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
+def calibration_arrays(data: DataSplits, *, config: QuantConfig, resolution: int) -> list[np.ndarray]:
+    """``config.calib_images`` seeded training images at ``resolution``, float32 NCHW (int8 ranges)."""
     from supernet.evaluate import calibration_batches
 
     return [x.numpy() for x in calibration_batches(data, n_images=config.calib_images, resolution=resolution,
@@ -597,10 +651,11 @@ def export_variant(
     target = get_target(backend)
     check_backend_config(target, config)
     with tempfile.TemporaryDirectory(prefix="hwnas-variant-") as tmp:
-        fp32 = target.export_fp32(model, Path(tmp) / f"fp32{target.suffix}")
+        form = target.export_form(config)
+        fp32 = target.export_fp32(model, Path(tmp) / f"fp32-{form}{target.suffix}", form=form)
         calib = None
         if config.precision == "int8":
-            calib = _calib_arrays(data, config=config, resolution=model.arch.resolution)
+            calib = calibration_arrays(data, config=config, resolution=model.arch.resolution)
         return target.lower(fp32, Path(out_path), config=config, calib_batches=calib)
 
 
@@ -762,17 +817,20 @@ def compare_variants(
             key = model_key(v)
             t = targets[v.backend]
             path = out / f"{v.label}{t.suffix}"
-            if path not in lowered and (v.backend, key) not in fp32_files:
-                fp32_files[(v.backend, key)] = t.export_fp32(models[key], Path(tmp) / f"{v.backend}-{key.replace(':', '-')}{t.suffix}")
+            form = t.export_form(v.config)
+            fk = (v.backend, key, form)
+            if path not in lowered and fk not in fp32_files:
+                fp32_files[fk] = t.export_fp32(models[key], Path(tmp) / f"{v.backend}-{key.replace(':', '-')}-{form}{t.suffix}",
+                                               form=form)
             calib = None
             if v.config.precision == "int8":
                 ck = (v.config.calib_images, v.config.seed)
                 if ck not in calib_cache:
-                    calib_cache[ck] = _calib_arrays(data, config=v.config, resolution=res)
+                    calib_cache[ck] = calibration_arrays(data, config=v.config, resolution=res)
                 calib = calib_cache[ck]
             path = out / f"{v.label}{t.suffix}"
             if path not in lowered:  # tflite and tflite-builtin run the same file
-                lowered[path] = t.lower(fp32_files[(v.backend, key)], path, config=v.config, calib_batches=calib)
+                lowered[path] = t.lower(fp32_files[fk], path, config=v.config, calib_batches=calib)
             paths.append(lowered[path])
 
     xs, ys = split_arrays(data, split=split, resolution=res, max_images=max_eval_images)

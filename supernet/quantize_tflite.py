@@ -9,8 +9,9 @@ on the flatbuffer:
     (``CHANNELWISE``) or per tensor (``TENSORWISE``); every activation asymmetric int8 with a range calibrated
     on ``calib_images`` training images; bias int32; input and output tensors int8 (the runner here quantizes
     the float input with the input tensor's scale / zero point and dequantizes the logits). Every op of our
-    subnets has an int8 kernel in TFLite (CONV_2D, DEPTHWISE_CONV_2D, HARD_SWISH, MUL, ADD, MEAN, PAD,
-    FULLY_CONNECTED, RESHAPE), so no float islands remain.
+    subnets has an int8 kernel in TFLite's built-in kernels; XNNPACK (LiteRT 2.3) has none for HARD_SWISH, so
+    by default (``QuantConfig.tflite_form="int8-friendly"``) the int8 file is converted from
+    `int8_friendly_module` (h-swish as MUL / ADD+RELU6 / MUL), which XNNPACK takes in one partition.
 
 Why AEQ rather than litert-torch's PT2E quantizer: the PT2E quantizer annotates conv, linear, add, mul, pools
 and cat but not hardswish / hardsigmoid, so a MobileNetV3 subnet would keep float islands with
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from supernet.io import atomic_write_bytes
 from supernet.runtime import Session, open_session, tflite_interpreter
@@ -47,8 +49,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TFLITE_CALIBRATION_METHODS",
+    "MulClipHardswish",
     "TFLiteBuiltinTarget",
     "TFLiteTarget",
+    "int8_friendly_module",
     "quantize_tflite",
     "tflite_weight_dtypes",
 ]
@@ -57,6 +61,32 @@ log = logging.getLogger(__name__)
 
 TFLITE_CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "moving-average")
 _WEIGHT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"})
+
+
+class MulClipHardswish(torch.nn.Module):
+    """h-swish as ``(x / 6) * clip(x + 3, 0, 6)``: the same function as ``nn.Hardswish`` (up to float rounding).
+
+    Written so on purpose: litert-torch / the TFLite converter fuses ``x * relu6(x + 3) / 6`` and
+    ``x * (relu6(x + 3) / 6)`` back into HARD_SWISH, which LiteRT 2.3's XNNPACK delegate does not run in int8
+    (measured: the int8 smallest subnet split into 16 partitions, one per HARD_SWISH, and ran 0.55x its fp32
+    file), while this order converts to MUL, ADD (fused RELU6) and MUL, all of which XNNPACK runs in int8.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * (1.0 / 6.0)) * torch.clamp(x + 3.0, 0.0, 6.0)
+
+
+def int8_friendly_module(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` with every ``nn.Hardswish`` replaced by `MulClipHardswish` (``model`` unchanged;
+    attributes such as ``arch`` / ``input_shape`` are kept). The TFLite int8 lowering converts this form."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for mod in list(out.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, torch.nn.Hardswish):
+                setattr(mod, name, MulClipHardswish())
+    return out.eval()
 
 
 def _global_minmax(qsv: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -191,10 +221,17 @@ class TFLiteTarget:
     calibration_methods = TFLITE_CALIBRATION_METHODS
     default_delegates = True
 
-    def export_fp32(self, model: Any, path: Path) -> Path:
+    def export_fp32(self, model: Any, path: Path, *, form: str = "plain") -> Path:
+        """fp32 ``.tflite`` of ``model`` (``plain``) or of `int8_friendly_module` (``int8-friendly``)."""
         from supernet.export import export
 
-        return export(model, path, format="tflite", input_shape=model.input_shape)
+        if form not in ("plain", "int8-friendly"):
+            raise ValueError(f"tflite export form {form!r}: expected 'plain' or 'int8-friendly'")
+        src = int8_friendly_module(model) if form == "int8-friendly" else model
+        return export(src, path, format="tflite", input_shape=model.input_shape)
+
+    def export_form(self, config: QuantConfig) -> str:
+        return "int8-friendly" if config.precision == "int8" and config.tflite_form == "int8-friendly" else "plain"
 
     def lower(self, fp32_path: Path, out_path: Path, *, config: QuantConfig,
               calib_batches: Iterable[np.ndarray] | None) -> Path:

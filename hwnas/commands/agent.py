@@ -148,6 +148,9 @@ def bundle_cmd(
     ] = None,
     default_table: Annotated[str | None, typer.Option("--default-table", help="latency column agents use")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing bundle in --out")] = False,
+    statistic: Annotated[str | None, typer.Option(
+        "--statistic", help="latency statistic of every --table: median (default), p99 (plan on the tail, for "
+        "deadlines), p90, best")] = None,
 ) -> None:
     """Pack the variants' model files and a versioned manifest.json (hashes, latency per table, energy) into --out.
 
@@ -168,8 +171,13 @@ def bundle_cmd(
         if not sep or not name or not path:
             raise typer.BadParameter(f"--table {spec!r}: expected NAME=PATH")
         grouped.setdefault(name, []).append(path)
-    tables = {name: paths[0] if len(paths) == 1 else paths for name, paths in grouped.items()}
+    tables: dict[str, Any] = {name: paths[0] if len(paths) == 1 else paths for name, paths in grouped.items()}
     try:
+        if statistic is not None:
+            from latency_tables.table import LatencyTable
+
+            tables = {name: [LatencyTable.load(p, statistic=statistic) for p in paths] if len(paths) > 1
+                      else LatencyTable.load(paths[0], statistic=statistic) for name, paths in grouped.items()}
         vs = load_variants(variants)
         b = build_bundle(vs, out, tables=tables, base_dir=Path(variants).parent, default_table=default_table,
                          overwrite=overwrite)

@@ -30,6 +30,23 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected comma-separated integers, e.g. 160,176,224",
+                                 param_hint=flag) from None
+    if not vals:
+        raise typer.BadParameter("no value given", param_hint=flag)
+    return vals
+
+
+_STATISTIC_HELP = ("latency statistic: median (typical, the default) | best (best case, the protocol's low "
+                   "percentile) | p90 | p99 (tail per inference) | mean (imported tables)")
+
+
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
@@ -50,10 +67,15 @@ def build(
     processes: int | None = typer.Option(None, min=1, help="override: measuring processes"),
     resume: bool = typer.Option(True, help="continue an interrupted build with the same settings"),
     device: str | None = typer.Option(None, help="device name stored in the manifest (default: host name)"),
-    export_jobs: int = typer.Option(1, min=1, help="processes converting one-layer models in parallel before "
-                                    "anything is timed (tflite conversion takes seconds per model)"),
+    export_jobs: int = typer.Option(0, min=0, help="processes converting one-layer models in parallel before "
+                                    "anything is timed (tflite conversion takes seconds per model); 0 = one per core"),
+    resolutions: str | None = typer.Option(None, help="build for these resolutions of the space only, e.g. "
+                                           "160,176,192,208,224 (default: all)"),
 ) -> None:
-    """Measure every distinct layer of a search space at one precision and write CSV + manifest."""
+    """Measure every distinct layer of a search space at one precision and write CSV + manifest.
+
+    Every statistic is measured (median, the default; best case; p90 and p99 per inference). Converted models go to
+    the shared model cache ($HWNAS_MODEL_CACHE, default ~/.cache/hwnas/models; 'off' disables it)."""
     from latency_tables.backends import UnknownBackendError, supported_precisions
     from latency_tables.table import build_table
     from supernet.layers import Backbone
@@ -79,11 +101,12 @@ def build(
     extra = None
     if precision == "int8" and backend == "onnxruntime":
         extra = {"calibration": calibration, "calib_samples": calib_samples}
+    res = _int_list(resolutions, "--resolutions")
     try:
         with rich_progress() as bars:
             table = build_table(sp, bb, out=out, backend=backend, threads=threads, precision=precision, protocol=pr,
                                 resume=resume, progress=bars, device=device, backend_kwargs=extra,
-                                export_jobs=export_jobs)
+                                export_jobs=export_jobs or None, resolutions=res)
     except ValueError as e:  # bad backend settings, or a checkpoint of a build with other settings
         _fail(str(e))
     m = table.meta
@@ -116,6 +139,9 @@ def validate(
     features: str = typer.Option(
         "auto", help="correction features: auto (the largest set the fitting subnets support: per-kernel from 20, "
         "memory from 14, else compact) | compact | memory | per-kernel (latency_tables.predictor.FEATURE_SETS)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; default: the table's"),
+    also_statistics: str = typer.Option("", help="other statistics fitted and scored on the same measurements, "
+                                        "e.g. p99"),
 ) -> None:
     """Fit the correction and score plain sum vs corrected predictor on held-out end-to-end measurements."""
     from latency_tables.predictor import candidate_feature_sets, read_measured_archs, validate_measured
@@ -135,7 +161,7 @@ def validate(
     if measured is not None:
         from latency_tables.predictor import MeasuredArchsError
 
-        tab = LatencyTable.load(table)
+        tab = LatencyTable.load(table, statistic=statistic)
         try:
             archs, ys = read_measured_archs(measured, table=tab)
         except (MeasuredArchsError, FileNotFoundError) as e:
@@ -156,7 +182,8 @@ def validate(
                 table, n_fit=n_fit, n_test=n_test, seed=seed, protocol=pr, retest=retest, progress=bars,
                 workdir=models_dir, export_jobs=export_jobs, features=features,
                 predictor_out=out_dir / "predictor.json", report_out=out_dir / "report.json",
-                plot_out=out_dir / "plot.png",
+                plot_out=out_dir / "plot.png", statistic=statistic,
+                also_statistics=tuple(x.strip() for x in also_statistics.split(",") if x.strip()),
             )
     except ValueError as e:  # e.g. --n-fit too small for the correction's features
         _fail(str(e))
@@ -166,15 +193,17 @@ def validate(
 
 @app.command()
 def predict(
-    table: Path = typer.Option(..., "--table", help="table CSV"),
+    table: Path | None = typer.Option(None, "--table", help="table CSV (not needed with an adapted --predictor)"),
     arch: list[str] = typer.Option([], "--arch", help="architecture string, e.g. r28-d2.2.2.2.2-k3e3.k3e3_... (repeatable)"),
     arch_file: Path | None = typer.Option(None, help="file with one architecture string or JSON object per line"),
-    predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum)"),
+    predictor: Path | None = typer.Option(None, help="predictor JSON from `validate` (default: plain LUT sum), or an "
+                                          "adapted predictor from `adapt` (then with a 90 % interval)"),
     precision: str | None = typer.Option(None, help="precision you mean (checked against the table's; default: the table's)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; default: the predictor's, else the table's"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
 ) -> None:
     """Predict latency (ms) of architectures from a table (and a fitted correction), at the table's precision."""
-    from latency_tables.predictor import PredictorError, predict_latency
+    from latency_tables.predictor import PredictorError, predict_latency, predictor_statistic
     from latency_tables.table import LatencyTableError
 
     archs: list[Any] = list(arch)
@@ -185,11 +214,19 @@ def predict(
                 archs.append(json.loads(line) if line.startswith("{") else line)
     if not archs:
         raise typer.BadParameter("give at least one --arch or an --arch-file")
+    from latency_tables.fewshot import ADAPTED_KIND, AdaptedLatencyPredictor
     from latency_tables.predictor import resolve_table
+
+    if predictor is not None and _json_kind(predictor) == ADAPTED_KIND:
+        _predict_adapted(AdaptedLatencyPredictor.load(predictor), archs, precision=precision, as_json=as_json)
+        return
+    if table is None:
+        raise typer.BadParameter("give --table (or an adapted --predictor from `hwnas lut adapt`)", param_hint="--table")
 
     try:
         tab = resolve_table(table)
-        preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision)
+        preds = predict_latency(archs, table=tab, predictor=predictor, precision=precision, statistic=statistic)
+        stat_used = statistic or (predictor_statistic(predictor) if predictor is not None else tab.statistic)
     except (LatencyTableError, PredictorError, FileNotFoundError) as e:
         _fail(str(e))
     kind = "corrected" if predictor is not None else "plain_sum"
@@ -197,9 +234,33 @@ def predict(
         name = a if isinstance(a, str) else json.dumps(a)
         if as_json:
             typer.echo(json.dumps({"arch": name, "predicted_ms": float(p), "precision": tab.precision,
-                                   "predictor": kind}))
+                                   "statistic": stat_used, "predictor": kind}))
         else:
-            typer.echo(f"{p:10.4f} ms  {tab.precision}  {name}")
+            typer.echo(f"{p:10.4f} ms  {tab.precision}  {stat_used}  {name}")
+
+
+def _json_kind(path: Path) -> str | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d.get("kind") if isinstance(d, dict) else None
+
+
+def _predict_adapted(p: Any, archs: list[Any], *, precision: str | None, as_json: bool) -> None:
+    from supernet.space import ArchConfig
+
+    cfgs = [p.space.parse(a) if isinstance(a, str) else ArchConfig.from_json(a) for a in archs]
+    if precision is not None and p.precision is not None and precision != p.precision:
+        _fail(f"--precision {precision}: this adapted predictor is for {p.precision}")
+    lo, mid, hi = p.predict_interval(cfgs, level=0.9)
+    for a, lo_, mid_, hi_ in zip(archs, lo, mid, hi, strict=True):
+        name = a if isinstance(a, str) else json.dumps(a)
+        if as_json:
+            typer.echo(json.dumps({"arch": name, "predicted_ms": float(mid_), "interval90_ms": [float(lo_), float(hi_)],
+                                   "statistic": p.statistic, "predictor": "adapted", "k": p.k}))
+        else:
+            typer.echo(f"{mid_:10.4f} ms  [90 %: {lo_:.4f} .. {hi_:.4f}]  {p.statistic}  {name}")
 
 
 @app.command()
@@ -214,8 +275,15 @@ def kit(
     num_runs: int = typer.Option(50, min=1, help="benchmark_model --num_runs"),
     warmup_runs: int = typer.Option(10, min=0, help="benchmark_model --warmup_runs"),
     rounds: int = typer.Option(3, min=1, help="interleaved rounds over all models"),
+    subnets: int | None = typer.Option(None, min=1, help="few-shot kit: export only this many whole subnets, chosen to "
+                                       "be informative (docs/fewshot.md), instead of every one-layer model; run again "
+                                       "on the same --out to add more"),
+    source: list[Path] = typer.Option([], "--source", help="with --subnets: table CSV / predictor JSON of a device "
+                                      "hwnas knows (repeatable); the subnets are spread over its predicted range"),
+    seed: int = typer.Option(0, help="with --subnets: seed of the candidate pool"),
 ) -> None:
-    """Write a phone measurement kit: one-layer models, kit.json and run_benchmark.sh (resumable). See docs/phones.md."""
+    """Write a phone measurement kit: one-layer models (or, with --subnets, K whole subnets for `lut adapt`),
+    kit.json and run_benchmark.sh (resumable). See docs/phones.md and docs/fewshot.md."""
     from latency_tables.kit import write_kit
     from supernet.layers import Backbone
     from supernet.space import get_space
@@ -225,6 +293,12 @@ def kit(
     except UnknownNameError as e:
         raise typer.BadParameter(str(e), param_hint="--space") from None
     bb = Backbone(in_channels=in_channels, num_classes=num_classes, width_mult=width_mult)
+    if subnets is not None:
+        _subnet_kit(sp, bb, out, k=subnets, sources=source, seed=seed, formats=formats, threads=threads,
+                    num_runs=num_runs, warmup_runs=warmup_runs, rounds=rounds)
+        return
+    if source:
+        raise typer.BadParameter("--source only applies with --subnets", param_hint="--source")
     try:
         with rich_progress() as bars:
             m = write_kit(sp, bb, out, formats=[f.strip() for f in formats.split(",") if f.strip()],
@@ -237,18 +311,47 @@ def kit(
 
 @app.command("import")
 def import_(
-    kit_dir: Path = typer.Argument(..., help="kit directory written by `kit` (with logs/ filled by run_benchmark.sh)"),
+    kit_dir: Path = typer.Argument(..., help="kit directory written by `kit` (with logs/ filled by run_benchmark.sh), "
+                                   "or with --format ofa-yaml a folder of OFA's <r>_lookup_table.yaml files"),
     out: Path = typer.Option(..., "--out", help="CSV path of the table (the manifest goes to <out>.meta.json)"),
+    fmt: str = typer.Option("kit", "--format", help="kit (benchmark_model logs of a phone kit) | ofa-yaml (OFA's "
+                            "per-resolution lookup tables)"),
+    width_mult: float | None = typer.Option(None, help="ofa-yaml: backbone width (default: found from the stem key)"),
+    statistic: str | None = typer.Option(None, help="ofa-yaml: what the files' 'mean' is (default: as the "
+                                         "hwnas-table.json beside them says, else mean)"),
     csv_file: Path | None = typer.Option(None, "--csv", help="per-layer CSV (key or file, latency_ms) instead of logs"),
     device: str | None = typer.Option(None, help="phone name for the manifest (e.g. 'Pixel 7')"),
     cpu_model: str | None = typer.Option(None, help="SoC / CPU for the manifest (e.g. 'Tensor G2, Cortex-X1')"),
     backend_version: str | None = typer.Option(None, help="benchmark_model / TFLite version used"),
     allow_missing: bool = typer.Option(False, help="write a partial table when some layers have no measurement"),
 ) -> None:
-    """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit."""
+    """Parse the kit's benchmark_model logs (or a CSV) into a latency table checked against the kit; for a
+    subnet kit (`kit --subnets`), into the measured CSV that `lut adapt --measured` reads; with --format ofa-yaml,
+    OFA's per-resolution lookup-table yaml files into a table."""
     from latency_tables.benchmark_log import BenchmarkLogError
     from latency_tables.kit import KitError, import_kit_csv, import_kit_logs
+    from latency_tables.subnet_kit import import_subnet_logs, is_subnet_kit
 
+    if fmt not in ("kit", "ofa-yaml"):
+        raise typer.BadParameter(f"{fmt!r}: expected kit or ofa-yaml", param_hint="--format")
+    if fmt == "ofa-yaml":
+        from latency_tables.ofa_yaml import OfaYamlError, import_ofa_yaml
+
+        try:
+            t = import_ofa_yaml(kit_dir, out=out, width_mult=width_mult, statistic=statistic, device=device,
+                                cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
+        except (OfaYamlError, ValueError) as e:
+            _fail(str(e))
+        typer.echo(f"wrote {out} ({t.meta.n_rows} layers, {t.statistic}, width {t.backbone.width_mult:g}, "
+                   f"resolutions {list(t.space.resolutions)}) and {out}.meta.json")
+        return
+    if is_subnet_kit(kit_dir):
+        if csv_file is not None:
+            raise typer.BadParameter("a subnet kit is imported from its logs; --csv is for layer kits", param_hint="--csv")
+        path = import_subnet_logs(kit_dir, out=out, allow_missing=allow_missing)
+        typer.echo(f"wrote {path} (measured subnets); next: hwnas lut adapt --measured {path} --source ... --out "
+                   "device.json")
+        return
     kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
     try:
         table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
@@ -261,6 +364,103 @@ def import_(
     if m.environment.get("n_failed_runs"):
         typer.echo(f"skipped {m.environment['n_failed_runs']} failed benchmark_model run(s), e.g. "
                    f"{m.environment['failed_runs'][0]}")
+
+
+@app.command("export")
+def export_(
+    table: Path = typer.Argument(..., help="table CSV"),
+    out: Path = typer.Option(..., "--out", help="folder for the <r>_lookup_table.yaml files"),
+    fmt: str = typer.Option("ofa-yaml", "--format", help="ofa-yaml (OFA's per-resolution lookup tables)"),
+    statistic: str | None = typer.Option(None, help=_STATISTIC_HELP + "; written as OFA's 'mean' (default: the table's)"),
+) -> None:
+    """Write a table in another tool's format (OFA's lookup-table yaml files, one per resolution)."""
+    from latency_tables.ofa_yaml import OfaYamlError, export_ofa_yaml
+    from latency_tables.table import LatencyTable, LatencyTableError
+
+    if fmt != "ofa-yaml":
+        raise typer.BadParameter(f"{fmt!r}: expected ofa-yaml", param_hint="--format")
+    try:
+        files = export_ofa_yaml(LatencyTable.load(table, statistic=statistic), out)
+    except (OfaYamlError, LatencyTableError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {len(files)} files to {out} ({files[0].name} ... {files[-1].name}) and {out}/hwnas-table.json")
+
+
+def _sources(paths: list[Path]) -> list[Any]:
+    from latency_tables.fewshot import load_source
+
+    return [load_source(p) for p in paths]
+
+
+def _subnet_kit(sp: Any, bb: Any, out: Path, *, k: int, sources: list[Path], seed: int, formats: str, threads: int,
+                num_runs: int, warmup_runs: int, rounds: int) -> None:
+    import numpy as np
+
+    from latency_tables.fewshot import backbone_of_sources, choose_subnets
+    from latency_tables.subnet_kit import existing_subnets, write_subnet_kit
+
+    srcs = _sources(sources)
+    src_bb = backbone_of_sources(srcs)
+    if src_bb is not None and src_bb != bb:
+        raise typer.BadParameter(f"the sources were built for backbone {src_bb.to_json()}, the kit's options give "
+                                 f"{bb.to_json()}; pass matching --in-channels/--num-classes/--width-mult")
+    measured = existing_subnets(out)
+    chosen = choose_subnets(sp, bb, k, sources=srcs, measured=measured, rng=np.random.default_rng(seed))
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    with rich_progress() as bars:
+        m = write_subnet_kit(sp, bb, [*measured, *chosen], out, formats=fmts, threads=threads, num_runs=num_runs,
+                             warmup_runs=warmup_runs, rounds=rounds, progress=bars,
+                             chooser={"k_added": len(chosen), "seed": seed, "sources": [str(p) for p in sources]})
+    typer.echo(f"wrote subnet kit {out}: {len(m.subnets)} subnets ({len(chosen)} new) x {list(m.formats)}, kit sha256 "
+               f"{m.kit_sha256[:12]}...")
+    typer.echo(f"next: sh {out / 'run_benchmark.sh'}  then  hwnas lut import {out} --out measured.csv")
+
+
+@app.command()
+def adapt(
+    measured: Path = typer.Option(..., "--measured", help="CSV of subnets measured end to end on the new device: "
+                                  "columns arch (string or JSON) and latency_ms (what `lut import` writes for a "
+                                  "subnet kit, or `lut validate --measured` reads)"),
+    out: Path = typer.Option(..., "--out", help="adapted predictor JSON to write"),
+    source: list[Path] = typer.Option([], "--source", help="table CSV, predictor JSON or adapted predictor of a device "
+                                      "hwnas already knows (repeatable); none: GP on the encoding + MACs"),
+    space: str | None = typer.Option(None, help="search space (default: the sources'; required without sources)"),
+    in_channels: int | None = typer.Option(None, help="backbone input channels (default: the sources', else 3)"),
+    num_classes: int | None = typer.Option(None, help="backbone classes (default: the sources', else 1000)"),
+    width_mult: float | None = typer.Option(None, help="backbone width multiplier (default: the sources', else 1.0)"),
+    statistic: str = typer.Option("median", help="what latency_ms is: median | p90 | p99 | mean (recorded)"),
+    precision: str | None = typer.Option(None, help="precision the subnets ran at (recorded; queries are checked)"),
+    device: str | None = typer.Option(None, help="device name to record (e.g. 'Pixel 7, 4 threads')"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out"),
+) -> None:
+    """Fit a new device's latency predictor from a few subnets measured end to end (docs/fewshot.md)."""
+    from latency_tables.fewshot import adapt as fit
+    from latency_tables.fewshot import backbone_of_sources, read_measured
+    from supernet.layers import Backbone
+    from supernet.space import get_space
+
+    if out.exists() and not overwrite:
+        _fail(f"--out {out} exists; pass --overwrite to replace it")
+    if statistic not in ("median", "p90", "p99", "mean"):
+        raise typer.BadParameter(f"{statistic!r}: expected median, p90, p99 or mean", param_hint="--statistic")
+    srcs = _sources(source)
+    if space is None and not srcs:
+        raise typer.BadParameter("give --space (or at least one --source, whose space is used)", param_hint="--space")
+    sp = get_space(space) if space is not None else srcs[0].space
+    src_bb = backbone_of_sources(srcs)
+    base = src_bb.to_json() if src_bb is not None else Backbone().to_json()
+    given = {k: v for k, v in (("in_channels", in_channels), ("num_classes", num_classes),
+                               ("width_mult", width_mult)) if v is not None}
+    bb = Backbone.from_json({**base, **given})
+    archs, ms = read_measured(measured, sp)
+    p = fit(archs, ms, space=sp, backbone=bb, sources=srcs, statistic=statistic, precision=precision, device=device,
+            info={"measured_csv": str(measured)})
+    p.save(out)
+    cands = p.info["candidates"]
+    typer.echo(f"fitted on K = {p.k} subnets ({statistic}); chosen model: {p.info['chosen']}")
+    for name, sc in sorted(cands.items(), key=lambda kv: kv[1]["loo_mse_log"]):
+        typer.echo(f"  {name:<14} leave-one-out MAPE {sc['loo_mape_pct']:6.2f} %")
+    typer.echo(f"wrote {out}; use it with: hwnas lut predict --predictor {out} --arch ...")
 
 
 @app.command()
@@ -279,8 +479,10 @@ def info(table: Path = typer.Argument(..., help="table CSV")) -> None:
         ("backend", f"{m.backend} {m.backend_version}"), ("precision", m.precision),
         ("quantization", json.dumps(m.environment["quantization"]) if m.environment.get("quantization") else "-"),
         ("threads", m.threads),
+        ("delegation", json.dumps(m.environment["delegation"]) if m.environment.get("delegation") else "-"),
         ("protocol", f"{m.processes} processes x {m.rounds} rounds x {m.runs} runs, {m.warmups} warm-ups"),
-        ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms', float('nan')):.4f}"),
+        ("statistic", f"{m.statistic} (has {', '.join(m.statistics)})"),
+        ("estimator", m.estimator), ("reference_ms", f"{m.reference.get('latency_ms') or float('nan'):.4f}"),
         ("space", m.space.get("name")), ("measured_at", m.measured_at), ("build_seconds", m.build_seconds),
         ("test_retest", json.dumps(m.test_retest) if m.test_retest else "-"), ("csv_sha256", m.csv_sha256),
     ):

@@ -27,7 +27,15 @@ def quantize_cmd(
     supernet: Annotated[Path, typer.Option(help="supernet.pt written by 'hwnas train'.")] = Path(
         "hwnas-runs/supernet/supernet.pt"
     ),
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | int8 | int8-qat (= int8 --force-qat)")] = "int8",
+    precision: Annotated[str, typer.Option(
+        help="fp32 | fp16 | int8 | int8-qat (= int8 --force-qat) | mixed (per-layer int8/fp32, onnxruntime)")
+    ] = "int8",
+    budget_pts: Annotated[float, typer.Option(
+        help="mixed: top-1 points (validation split) the mixed file may lose against fp32.")] = 0.5,
+    fp32_table: Annotated[Path | None, typer.Option(
+        help="mixed: fp32 latency table (with --int8-table: per-layer int8 gain; layers int8 does not speed up stay fp32).")
+    ] = None,
+    int8_table: Annotated[Path | None, typer.Option(help="mixed: int8 latency table of the same device.")] = None,
     backend: Annotated[str, typer.Option(
         help="onnxruntime (QDQ .onnx) | tflite (LiteRT .tflite, XNNPACK) | tflite-builtin (same file, built-in kernels)")
     ] = "onnxruntime",
@@ -74,6 +82,13 @@ def quantize_cmd(
         fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if precision == "int8-qat":
         precision, force_qat = "int8", True
+    mixed = precision == "mixed"
+    if mixed:
+        precision = "int8"
+        if backend != "onnxruntime":
+            fail(f"--precision mixed: per-layer mixed precision is implemented for onnxruntime, not {backend!r}")
+        if (fp32_table is None) != (int8_table is None):
+            fail("--fp32-table and --int8-table: give both (per-layer gain = fp32 row - int8 row) or neither")
     try:
         from supernet.qat import FakeQuantSpec, QATConfig
 
@@ -94,12 +109,33 @@ def quantize_cmd(
         else:
             sub = net.get_active_subnet(cfg).eval()
         folder = out or supernet.parent / "quantized"
+        policy_json = None
+        if mixed:
+            from supernet.layers import layer_specs
+            from supernet.mixed import choose_mixed, layer_gains_ms
+
+            gains = None
+            if fp32_table is not None and int8_table is not None:
+                from latency_tables.table import LatencyTable
+
+                rows = [{k: r.latency_ms for k, r in LatencyTable.load(t).rows.items()}
+                        for t in (fp32_table, int8_table)]
+                gains = layer_gains_ms([s.key for s in layer_specs(sub.backbone, sub.arch)], fp32_rows=rows[0],
+                                       int8_rows=rows[1])
+            chosen = choose_mixed(sub, data, config=cfg_q, budget_pts=budget_pts, gains_ms=gains, split="val",
+                                  progress=lambda m: typer.echo(f"mixed: {m}"))
+            policy_json = chosen.to_json()
+            cfg_q = cfg_q.replace(fp32_layers=chosen.fp32_layers)
+            typer.echo(f"mixed: fp32 layers {list(chosen.fp32_layers)}; val top-1 fp32 {chosen.fp32_top1:.4f}, "
+                       f"int8 {chosen.int8_top1:.4f}, mixed {chosen.mixed_top1:.4f} (budget {budget_pts} points)")
         summary = quantize_subnet(sub, data, out_dir=folder, config=cfg_q, backend=backend, qat=policy,
                                   report=report, split=split, simulated=sims)
     except (InvalidArchError, ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))
         raise
     summary["supernet"], summary["bn_images"] = str(supernet), bn_images
+    if policy_json is not None:
+        summary["mixed_policy"] = policy_json
     atomic_write_json(folder / f"{cfg}.{cfg_q.label}.json", summary)
     path = Path(summary["path"])
     dtypes = summary["weight_dtypes"]

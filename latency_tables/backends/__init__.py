@@ -172,8 +172,9 @@ class Measurement:
 
     Attributes:
         key: what was measured (a `LayerSpec.key` or an architecture string).
-        latency_ms: the protocol's estimate, in ms: ``ratio * reference_ms``. The number tables and reports use.
-        ratio: a low percentile of all timed runs, divided by the reference probe's (dimensionless).
+        latency_ms: the protocol's estimate, in ms: ``ratio * reference_ms``. The number tables and reports use;
+            which statistic it is says ``statistic`` (default the median per inference).
+        ratio: that statistic of all round-corrected timed runs, divided by the reference probe's (dimensionless).
         reference_ms: the reference probe's latency used to turn ``ratio`` into ms.
         latencies_ms: raw (un-normalised) round medians, ms, one per (process, round).
         p50_ms: median of ``latencies_ms``. iqr_ms: their inter-quartile range (spread).
@@ -181,6 +182,8 @@ class Measurement:
         runs: timed inferences in total; rounds: rounds per process; processes: measuring processes.
         warmups: untimed runs per model and round (plus the initial warm-up on load).
         environment: device, CPU model, backend and version, precision, threads (shared, not compared).
+        statistic: what ``latency_ms`` is (`latency_tables.protocol.STATISTICS`).
+        stats_ms: every statistic measured (median, best, p90, p99), ms, on ``latency_ms``'s scale.
     """
 
     key: str
@@ -196,3 +199,14 @@ class Measurement:
     processes: int
     warmups: int
     environment: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    statistic: str = "median"
+    stats_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def stat(self, name: str) -> float:
+        """The latency in ms as statistic ``name`` (`latency_tables.protocol.STATISTICS`), on ``latency_ms``'s scale."""
+        if name == self.statistic:
+            return self.latency_ms
+        if name not in self.stats_ms:
+            raise ValueError(f"measurement of {self.key}: statistic {name!r} was not measured; it has "
+                             f"{sorted({self.statistic, *self.stats_ms})}")
+        return float(self.stats_ms[name])

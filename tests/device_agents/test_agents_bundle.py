@@ -22,8 +22,9 @@ from device_agents.bundle import (
     manifest_digest,
 )
 from hwnas.commands.agent import app
+from supernet.layers import Backbone
 
-FIXTURE_TABLE = Path(__file__).parents[2] / "latency_tables" / "fixtures" / "schema-v1-fake.csv"
+FIXTURE_TABLE = Path(__file__).parents[1] / "latency_tables" / "fixtures" / "tables" / "schema-v1-fake.csv"
 
 
 def test_build_and_load_round_trip(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
@@ -268,3 +269,44 @@ def test_cli_bundle(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     res = runner.invoke(app, ["bundle", "--variants", str(tmp_path / "variants.json"), "--out", str(tmp_path / "c"),
                               "--table", "nonsense"])
     assert res.exit_code != 0 and "NAME=PATH" in res.output
+
+
+def test_agent_can_plan_on_the_tail(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
+    """A table opened at p99 gives the agent a tail-latency column, and the manifest names the statistic."""
+    from latency_tables import LatencyTable
+
+    v2 = FIXTURE_TABLE.with_name("schema-v2-fake.csv")
+    med, p99 = LatencyTable.load(v2), LatencyTable.load(v2, statistic="p99")
+    cfg = med.space.smallest()
+    v = Variant(name="s", arch=str(cfg), precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"median": med, "tail": p99}, default_table="tail")
+    assert b.entries[0].predicted_latency_ms["tail"] == pytest.approx(p99.sum_ms(cfg))
+    assert b.entries[0].predicted_latency_ms["tail"] > b.entries[0].predicted_latency_ms["median"]
+    assert b.tables["tail"]["statistic"] == "p99" and b.tables["median"]["statistic"] == "median"
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(p99.sum_ms(cfg))
+
+
+def test_adapted_predictor_column_prices_variants_for_a_new_device(tmp_path: Path,
+                                                                    tiny_variants: tuple[Variant, ...]) -> None:
+    """A phone known from a few measurements (hwnas lut adapt) gives the bundle a latency column the agent can use."""
+    import numpy as np
+
+    from latency_tables import LatencyTable
+    from latency_tables.fewshot import adapt, load_source
+
+    table = LatencyTable.load(FIXTURE_TABLE)
+    src = load_source(FIXTURE_TABLE)
+    rng = np.random.default_rng(0)
+    archs = list({str(a): a for a in (table.space.canonical(table.space.sample(rng)) for _ in range(30))}.values())[:6]
+    phone = adapt(archs, 4.0 * src.predict(archs), space=table.space,
+                  backbone=Backbone.from_json(table.meta.backbone), sources=[src], device="phone-x")
+    path = phone.save(tmp_path / "phone.json")
+    arch = table.space.smallest()
+    v = Variant(name="s", arch=str(arch), precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                model_path=tiny_variants[0].model_path)
+    b = build_bundle([v], tmp_path / "b", tables={"phone": str(path)}, default_table="phone")
+    assert b.entries[0].predicted_latency_ms["phone"] == pytest.approx(4.0 * table.sum_ms(arch), rel=0.01)
+    assert b.tables["phone"]["source"] == "adapted predictor" and b.tables["phone"]["device"] == "phone-x"
+    assert load_bundle(tmp_path / "b").variants()[0].predicted_latency_ms == pytest.approx(4.0 * table.sum_ms(arch),
+                                                                                         rel=0.01)

@@ -95,3 +95,42 @@ def test_search_bad_input_is_explained(setup: dict[str, Path], tmp_path: Path) -
     assert res.exit_code == 2 and "missing.csv" in _plain(res.output)
     res = runner.invoke(app, ["pareto", "--results", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "evaluations.json" in _plain(res.output)
+
+
+def test_search_with_an_adapted_predictor_of_another_device(setup: dict[str, Path], tmp_path: Path) -> None:
+    """A phone known from 8 measurements: the search uses its predictor (median or the interval's upper end), and
+    does not time the winners on this machine."""
+    import numpy as np
+
+    from latency_tables.fewshot import AdaptedLatencyPredictor, adapt, load_source
+
+    src = load_source(setup["table"])
+    rng = np.random.default_rng(0)
+    archs = list({str(a): a for a in (SPACE.canonical(SPACE.sample(rng)) for _ in range(40))}.values())[:8]
+    noisy = 2.0 * src.predict(archs) * np.exp(rng.normal(0, 0.05, len(archs)))
+    p = adapt(archs, noisy, space=SPACE, backbone=BACKBONE, sources=[src], device="phone")
+    phone = p.save(tmp_path / "phone.json")
+    probe = [SPACE.canonical(SPACE.sample(rng)) for _ in range(200)]
+    med, upper = p.predict(probe), p.predict_upper(probe)
+    target = float(np.quantile(med, 0.5))
+    summaries = {}
+    for bound in ("median", "upper"):
+        out = tmp_path / bound
+        res = runner.invoke(app, ["search", "--table", str(setup["table"]), "--supernet", str(setup["supernet"]),
+                                  "--predictor", str(phone), "--latency-bound", bound, "--latency-ms", f"{target:.4f}",
+                                  "--strategy", "random", "--budget", "6", "--bn-images", "32", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        summaries[bound] = json.loads((out / "search_results.json").read_text())
+    for bound, s in summaries.items():
+        w = s["winners"][0]
+        loaded = AdaptedLatencyPredictor.load(phone)
+        a = ArchConfig.from_json(w["arch_json"])
+        want = loaded.predict_upper([a])[0] if bound == "upper" else loaded.predict([a])[0]
+        assert w["predicted_latency_ms"] == pytest.approx(want, rel=1e-9)  # latency came from the phone's predictor
+        assert s["latency_bound"] == bound and s["winner_measurement"]["performed"] is False
+        assert "another device" in s["winner_measurement"]["reason"]
+    assert np.all(upper > med)
+    res = runner.invoke(app, ["search", "--table", str(setup["table"]), "--supernet", str(setup["supernet"]),
+                              "--latency-bound", "upper", "--latency-ms", "1", "--budget", "2",
+                              "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "needs an adapted --predictor" in _plain(res.output)

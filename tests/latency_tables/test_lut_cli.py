@@ -93,3 +93,32 @@ def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) 
     mtimes = [f.stat().st_mtime_ns for f in files]
     assert runner.invoke(app, args).exit_code == 0
     assert [f.stat().st_mtime_ns for f in sorted(models.glob("*.onnx"))] == mtimes
+
+
+def test_predict_in_a_named_statistic_and_refusing_to_mix(fake_table: LatencyTable, small_space: SearchSpace,
+                                                          tmp_path: Path) -> None:
+    arch = str(small_space.smallest())
+    res = runner.invoke(app, ["predict", "--table", str(fake_table.path), "--arch", arch, "--json", "--statistic", "p99"])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.output)
+    assert line["statistic"] == "p99"
+    assert line["predicted_ms"] == pytest.approx(fake_table.with_statistic("p99").sum_ms(small_space.smallest()), rel=1e-6)
+    res = runner.invoke(app, ["predict", "--table", str(fake_table.path), "--arch", arch, "--statistic", "p95"])
+    assert res.exit_code != 0 and "unknown statistic" in (res.output + str(res.exception))
+
+
+def test_ofa_yaml_export_then_import_on_the_command_line(fake_table: LatencyTable, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["export", str(fake_table.path), "--out", str(tmp_path / "y"), "--statistic", "best"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "y" / "24_lookup_table.yaml").is_file() and (tmp_path / "y" / "hwnas-table.json").is_file()
+    # the fake table's space is not ofa-mbv3: importing it as ofa-mbv3 must name the unmapped keys, not skip them
+    res = runner.invoke(app, ["import", str(tmp_path / "y"), "--format", "ofa-yaml", "--out", str(tmp_path / "t.csv")])
+    assert res.exit_code != 0
+    assert "outside the space 'ofa-mbv3'" in res.output or "map to no layer" in res.output
+
+
+def test_build_refuses_a_resolution_outside_the_space(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["build", "--space", "mnist", "--backend", "fake", "--resolutions", "24,30",
+                              "--out", str(tmp_path / "t.csv")])
+    assert res.exit_code != 0
+    assert "--resolutions 24,30: [30] not in space 'mnist'" in (res.output + str(res.exception))

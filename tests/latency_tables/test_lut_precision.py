@@ -265,14 +265,14 @@ def test_real_onnxruntime_int8_build_of_a_tiny_space(tmp_path: Path) -> None:
     )
     out = tmp_path / "ort-int8.csv"
     table = build_table(space, bb, out=out, backend="onnxruntime", precision="int8", protocol=pr, progress=False,
-                        keep_artifacts=True, backend_kwargs={"calib_samples": 2})
+                        keep_artifacts=True, backend_kwargs={"calib_samples": 2}, model_cache=tmp_path / "cache")
     loaded = LatencyTable.load(out)
     assert set(loaded.rows) == {s.key for s in enumerate_layers(space, bb)} and loaded.precision == "int8"
     assert all(r.latency_ms > 0 for r in loaded.rows.values())
     env = json.loads(meta_path_for(out).read_text())["environment"]
     assert env["quantization"]["format"].startswith("QOperator") and env["backend_kwargs"]["calib_samples"] == 2
     assert table_backend_kwargs(loaded.meta) == {"calib_samples": 2}
-    models = sorted((tmp_path / ".ort-int8.csv.work").glob("*.onnx"))
+    models = sorted((tmp_path / "cache").rglob("*.onnx"))  # the shared model cache holds what was measured
     assert len(models) == len(loaded) + 1  # every layer and the reference probe
     assert all(int8_weight_fraction(m) == pytest.approx(1.0) for m in models)
     assert table.sum_ms(space.smallest()) > 0

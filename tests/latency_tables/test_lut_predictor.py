@@ -112,7 +112,7 @@ def test_validate_reports_plain_and_corrected_side_by_side(fake_table: LatencyTa
     assert report.corrected.mape_pct < report.plain_sum.mape_pct
     row = report.rows[0]
     assert set(row) == {"arch", "measured_ms", "measured_p50_ms", "measured_iqr_ms", "predicted_sum_ms",
-                        "predicted_corrected_ms"}
+                        "predicted_corrected_ms", "measured_stats_ms"}
     assert row["measured_p50_ms"] > 0 and row["measured_iqr_ms"] >= 0
     assert "two full protocol runs" in report.test_retest and "single processes" in report.test_retest
     assert json.loads((tmp_path / "r.json").read_text())["n_test"] == 20

@@ -10,6 +10,7 @@ import pytest
 
 from latency_tables.table import (
     CSV_COLUMNS,
+    TABLE_SCHEMA_VERSION,
     ArchOutsideTableError,
     LatencyTable,
     LatencyTableError,
@@ -22,7 +23,7 @@ from latency_tables.table import (
 from supernet.layers import Backbone, LayerSpec, layer_specs
 from supernet.space import ArchConfig, SearchSpace, get_space
 
-FIXTURES = Path(__file__).resolve().parents[2] / "latency_tables" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tables"
 
 
 def test_round_trip_keeps_rows_and_manifest(fake_table: LatencyTable, tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_round_trip_keeps_rows_and_manifest(fake_table: LatencyTable, tmp_path: 
 
 def test_manifest_states_machine_backend_and_protocol(fake_table: LatencyTable) -> None:
     m = fake_table.meta
-    assert m.schema_version == 1 and m.backend == "fake" and m.precision == "fp32" and m.threads == 1
+    assert m.schema_version == TABLE_SCHEMA_VERSION and m.backend == "fake" and m.precision == "fp32" and m.threads == 1
     assert m.device == "test-device" and m.cpu_model
     assert m.processes == 3 and m.rounds == 3 and m.runs == 5 and m.batch_size == 1
     assert m.reference["latency_ms"] > 0
@@ -51,7 +52,7 @@ def test_manifest_states_machine_backend_and_protocol(fake_table: LatencyTable) 
 
 def test_sum_equals_rows_summed_by_hand(fake_table: LatencyTable, small_space: SearchSpace, rng: np.random.Generator) -> None:
     csv_text = Path(fake_table.path).read_text().splitlines()  # type: ignore[arg-type]
-    by_key = {line.split(",")[0]: float(line.split(",")[CSV_COLUMNS.index("latency_ms")]) for line in csv_text[1:]}
+    by_key = {line.split(",")[0]: float(line.split(",")[CSV_COLUMNS.index("median_ms")]) for line in csv_text[1:]}
     for _ in range(10):
         cfg = small_space.sample(rng)
         by_hand = sum(by_key[s.key] for s in layer_specs(fake_table.backbone, cfg))
@@ -83,7 +84,7 @@ def test_hash_mismatch_names_the_file(fake_table_copy: Path) -> None:
     text = fake_table_copy.read_text()
     lines = text.splitlines()
     parts = lines[1].split(",")
-    parts[CSV_COLUMNS.index("latency_ms")] = "9.999999"
+    parts[CSV_COLUMNS.index("median_ms")] = "9.999999"
     fake_table_copy.write_text("\n".join([lines[0], ",".join(parts), *lines[2:]]) + "\n")
     with pytest.raises(TableHashError, match=str(fake_table_copy.name)):
         LatencyTable.load(fake_table_copy)
@@ -115,9 +116,9 @@ def test_missing_manifest_file(fake_table_copy: Path) -> None:
 
 def test_wrong_csv_header_is_explained(fake_table: LatencyTable, tmp_path: Path) -> None:
     t = fake_table.save(tmp_path / "t.csv")
-    text = (tmp_path / "t.csv").read_text().replace("latency_ms", "lat", 1)
+    text = (tmp_path / "t.csv").read_text().replace("median_ms", "lat", 1)
     (tmp_path / "t.csv").write_text(text)
-    with pytest.raises(TableSchemaError, match=r"missing columns \['latency_ms'\]"):
+    with pytest.raises(TableSchemaError, match=r"missing columns \['median_ms'\]"):
         LatencyTable.load(tmp_path / "t.csv", check_hash=False)
     assert t.meta.n_rows > 0
 
@@ -149,4 +150,4 @@ def test_fixture_of_every_schema_version_still_loads(csv_name: str) -> None:
 
 def test_there_is_a_fixture_for_the_current_schema() -> None:
     versions = {json.loads(p.read_text())["schema_version"] for p in FIXTURES.glob("*.meta.json")}
-    assert 1 in versions
+    assert versions == set(range(1, TABLE_SCHEMA_VERSION + 1))  # one fixture per schema version, the current one too

@@ -26,7 +26,7 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
         assert {("tflite", m) for m in ("fp32", "int8", "pruned-50", "sparse-90")} <= methods
         sims = [r for r in rows if r["simulated"]]
         assert len(sims) == 2 and all(r["latency_p50_ms"] is None and "(simulated)" in r["method"] for r in sims)
-        for sp, u in sub["unstructured"].items():
+        for u in sub["unstructured"].values():
             s = u["size_report"]
             assert s["dense_fp32_bytes"] > s["pruned_bytes"] > s["shared_bytes"] >= s["huffman_bytes"]
             assert Path(u["artifact"]).stat().st_size == s["file_bytes"]

@@ -118,3 +118,23 @@ def test_mixed_precision_keeps_exactly_the_chosen_layers_fp32(setup, tmp_path) -
     with pytest.raises(ValueError, match="layer 99"):
         quantize_onnx(fp32, tmp_path / "bad.onnx", config=QuantConfig(calib_images=32, fp32_layers=(99,)),
                       calib_batches=calib)
+
+
+def test_mixed_policy_meets_its_budget_with_measured_steps(setup) -> None:
+    from supernet.mixed import choose_mixed, layer_sensitivities
+
+    model, data, _, _, _ = setup
+    cfg = QuantConfig(calib_images=32)
+    n = len(layer_specs(model.backbone, model.arch))
+    fp32_top1, _, layers = layer_sensitivities(model, data, config=cfg, max_images=200)
+    assert [ly.index for ly in layers] == list(range(n))
+    assert all(ly.sensitivity_pts == pytest.approx(100 * (fp32_top1 - ly.only_int8_top1)) for ly in layers)
+    # a zero budget forces layers back to fp32 until the file is as accurate as fp32 (or all are fp32)
+    strict = choose_mixed(model, data, config=cfg, budget_pts=0.0, max_images=200)
+    assert strict.mixed_loss_pts <= 0.0 or len(strict.fp32_layers) == n
+    assert strict.steps[-1]["top1"] == strict.mixed_top1
+    # a layer the tables say is not faster in int8 stays fp32 whatever the budget
+    gains = [1.0] * n
+    gains[1] = -0.5
+    loose = choose_mixed(model, data, config=cfg, budget_pts=100.0, gains_ms=gains, max_images=200)
+    assert loose.fp32_layers == (1,)

@@ -293,3 +293,46 @@ def test_quantize_cmd_report_with_qat_and_simulated_rows(tmp_path) -> None:
                         "w4a8-pc (simulated)"]  # QAT ran per channel: no per-tensor QAT row
     sim = meta["report"]["rows"][-1]
     assert sim["simulated"] and sim["latency_p50_ms"] is None and sim["size_bytes"] is None
+
+
+def _cli_supernet(tmp_path: Path) -> tuple[object, Path]:
+    import typer
+
+    from hwnas.commands.quantize import quantize_cmd
+    from supernet.model import OFASupernet
+    from supernet.train import save_supernet
+
+    torch.manual_seed(0)
+    net = OFASupernet(space=get_space("mnist"), backbone=Backbone(in_channels=1, num_classes=10, width_mult=0.25))
+    sn = save_supernet(net, tmp_path / "supernet.pt", extra={"train_config": {"dataset": "digits"}})
+    app = typer.Typer()
+    app.command()(quantize_cmd)
+    return app, sn
+
+
+def test_quantize_cmd_mixed_refuses_tflite_and_half_a_table_pair(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    app, sn = _cli_supernet(tmp_path)
+    args = ["--supernet", str(sn), "--arch", "smallest", "--precision", "mixed", "--no-report"]
+    bad = CliRunner().invoke(app, [*args, "--backend", "tflite"])
+    assert bad.exit_code == 2 and "implemented for onnxruntime" in bad.output
+    bad = CliRunner().invoke(app, [*args, "--fp32-table", str(tmp_path / "t.csv")])
+    assert bad.exit_code == 2 and "give both" in bad.output
+
+
+@pytest.mark.slow  # one lowering per layer (sensitivity) plus the greedy steps: ~40 s on the loaded VM
+def test_quantize_cmd_mixed_writes_a_file_with_the_chosen_fp32_layers(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    app, sn = _cli_supernet(tmp_path)
+    res = CliRunner().invoke(app, ["--supernet", str(sn), "--arch", "smallest", "--precision", "mixed",
+                                   "--budget-pts", "0", "--calib-images", "8", "--bn-images", "32", "--no-report",
+                                   "--out", str(tmp_path / "q")])
+    assert res.exit_code == 0, res.output
+    assert "mixed: fp32 layers" in res.output
+    [meta_path] = [p for p in (tmp_path / "q").glob("*.json")]
+    meta = json.loads(meta_path.read_text())
+    policy = meta["mixed_policy"]
+    assert meta["quant_config"]["fp32_layers"] == policy["fp32_layers"]
+    assert policy["mixed_loss_pts"] <= 0.0 or len(policy["fp32_layers"]) == len(policy["layers"])

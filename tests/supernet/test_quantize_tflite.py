@@ -136,3 +136,32 @@ def test_compare_variants_measures_both_tflite_paths_side_by_side(setup, tmp_pat
     assert rows[0]["delegation"]["delegate"] == "XNNPACK"
     assert rows[0]["delegation"]["delegated_nodes"] == rows[0]["delegation"]["total_nodes"]
     assert rows[2]["delegation"]["delegated_nodes"] == rows[3]["delegation"]["delegated_nodes"] == 0
+
+
+def test_int8_friendly_form_is_the_same_function_and_xnnpack_takes_its_whole_int8_graph(setup, tmp_path) -> None:
+    """The tflite int8 lowering converts `int8_friendly_module` (no HARD_SWISH); XNNPACK then delegates the
+    int8 graph in one partition, and the int8 file still agrees with fp32 on held-out inputs."""
+    import collections
+
+    from supernet.quantize_tflite import MulClipHardswish, TFLiteTarget, int8_friendly_module
+    from supernet.runtime import tflite_interpreter
+
+    model, data, fp32, xs = setup
+    friendly = int8_friendly_module(model)
+    assert any(isinstance(m, MulClipHardswish) for m in friendly.modules())
+    assert any(isinstance(m, torch.nn.Hardswish) for m in model.modules())  # the caller's model is unchanged
+    with torch.no_grad():
+        x = torch.from_numpy(xs[:16])
+        torch.testing.assert_close(friendly(x), model(x), rtol=1e-4, atol=1e-5)
+    t = TFLiteTarget()
+    form = t.export_form(QuantConfig())
+    assert form == "int8-friendly" and t.export_form(QuantConfig(tflite_form="plain")) == "plain"
+    assert t.export_form(QuantConfig(precision="fp32")) == "plain"
+    f32 = t.export_fp32(model, tmp_path / "friendly.tflite", form=form)
+    q = quantize_tflite(f32, tmp_path / "friendly.int8.tflite", config=QuantConfig(), calib_batches=_calib(data))
+    ops = collections.Counter(o["op_name"] for o in tflite_interpreter(q)._get_ops_details())
+    assert "HARD_SWISH" not in ops and ops["MUL"] > 0
+    d = open_session(q, backend="tflite", threads=1).delegation()
+    assert d is not None and d.partitions == 1 and d.fully_delegated, d
+    ref, got = open_session(fp32, backend="tflite")(xs), open_session(q, backend="tflite")(xs)
+    assert float((ref.argmax(1) == got.argmax(1)).mean()) >= 0.9

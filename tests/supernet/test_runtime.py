@@ -207,3 +207,19 @@ def test_time_interleaved_gives_round_medians_in_ms_per_session() -> None:
                                              for v in out.values())
     with pytest.raises(InputError, match="rounds"):
         time_interleaved(sessions, rounds=0, runs=1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+@pytest.mark.parametrize("threads", [1, 3])
+def test_xnnpack_runs_on_the_requested_threads(threads: int) -> None:
+    """XNNPACK's thread pool (threads - 1 workers beside the caller) is what `threads` sets, not just a number
+    handed to the interpreter."""
+    import os
+
+    def n_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = n_threads()
+    s = open_session(DATA / "runtime_tiny.tflite", backend="tflite", threads=threads)
+    s.run(_inputs(1))
+    assert n_threads() - before == threads - 1
