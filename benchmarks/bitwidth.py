@@ -532,6 +532,11 @@ def main(argv: list[str] | None = None) -> None:
     for noisy in ("absl", "jax"):  # not "root": getLogger("root") is the root logger and would mute ours
         logging.getLogger(noisy).setLevel(logging.WARNING)
     size_name = "quick" if args.quick else "full"
+    if args.lowering and args.render_only:
+        from benchmarks.bitwidth_lowering import render_partial
+
+        render_partial(args.out)  # from bitwidth-lowering.partial.json of an unfinished run
+        return
     if args.lowering:
         from benchmarks.bitwidth_lowering import run_lowering
 

@@ -374,7 +374,8 @@ def search(
     out: Annotated[Path, typer.Option(help="Result folder.")] = Path("hwnas-runs/search"),
     seed: Annotated[int, typer.Option()] = 0,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Measure winners end to end when the table is from this machine.")] = True,
-    precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Target precision fp32 | fp16 | int8: the table must be measured at it (default: the table's). Accuracy is measured at it (int8: per-channel PTQ on onnxruntime). auto: joint (architecture, precision) search over --table (fp32) and --int8-table.")] = None,
+    int8_table: Annotated[Path | None, typer.Option(help="--precision auto: the int8 latency table of the same device.")] = None,
     accuracy: Annotated[str, typer.Option(help="measured (each evaluation measures val top-1 at the precision), predicted (by --accuracy-predictor), or proxy-macs (no supernet: a stated compute proxy, NOT an accuracy; nas.proxy).")] = "measured",
     statistic: Annotated[str | None, typer.Option(help="Latency statistic the target constrains: median (default), p99 (deadline tail), p90, best. The predictor must be fitted on it.")] = None,
     accuracy_predictor: Annotated[Path | None, typer.Option(help="Bit-width-aware accuracy predictor ('hwnas nas fit-predictor'): the GP's prior, or the accuracy with --accuracy predicted.")] = None,
@@ -388,6 +389,34 @@ def search(
     if accuracy.startswith("proxy-"):
         _search_with_proxy(table, predictor, tgts, accuracy, statistic, strategy if strategy != "gp" else "evolution",
                            budget if budget != 50 else 300, seed, measure, out)
+        return
+    if precision == "auto":
+        from hwnas.pipeline import search_joint
+
+        if int8_table is None:
+            _fail("--precision auto: needs --int8-table (and --table at fp32) of the same device")
+        assert int8_table is not None
+        try:
+            common: dict[str, Any] = {
+                "supernet_path": str(supernet), "targets_ms": tgts, "strategy": strategy, "budget": budget,
+                "reward": reward, "seed": seed, "bn_images": bn_images, "storage": storage,
+                "study_prefix": study_name, "measure_winners": measure, "accuracy": accuracy,
+                "calib_images": calib_images, "statistic": statistic}
+            jobs = {"fp32": SearchJob(table_path=str(table), precision="fp32", **common),
+                    "int8": SearchJob(table_path=str(int8_table), precision="int8", **common)}
+            joint = search_joint(jobs, out_dir=out, console=console)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e))
+        t = Table(title="joint (architecture, precision) winners: most accurate per target")
+        for col in ("target ms", "precision", "arch", "val top-1", "predicted ms", "vs fp32-only (pts)"):
+            t.add_column(col)
+        for j in joint["joint"]:
+            w = j["winner"]
+            gain = j["gain_vs_fp32_pts"]
+            t.add_row(f"{j['target_ms']:g}", "-" if w is None else w["precision"], "-" if w is None else w["arch"],
+                      "-" if w is None else f"{w['val_top1']:.4f}",
+                      "-" if w is None else f"{w['predicted_latency_ms']:.3f}", "-" if gain is None else f"{gain:+.2f}")
+        console.print(t)
         return
     try:
         job = SearchJob(supernet_path=str(supernet), table_path=str(table),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -151,9 +151,10 @@ def accuracy_quant_recipe(meta: Any, *, calib_images: int = DEFAULT_CALIB_IMAGES
     rr = kw.get("reduce_range")
     if rr is None:
         rr = q.get("reduce_range")
-    extra = {} if rr is None else {"reduce_range": bool(rr)}
     config = QuantConfig(precision=meta.precision, per_channel=bool(per_channel), calibration=calibration,
-                         calib_images=calib_images, seed=seed, **extra)
+                         calib_images=calib_images, seed=seed)
+    if rr is not None:
+        config = config.replace(reduce_range=bool(rr))
     return backend, config
 
 
@@ -511,4 +512,41 @@ def search_device(job: SearchJob, *, out_dir: str | Path, console: Any = None, n
         "plots": ["pareto.png", "search_convergence.png"],
     }
     atomic_write_json(out / "search_results.json", summary)
+    return summary
+
+
+def search_joint(jobs: Mapping[str, SearchJob], *, out_dir: str | Path, console: Any = None, net: Any = None,
+                 data: Any = None) -> dict[str, Any]:
+    """``hwnas search --precision auto``: search (architecture, precision) jointly for each latency target.
+
+    ``jobs`` maps a precision to its `SearchJob` (that precision's latency table, the same targets): each one
+    searches architectures with that precision's table and its quantization-aware accuracy (measured at the
+    precision, cached per precision), under ``out_dir/<precision>/``. The joint winner of a target is the most
+    accurate (validation top-1) of the per-precision winners whose predicted latency meets the target (ties:
+    the faster). So an int8-friendly architecture that fp32 search never picks wins when its int8 latency lets a
+    larger, more accurate network fit. Writes ``out_dir/joint_results.json``; returns it.
+    """
+    if not jobs:
+        raise ValueError("search_joint: expected at least one precision")
+    targets = {tuple(j.targets_ms) for j in jobs.values()}
+    if len(targets) != 1:
+        raise ValueError(f"search_joint: every precision must search the same targets, got {sorted(targets)}")
+    out = Path(out_dir)
+    per: dict[str, dict[str, Any]] = {}
+    for precision, job in jobs.items():
+        per[precision] = search_device(job, out_dir=out / precision, console=console, net=net, data=data)
+    joint: list[dict[str, Any]] = []
+    for target in next(iter(targets)):
+        cands = [w for p in per.values() for w in p["winners"] if abs(w["target_ms"] - float(target)) < 1e-9]
+        fit = [w for w in cands if w["meets_target_predicted"]]
+        best = max(fit, key=lambda w: (w["val_top1"], -w["predicted_latency_ms"])) if fit else None
+        fp32 = next((w for w in cands if w["precision"] == "fp32"), None)
+        joint.append({"target_ms": float(target), "winner": best,
+                      "by_precision": {w["precision"]: {k: w[k] for k in ("arch", "val_top1", "predicted_latency_ms",
+                                                                        "meets_target_predicted")} for w in cands},
+                      "gain_vs_fp32_pts": (None if best is None or fp32 is None
+                                           else 100 * (best["val_top1"] - fp32["val_top1"]))})
+    summary = {"precisions": list(jobs), "targets_ms": list(next(iter(targets))), "joint": joint,
+               "per_precision": {p: str(out / p / "search_results.json") for p in per}}
+    atomic_write_json(out / "joint_results.json", summary)
     return summary

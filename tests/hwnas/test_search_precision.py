@@ -217,3 +217,28 @@ def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setu
     contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
                 accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]
     assert len(contexts) == 3
+
+
+@pytest.mark.slow  # two searches (fp32 and int8 accuracy) on the tiny supernet
+def test_joint_search_picks_the_most_accurate_precision_winner_per_target(setup: dict[str, Path], net_data: tuple  # type: ignore[type-arg]
+                                                                         ) -> None:
+    from hwnas.pipeline import search_joint
+
+    net, data = net_data
+    out = setup["root"] / "joint"
+    jobs = {"fp32": _job(setup, table_path=str(setup["fp32"]), precision="fp32", budget=2),
+            "int8": _job(setup, precision="int8", budget=2)}
+    joint = search_joint(jobs, out_dir=out, net=net, data=data)  # type: ignore[arg-type]
+    (j,) = joint["joint"]
+    assert set(j["by_precision"]) == {"fp32", "int8"}
+    best = max(v["val_top1"] for v in j["by_precision"].values() if v["meets_target_predicted"])
+    assert j["winner"]["val_top1"] == best and j["gain_vs_fp32_pts"] >= 0.0
+    assert json.loads((out / "joint_results.json").read_text())["precisions"] == ["fp32", "int8"]
+    with pytest.raises(ValueError, match="same targets"):
+        search_joint({"fp32": jobs["fp32"], "int8": _job(setup, precision="int8", targets_ms=(5.0,))}, out_dir=out)
+
+
+def test_cli_search_auto_needs_the_int8_table(setup: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["search", "--table", str(setup["fp32"]), "--latency-ms", "1000", "--supernet",
+                              str(setup["supernet"]), "--precision", "auto", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--int8-table" in _plain(res.output)
