@@ -61,6 +61,7 @@ __all__ = [
     "import_kit_csv",
     "import_kit_logs",
     "load_kit",
+    "default_exporters",
     "model_runs",
     "run_script",
     "write_kit",
@@ -79,7 +80,8 @@ class KitError(LatencyTableError):
     """A kit or its logs/CSV cannot be used; the message names the file (and line) and what is wrong."""
 
 
-def _default_exporters() -> dict[str, Exporter]:
+def default_exporters() -> dict[str, Exporter]:
+    """Format -> exporter through `supernet.export.export` (the layer kit's and the subnet kit's)."""
     from supernet.export import export
 
     return {
@@ -211,7 +213,7 @@ def write_kit(
             raise ValueError(f"kit {name} must be >= 1, got {v}")
     if warmup_runs < 0:
         raise ValueError(f"kit warmup_runs must be >= 0, got {warmup_runs}")
-    exp = dict(exporters) if exporters is not None else _default_exporters()
+    exp = dict(exporters) if exporters is not None else default_exporters()
     out = Path(out_dir)
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
