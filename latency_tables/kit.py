@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -234,13 +235,13 @@ def write_kit(
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
             if cache is None:
-                exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
+                exp[fmt](seeded_build(functools.partial(build_layer, spec), 0), path, shape)
             else:
                 cached = cache.path(content_of_layer(spec.key), backend=_CACHE_BACKEND[fmt],
                                     lowering={"precision": "fp32"}, suffix=f".{fmt}")
                 if not cached.exists():
                     cached.parent.mkdir(parents=True, exist_ok=True)
-                    exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), cached, shape)
+                    exp[fmt](seeded_build(functools.partial(build_layer, spec), 0), cached, shape)
                 cache.link_into(cached, path)
             advance()
     layers = []
