@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path
                              if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
+from benchmarks.portable_paths import portable_paths
 from supernet.io import atomic_write_json, atomic_write_text
 
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark(args.work, quick=args.quick, bundle_dir=bundle, live=not args.no_live,
                            progress=lambda m: print(m, file=sys.stderr, flush=True),
                            server_command=server_command if bundle else None)
+    result = portable_paths(result, work=args.work, results=out)
     atomic_write_json(out / "agents.json", result)
     atomic_write_text(out / "agents.md", render_markdown(result))
     print(render_markdown(result))

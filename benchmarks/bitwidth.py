@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path
                              if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
+from benchmarks.portable_paths import portable_paths
 from supernet.io import atomic_write_json, atomic_write_text, read_json
 from supernet.space import ArchConfig, SearchSpace
 from supernet.train import TrainConfig
@@ -361,11 +362,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Bit-width benchmark ({results['size']})",
         "",
-        f"Supernet: {results['supernet']['source']}; dataset {first['comparison']['dataset']}, top-1 on "
+        (f"Supernet: {results['supernet']['source']}; dataset {first['comparison']['dataset']}, top-1 on "
         f"{first['comparison']['eval_images']} {first['comparison']['split']} images, BN recalibrated on "
         f"{results['params']['bn_images']} training images. int8: activations calibrated (min-max) on "
         f"{qc['calib_images']} training images; onnxruntime reduce_range={qc['reduce_range']} "
-        f"(CPU VNNI: {env['cpu_vnni']}).",
+        f"(CPU VNNI: {env['cpu_vnni']})."),
         "",
         f"Latency: device `{env['device']}`, CPU {env['cpu_model']} ({env['cpu_count']} logical CPUs, shared VM), "
         f"batch 1, {proto['threads']} thread, {proto['warmup']} warm-up rounds + {proto['runs']} timed rounds, every "
@@ -401,9 +402,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                  f"{TARGETS_PTS['int8-qat-pc-minmax']} of the control): "
                  + ("**met**" if not s.get("qat_control_misses") else "**missed**: " + "; ".join(s["qat_control_misses"]))
                  + "."] if s.get("qat_gap_vs_fp32_finetuned_pts") else []),
-              "- QAT rule (PTQ per-channel loses > 1 point on the validation split, onnxruntime) would have run QAT "
+              ("- QAT rule (PTQ per-channel loses > 1 point on the validation split, onnxruntime) would have run QAT "
               f"on: {', '.join(n for n, v in s['qat_rule_would_run'].items() if v) or 'none of the subnets'} "
-              "(QAT was run on all of them here to measure it).", ""]
+              "(QAT was run on all of them here to measure it)."), ""]
     for name, sub in results["subnets"].items():
         c = sub["comparison"]
         lines += [f"## {name}: `{sub['arch']}`", "",
@@ -413,8 +414,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"(onnxruntime, per-channel): {sub['qat_rule']['ptq_drop_pts']:.2f} points."
                   + (f" Control, fp32 fine-tuned with the QAT recipe: top-1 {100 * sub['fp32_finetuned']['top1']:.1f} %."
                      if "fp32_finetuned" in sub else ""), "",
-                  "| backend | variant | top-1 % | vs fp32 (pts) | agreement with fp32 | size (bytes) | weights stored as "
-                  "| p50 ms | IQR ms | × fp32 |",
+                  ("| backend | variant | top-1 % | vs fp32 (pts) | agreement with fp32 | size (bytes) | weights stored as "
+                  "| p50 ms | IQR ms | × fp32 |"),
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in c["rows"]:
             if r["simulated"]:
@@ -425,8 +426,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"| {r['backend']} | {r['variant']} | {100 * r['top1']:.1f} | {_pts(100 * (r['top1'] - fp32['top1']))} | "
                 f"{r['top1_agreement_fp32']:.3f} | {r['size_bytes']:,} | {dt} | {r['latency_p50_ms']:.3f} | "
                 f"{r['latency_iqr_ms']:.3f} | {_fmt_speed(r['speed_vs_fp32']['median'])} |")
-        lines += ["", "Simulated (torch fake quantization, accuracy only: no runtime here executes these bit-widths, "
-                  "so there is no latency or size):", "",
+        lines += ["", ("Simulated (torch fake quantization, accuracy only: no runtime here executes these bit-widths, "
+                  "so there is no latency or size):"), "",
                   "| variant | top-1 % | vs torch fp32 (pts) | agreement with torch fp32 |", "|---|---|---|---|"]
         for r in c["rows"]:
             if r["simulated"]:
@@ -449,7 +450,7 @@ def per_subnet_table(results: dict[str, Any]) -> list[str]:
         sp = s["speed_vs_fp32"][name]
         fp32 = next(r for r in sub["comparison"]["rows"] if r["backend"] == bs[0] and r["variant"] == "fp32")
 
-        def gaps(v: str) -> str:
+        def gaps(v: str, g: dict[str, Any] = g) -> str:
             return " / ".join(_pts(-g[b][v]) for b in bs)
 
         ctl = s.get("qat_gap_vs_fp32_finetuned_pts", {}).get(name)
@@ -498,6 +499,7 @@ def run(size_name: str, *, work: Path, out: Path, run_dir: Path | None, backends
     results["wall_time_s"] = (sum(s["wall_s"] for s in results["subnets"].values())
                               + float(sn_info.get("train_seconds") or 0.0))
     results["summary"] = summarise(results)
+    results = portable_paths(results, work=work, results=out)
     json_path, md_path = _names(out, size_name)
     atomic_write_json(json_path, results)
     atomic_write_text(md_path, render_markdown(results))

@@ -19,6 +19,7 @@ sampled through the run and stored with every step. All logic is in `latency_tab
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path
                              if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from benchmarks.load_sampler import LoadSampler
+from benchmarks.portable_paths import portable_paths
 from latency_tables.environment import machine_environment
 from latency_tables.predictor import validate
 from latency_tables.protocol import MeasurementProtocol
@@ -283,15 +285,15 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"# Latency tables: benchmark ({'quick' if c['quick'] else 'full'} mode)",
         "",
-        f"Device `{env['device']}`, CPU `{env['cpu_model']}`, {env['cpu_affinity']} usable cores, "
+        (f"Device `{env['device']}`, CPU `{env['cpu_model']}`, {env['cpu_affinity']} usable cores, "
         f"**shared with other engineers**: 1-min load average over the run {c['load']['load1_min']:.1f}–"
         f"{c['load']['load1_max']:.1f} (median {c['load']['load1_median']:.1f}) on {c['load']['cpus']} CPUs. "
         f"Space `{c['space']['name']}` (resolutions {c['space']['resolutions']}), backbone width "
         f"{c['backbone']['width_mult']}, in_channels {c['backbone']['in_channels']}, {c['backbone']['num_classes']} "
-        "classes (the demo's). Batch 1, fp32. Timings are wall time of one inference.",
+        "classes (the demo's). Batch 1, fp32. Timings are wall time of one inference."),
         "",
-        f"Protocol: {c['protocol_text']}. Latency = {_stat_text(c['protocol'])} of all round-effect-corrected "
-        "timed runs; spread = median over models of the IQR of the raw round medians, relative to their median.",
+        (f"Protocol: {c['protocol_text']}. Latency = {_stat_text(c['protocol'])} of all round-effect-corrected "
+        "timed runs; spread = median over models of the IQR of the raw round medians, relative to their median."),
         "",
         "## LUT build and test-retest",
         "",
@@ -321,9 +323,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "## Predicted vs measured on held-out subnets",
         "",
-        "Measured = whole subnet end to end under the same protocol (its own column); each predictor is scored "
+        ("Measured = whole subnet end to end under the same protocol (its own column); each predictor is scored "
         "against it: share of held-out subnets within ±5 % / ±10 % of measured, MAPE, RMSE, Spearman rank "
-        "correlation.",
+        "correlation."),
         "",
         "| backend | threads | fit K | held-out | measured ms median (min–max) | measured spread (rel. IQR, median) | plain sum ±5 % / ±10 % | plain sum MAPE | plain sum mean pred/meas | corrected ±5 % / ±10 % | corrected MAPE | corrected RMSE ms | Spearman plain / corrected | correction features |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -344,16 +346,16 @@ def markdown(res: dict[str, Any]) -> str:
             f"{ps['spearman']:.3f} / {co['spearman']:.3f} | {feats} |"
         )
     nr = NAIVE_REFERENCE
-    lines += ["", f"Reference (naive protocol: {nr['protocol']}): plain sum {nr['plain_sum_within_10pct']:.0%} within ±10 % "
-              f"(mean ratio {nr['plain_sum_mean_ratio']}), linear correction K=50 {nr['linear_correction_k50_within_10pct']:.0%}.",
+    lines += ["", (f"Reference (naive protocol: {nr['protocol']}): plain sum {nr['plain_sum_within_10pct']:.0%} within ±10 % "
+              f"(mean ratio {nr['plain_sum_mean_ratio']}), linear correction K=50 {nr['linear_correction_k50_within_10pct']:.0%}."),
               "", "## Targets", ""]
     for t in res["targets"]:
         lines.append(f"- {'met' if t['met'] else '**MISSED**' if t['met'] is False else 'not measured'}: {t['text']}")
     ofa = [(k, b) for k, b in res["configs"].items() if b.get("ordinary") or b.get("search")]
     if ofa:
         lines += ["", "## Against an ordinary median (benchmarks/ofa_subnets.py) and the tail", "",
-                  "Ordinary timing: separate code, 3 fresh processes x 20 warm-ups + 100 runs per subnet, median of "
-                  "process medians, p99 of the 300 runs pooled; same machine, other times (load in the JSON).", "",
+                  ("Ordinary timing: separate code, 3 fresh processes x 20 warm-ups + 100 runs per subnet, median of "
+                  "process medians, p99 of the 300 runs pooled; same machine, other times (load in the JSON)."), "",
                   "| config | subnets | ordinary median ms (min–max) | plain sum ±10 % (median) | corrected ±5 % / ±10 % (median) | corrected bias | tail: corrected ±10 % of ordinary p99 | tail plain sum ±10 % | best-case sum ±10 % of median |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for k, b in ofa:
@@ -374,8 +376,8 @@ def markdown(res: dict[str, Any]) -> str:
             if not srch:
                 continue
             lines += ["", f"### Search at real targets ({k})", "",
-                      f"Accuracy: {srch['accuracy_source']}. Winners re-measured end to end with the protocol "
-                      f"(median statistic); meet their target: {_fmt_pct(srch['meets_target_measured_rate'])}.", "",
+                      (f"Accuracy: {srch['accuracy_source']}. Winners re-measured end to end with the protocol "
+                      f"(median statistic); meet their target: {_fmt_pct(srch['meets_target_measured_rate'])}."), "",
                       "| target ms | winner | proxy | predicted ms | measured ms | meets |", "|---|---|---|---|---|---|"]
             for w in srch["winners"]:
                 ms = "-" if w["measured_ms"] is None else f"{w['measured_ms']:.3f}"
@@ -386,8 +388,8 @@ def markdown(res: dict[str, Any]) -> str:
         s, bkey = h["single"], next(k for k in h if k.startswith("batch_"))
         b = h[bkey]
         lines += ["", "## HTTP query latency", "",
-                  f"`hwnas lut serve` ({h['server']}; client {h['client']}, {h['warmup_requests']} warm-up requests; "
-                  f"predictor: {h['predictor']}; same shared machine).", "",
+                  (f"`hwnas lut serve` ({h['server']}; client {h['client']}, {h['warmup_requests']} warm-up requests; "
+                  f"predictor: {h['predictor']}; same shared machine)."), "",
                   "| request | requests | p50 ms | p99 ms | min–max ms |", "|---|---|---|---|---|",
                   f"| single architecture | {s['requests']} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['min_ms']:.2f}–{s['max_ms']:.2f} |",
                   f"| batch of {b['archs_per_request']} | {b['requests']} | {b['p50_ms']:.1f} | {b['p99_ms']:.1f} | {b['min_ms']:.1f}–{b['max_ms']:.1f} |"]
@@ -536,8 +538,9 @@ def main(argv: list[str] | None = None) -> int:
             if "validate" not in res["configs"].get(tag, {}) and not any(m.startswith(tag) for m in missing):
                 missing.append(f"{tag}: validation not run")
         res["missing"] = missing
-        atomic_write_json(a.results / f"{stem}.json", res)
-        atomic_write_text(a.results / f"{stem}.md", markdown(res))
+        portable = portable_paths(res, work=work, results=a.results)  # in memory: real paths for the next steps
+        atomic_write_json(a.results / f"{stem}.json", portable)
+        atomic_write_text(a.results / f"{stem}.md", markdown(portable))
 
     with LoadSampler() as load:
         for ci, (backend, threads) in enumerate(configs):
@@ -550,27 +553,28 @@ def main(argv: list[str] | None = None) -> int:
             entry: dict[str, Any] = {}
             res["configs"][tag] = entry
             try:
+                # functools.partial binds this iteration's values (a lambda would read the loop variables late)
                 b = state.run(f"build:{tag}", common,
-                              lambda: step_build(space, bb, table, backend, threads, pr, device, a.export_jobs or None),
+                              functools.partial(step_build, space, bb, table, backend, threads, pr, device, a.export_jobs or None),
                               load)
                 entry["build"] = {**b["result"], "wall_s": b["wall_s"], "load": b["load"]}
                 write(load)
                 retest = threads in retest_threads
                 v = state.run(f"validate:{tag}", {**common, "n_fit": nf, "n_test": nt, "retest": retest, "seed": a.seed},
-                              lambda: step_validate(table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png",
+                              functools.partial(step_validate, table, nf, nt, pr, retest, work, tag, a.results / f"{stem}-{tag}.png",
                                                     seed=a.seed, export_jobs=a.export_jobs or None), load)
                 entry["validate"] = {**v["result"], "wall_s": v["wall_s"], "load": v["load"]}
                 if ofa:
                     write(load)
                     o = state.run(f"ordinary:{tag}", {**common, "file_mtime": a.ordinary.stat().st_mtime
                                                       if a.ordinary.is_file() else None},
-                                  lambda: step_ordinary(table, work, tag, a.ordinary), load)
+                                  functools.partial(step_ordinary, table, work, tag, a.ordinary), load)
                     entry["ordinary"] = {**o["result"], "load": o["load"]}
                     write(load)
                     tg = [float(x) for x in a.search_targets.split(",") if x.strip()]
                     if tg and threads == 1 and backend == "onnxruntime":
                         sr = state.run(f"search:{tag}", {**common, "targets": tg},
-                                       lambda: step_search(table, work, tag, tg, pr), load)
+                                       functools.partial(step_search, table, work, tag, tg, pr), load)
                         entry["search"] = {**sr["result"], "wall_s": sr["wall_s"], "load": sr["load"]}
             except Exception as e:
                 log.exception("%s failed", tag)
@@ -579,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             if ci == 0 and not a.skip_http and not ofa and "validate" in entry:
                 pred = work / f"predictor-{tag}.json"
                 h = state.run("http", {"table": tag, "n_single": 200, "n_batch": 20, "batch": 1000},
-                              lambda: step_http(table, pred if pred.exists() else None, 200, 20, 1000), load)
+                              functools.partial(step_http, table, pred if pred.exists() else None, 200, 20, 1000),
+                              load)
                 res["http"] = {**h["result"], "load": h["load"]}
                 write(load)
     print(markdown(res))

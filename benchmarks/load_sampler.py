@@ -9,7 +9,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 
 class LoadSampler:
@@ -40,7 +40,7 @@ class LoadSampler:
                     fh.write(json.dumps({"t": sample[0], "load1": sample[1]}) + "\n")
             self._stop.wait(self.period_s)
 
-    def __enter__(self) -> LoadSampler:
+    def __enter__(self) -> Self:
         self._t.start()
         return self
 

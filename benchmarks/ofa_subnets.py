@@ -286,12 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def write_results() -> None:
         records = _read_state(state_path)
         dev_out: dict[str, Any] = {}
-        for d in DEVICES:  # every device timed so far, also by earlier invocations with other --devices
+        for d, settings in DEVICES.items():  # every device timed so far, also by earlier invocations
             recs = [r for r in records if r["device"] == d]
             if not recs:
                 continue
             dev_out[d] = {
-                "settings": DEVICES[d], "environment": recs[0]["environment"],
+                "settings": settings, "environment": recs[0]["environment"],
                 "load1": {"min": min(r["load1"][0] for r in recs), "max": max(r["load1"][1] for r in recs)},
                 "export_s_per_subnet": recs[0].get("export_s_per_subnet"),
                 "subnets": _summarise(recs, ids, args.processes),

@@ -59,6 +59,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path
 
 from benchmarks.bitwidth import SIZES as BITWIDTH_SIZES
 from benchmarks.bitwidth import supernet_for_benchmark
+from benchmarks.portable_paths import portable_paths
 from supernet.io import atomic_write_json, atomic_write_text, read_json
 from supernet.space import ArchConfig, SearchSpace
 from supernet.train import TrainConfig
@@ -240,19 +241,19 @@ def render_markdown(results: dict[str, Any]) -> str:
     wall = results["wall_time_s"]
     lines = [
         f"# Accuracy predictor per bit-width ({results['size']})", "",
-        f"Supernet: {results['supernet']['source']} (sha256 {results['supernet']['sha256'][:16]}). "
+        (f"Supernet: {results['supernet']['source']} (sha256 {results['supernet']['sha256'][:16]}). "
         f"**N = {cv['architectures_cv']} subnets measured at fp32 and int8 + {cv['architectures_fp32_only']} at fp32 "
         f"only** ({cv['records']} records), sampled uniformly from the search space (seed {results['sample_seed']}); "
         f"top-1 on the {dd['val_images']} validation images after BN recalibration on {p['bn_images']} training "
         f"images. int8: `{results['recipe']}` ({p['calib_images']} calibration images), as deployed on "
-        f"onnxruntime; fp32 in torch. Cache context `{results['context']}`.", "",
-        f"{cv['folds']}-fold cross-validation over the {cv['architectures_cv']} fp32+int8 architectures (all records "
+        f"onnxruntime; fp32 in torch. Cache context `{results['context']}`."), "",
+        (f"{cv['folds']}-fold cross-validation over the {cv['architectures_cv']} fp32+int8 architectures (all records "
         f"of a held-out architecture held out; the fp32-only ones always train); MLP {cv['hidden']}, {cv['epochs']} "
         "epochs; scores pooled over the out-of-fold predictions. Wall time "
         f"{wall['total'] / 60:.1f} min (supernet training {wall['supernet_training'] / 60:.1f}, measuring "
         f"{wall['measuring'] / 60:.1f}, cross-validation {wall['cross_validation'] / 60:.1f}) on "
         f"{results['machine']['cpu_model']} ({results['machine']['cpu_count']} logical CPUs, shared and loaded VM), "
-        "1 torch thread.", "",
+        "1 torch thread."), "",
         "| predictor | fp32 RMSE (pts) | fp32 Kendall tau | int8 RMSE (pts) | int8 Kendall tau | int8 RMSE per fold |",
         "|---|---|---|---|---|---|",
     ]
@@ -268,17 +269,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     d, f32, i8 = dd["int8_minus_fp32_pts"], dd["fp32_top1_pct"], dd["int8_top1_pct"]
     lines += [
         "", "To judge these numbers:", "",
-        f"- Measured top-1: fp32 {f32['mean']:.2f} % (sd {f32['sd']:.2f}, {f32['min']:.1f}–{f32['max']:.1f}) over "
-        f"all architectures; int8 {i8['mean']:.2f} % (sd {i8['sd']:.2f}).",
-        f"- int8 − fp32 per architecture: mean {d['mean']:+.2f} pts, sd {d['sd']:.2f} "
+        (f"- Measured top-1: fp32 {f32['mean']:.2f} % (sd {f32['sd']:.2f}, {f32['min']:.1f}–{f32['max']:.1f}) over "
+        f"all architectures; int8 {i8['mean']:.2f} % (sd {i8['sd']:.2f})."),
+        (f"- int8 − fp32 per architecture: mean {d['mean']:+.2f} pts, sd {d['sd']:.2f} "
         f"(min {d['min']:+.2f}, max {d['max']:+.2f}); {100 * dd['int8_minus_fp32_abs_le_one_image']:.0f} % of the "
-        "architectures move by at most one image.",
-        f"- Sampling error of the validation split: one image = {dd['one_image_pts']:.2f} pts; the binomial standard "
+        "architectures move by at most one image."),
+        (f"- Sampling error of the validation split: one image = {dd['one_image_pts']:.2f} pts; the binomial standard "
         f"error at the mean fp32 top-1 is {dd['binomial_se_pts_at_mean_fp32']:.2f} pts, so an RMSE near it is "
         "mostly measurement noise, and Kendall tau is limited by the same noise (accuracies within a few images "
-        "of each other are ranked by chance).",
-        "- *measured fp32 as int8*: the fp32 accuracy actually measured used as the int8 prediction: what "
-        "any predictor that knows fp32 perfectly and ignores quantization would score.", "",
+        "of each other are ranked by chance)."),
+        ("- *measured fp32 as int8*: the fp32 accuracy actually measured used as the int8 prediction: what "
+        "any predictor that knows fp32 perfectly and ignores quantization would score."), "",
     ]
     if results.get("import"):
         lines += [f"Imported cache: {results['import']}", ""]
@@ -355,6 +356,7 @@ def run(size: Size, *, size_name: str, work: Path, out: Path, run_dir: Path | No
                         "total": train_s + meas["seconds"] + cv["seconds"],
                         "this_call": time.perf_counter() - t_call},
     }
+    results = portable_paths(results, work=work, results=out)
     json_path, md_path = _names(out, size_name)
     atomic_write_json(json_path, results)
     atomic_write_text(md_path, render_markdown(results))

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -53,6 +53,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path
                              if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
 from benchmarks.load_sampler import LoadSampler
+from benchmarks.portable_paths import portable_paths
 from nas.bench import (
     AdditiveArchFn,
     BestSoFar,
@@ -428,7 +429,7 @@ class Pool:
         self.spec = spec
         self._pool: Any = None
 
-    def __enter__(self) -> Pool:
+    def __enter__(self) -> Self:
         if self.workers > 1:
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, "1")
@@ -750,7 +751,7 @@ def markdown(res: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.1f}" for k, v in stage_min.items()) + ".",
         *[f"\nNote: {n}" for n in res.get("notes", [])],
         "",
-        f"**Objective.** Accuracy = MLP predictor ({'×'.join(map(str, acc['hidden']))}, {acc['encoding']}) fitted on "
+        (f"**Objective.** Accuracy = MLP predictor ({'×'.join(map(str, acc['hidden']))}, {acc['encoding']}) fitted on "
         f"{acc['n_train']} of {acc['n_measured']} measured subnets ({acc['metric']}; measured range "
         f"{acc['measured_top1']['min']:.3f}–{acc['measured_top1']['max']:.3f}); held-out ({acc['n_test']}): RMSE "
         f"{acc['rmse']:.4f}, Kendall τ {acc['kendall_tau']:.3f}. Latency = LUT + fitted correction on "
@@ -761,11 +762,11 @@ def markdown(res: dict[str, Any]) -> str:
         f"Reward: {obj['reward']}. Targets at {', '.join(f'{f:.0%}' for f in obj['target_fractions'])} of the "
         f"predicted latency range {obj['latency_range_ms'][0]:.3f}–{obj['latency_range_ms'][1]:.3f} ms; the search "
         f"constraint is T / {obj['margin']['divide_by']:.3f} (the {obj['margin']['quantile']:.0%} quantile of "
-        f"measured / predicted latency on the validation subnets) so that winners meet T when measured.",
+        f"measured / predicted latency on the validation subnets) so that winners meet T when measured."),
         "",
-        f"**Reference** per target: the best reward of {st['reference_runs']} evolution runs of "
+        (f"**Reference** per target: the best reward of {st['reference_runs']} evolution runs of "
         f"{st['reference_budget']:,} evaluations, hill-climbed (single-decision moves until no neighbour improves), "
-        f"and of hill-climbs from the {st['reference_top_k']} best distinct results of the runs below.",
+        f"and of hill-climbs from the {st['reference_top_k']} best distinct results of the runs below."),
         "",
         "| target ms | search constraint ms | reference reward | source | runs beating the pre-run reference |",
         "|---|---|---|---|---|",
@@ -775,11 +776,11 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{ft['runs_beating_pre_run_reference']} |")
     lines += [
         "",
-        f"**Evaluations to come within {ths[0]:g} % / {ths[1]:g} % of the reference**: median over "
+        (f"**Evaluations to come within {ths[0]:g} % / {ths[1]:g} % of the reference**: median over "
         f"{st['n_seeds']} seeds [bootstrap 95 % interval] (share of runs that got there within the budget). Runs that "
         "never got there are censored at the budget and count as larger than every observed value, so the median is "
         "exact while more than half reached it, and `>B` otherwise. Gaps in % of the reference reward (median over "
-        "seeds); wall time per run.",
+        "seeds); wall time per run."),
         "",
         f"| strategy | target ms | runs | budget | evals to {ths[0]:g} % | evals to {ths[1]:g} % | "
         + " | ".join(f"gap after {n}" for n in st["gap_at"]) + " | s / run |",
@@ -805,26 +806,26 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{'met' if p['met'] else 'missed'}")
     probe = res.get("optuna_gp_probe", {})
     if probe.get("performed"):
-        lines += ["", f"`optuna-gp` (Optuna's GPSampler) is not in the grid: {probe['seconds_per_trial']:.2f} s per "
+        lines += ["", (f"`optuna-gp` (Optuna's GPSampler) is not in the grid: {probe['seconds_per_trial']:.2f} s per "
                       f"trial over its first {probe['trials']} trials (one run, best reward "
                       f"{probe['best_reward']:.5f}; the cost per trial grows with the number of trials), "
                       f"i.e. about {probe['estimated_seconds_for_full_grid'] / 3600:.1f} h of one core for "
                       f"{st['n_seeds']} seeds × {len(res['objective']['targets'])} targets × {st['budgets']['gp']} "
-                      "trials."]
+                      "trials.")]
     w = res.get("winners")
     if w:
         env_w = w["measurement"]["environment"]
         proto = w["measurement"]["protocol"]
         lines += [
-            "", "**Winners** (best of each GP run) measured end to end on "
+            "", ("**Winners** (best of each GP run) measured end to end on "
             f"{env_w.get('cpu_model', '?')}, {env_w.get('backend', '?')} {env_w.get('backend_version', '')}, "
             f"{env_w.get('precision', 'fp32')}, {env_w.get('threads', 1)} thread, batch 1; protocol "
             f"{proto['processes']} processes × {proto['rounds']} rounds × {proto['runs_per_round']} runs "
             f"({proto['warmups']} warm-ups per round, {proto['load_warmups']} on load); estimate on the table's scale "
-            "(reference probe). Predicted and measured numbers are in separate columns.",
+            "(reference probe). Predicted and measured numbers are in separate columns."),
             "",
-            "| target ms | distinct winners | measured ms median (min–max) | runs meeting T (measured) | "
-            "predicted acc (mean) | measured val acc (mean) | measured − predicted (RMSE) |",
+            ("| target ms | distinct winners | measured ms median (min–max) | runs meeting T (measured) | "
+            "predicted acc (mean) | measured val acc (mean) | measured − predicted (RMSE) |"),
             "|---|---|---|---|---|---|---|",
         ]
         for t in w["per_target"]:
@@ -833,9 +834,9 @@ def markdown(res: dict[str, Any]) -> str:
                          f"{m['max']:.4f}) | {t['share_runs_meeting_target']:.0%} | "
                          f"{t['predicted_accuracy_mean']:.4f} | {t['measured_accuracy_mean']:.4f} | "
                          f"{t['accuracy_error_mean']:+.4f} ({t['accuracy_rmse']:.4f}) |")
-        lines += ["", f"Share of GP runs whose winner meets its target when measured: "
+        lines += ["", (f"Share of GP runs whose winner meets its target when measured: "
                       f"{w['share_runs_meeting_target']:.1%} (goal {w['goal']:.0%}: "
-                      f"{'met' if w['goal_met'] else 'MISSED'})."]
+                      f"{'met' if w['goal_met'] else 'MISSED'}).")]
     lines += ["", f"![convergence]({res['plot']})", ""]
     return "\n".join(lines)
 
@@ -885,6 +886,7 @@ def run(st: Settings, *, work: Path, out: Path, stem: str, run_dir: Path | None 
     with LoadSampler(work / "load.jsonl", period_s=15.0) as sampler:
         res = _run(st, work=work, out=out, stem=stem, run_dir=run_dir, workers=workers, notes=notes)
     res["conditions"]["load"] = {**sampler.summary(), **res["conditions"]["load"]}
+    res = portable_paths(res, work=work, results=out)
     atomic_write_json(out / f"{stem}.json", res)
     atomic_write_text(out / f"{stem}.md", markdown(res))
     return res

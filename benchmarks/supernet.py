@@ -10,9 +10,9 @@ On the embedded MNIST subset, with one epoch budget and seeds for every method:
 All subnets are evaluated on the test split after BN recalibration. Training throughput is images/s of the
 data loader (one image counts once however many subnets a step trains) on this machine, one torch thread.
 
-Usage: ``python benchmarks/supernet.py --quick`` (13 min measured on a loaded 2-core VM, 1 thread), ``--size
-quick12`` (twice the epochs), or without options for the full size (3,500 images, 30 epochs, width 0.5,
-3 seeds: roughly 100x the quick compute, i.e. most of a day on such a VM; see ``SIZES``). ``--size smoke``
+Usage: ``python benchmarks/supernet.py --quick`` (wall time of the last run: ``benchmarks/results/supernet.md``),
+``--size quick12`` (twice the epochs), or without options for the full size (3,500 images, 30 epochs, width 0.5,
+3 seeds: roughly 100x the quick compute; see ``SIZES``). ``--size smoke``
 checks the script in 2 min. Runs are resumable: re-running continues the training runs under ``--work`` and
 re-evaluates. Writes ``supernet.json`` and ``supernet.md`` to ``--out`` (default ``benchmarks/results``);
 ``--render-only`` rewrites the Markdown from the JSON.
@@ -188,15 +188,15 @@ def render_markdown(results: dict[str, Any], names: list[str]) -> str:
     lines = [
         f"# Supernet benchmark ({results['size']})",
         "",
-        f"MNIST embedded subset, train images: {p['max_train_images'] or 3500}, width {p['width_mult']}, "
+        (f"MNIST embedded subset, train images: {p['max_train_images'] or 3500}, width {p['width_mult']}, "
         f"budget {p['epochs']} epochs for every method, batch 32, seeds {list(p['seeds'])}, resolution 28 "
-        f"for evaluation, BN recalibrated on {p['bn_images']} train images, top-1 on the 1,000-image test split.",
-        f"Machine: {m0['cpu_model']}, {m0['cpus']} CPUs, torch {m0['torch']} with {m0['torch_threads']} thread; "
+        f"for evaluation, BN recalibrated on {p['bn_images']} train images, top-1 on the 1,000-image test split."),
+        (f"Machine: {m0['cpu_model']}, {m0['cpus']} CPUs, torch {m0['torch']} with {m0['torch_threads']} thread; "
         f"load average at start {tuple(round(x, 2) for x in m0['loadavg_1_5_15'])}, at end "
-        f"{tuple(round(x, 2) for x in m1['loadavg_1_5_15'])} (shared VM). Wall time {results['wall_time_s'] / 60:.0f} min.",
+        f"{tuple(round(x, 2) for x in m1['loadavg_1_5_15'])} (shared VM). Wall time {results['wall_time_s'] / 60:.0f} min."),
         "",
-        "Test top-1 (%) of 5 fixed subnets; `scratch` = that subnet trained alone for the same epochs with the "
-        "same KD teacher as `ps`.",
+        ("Test top-1 (%) of 5 fixed subnets; `scratch` = that subnet trained alone for the same epochs with the "
+        "same KD teacher as `ps`."),
         "",
         "| subnet | arch | " + " | ".join(cols) + " | ps - scratch (pts) |",
         "|---|---|" + "---|" * len(cols) + "---|",
@@ -214,18 +214,18 @@ def render_markdown(results: dict[str, Any], names: list[str]) -> str:
         "",
         f"- PS subnets within 1 point of from-scratch on all 5: **{s['ps_within_1pt_of_scratch']}**",
         f"- PS >= one-stage on the smallest: **{s['ps_ge_one_stage_on_smallest']}**",
-        f"- better recipe (mean over the 5 subnets, PS vs BigNAS/alpha-divergence): "
-        f"**{s['better_recipe_mean_over_5']}**",
+        (f"- better recipe (mean over the 5 subnets, PS vs BigNAS/alpha-divergence): "
+        f"**{s['better_recipe_mean_over_5']}**"),
         "",
         "Notes:",
         "",
-        f"- The KD teacher of `ps` and `scratch` is the PS network after its first (full-network) phase: "
+        (f"- The KD teacher of `ps` and `scratch` is the PS network after its first (full-network) phase: "
         f"val top-1 {_mean([r['phases'][0]['val_top1_largest'] for r in results['runs']['ps'].values()]):.3f}. "
-        "A weak teacher makes KD a handicap (compare `ps` with `ps-nokd`); OFA distils from a fully trained one.",
-        "- Equal *epochs* is not equal compute: PS and BigNAS train 1-4 subnets per step, `scratch` one. "
-        "Per-run wall times are in the JSON (`wall_s_this_call`).",
-        "- Throughput counts images read per second of training (evaluation excluded) on a shared VM whose load "
-        "changed during the run; compare methods within one run only.",
+        "A weak teacher makes KD a handicap (compare `ps` with `ps-nokd`); OFA distils from a fully trained one."),
+        ("- Equal *epochs* is not equal compute: PS and BigNAS train 1-4 subnets per step, `scratch` one. "
+        "Per-run wall times are in the JSON (`wall_s_this_call`)."),
+        ("- Throughput counts images read per second of training (evaluation excluded) on a shared VM whose load "
+        "changed during the run; compare methods within one run only."),
         "",
     ]
     return "\n".join(lines)

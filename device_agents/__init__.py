@@ -77,10 +77,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # matplotlib is heavy: import the plotting module only when asked for.
-    if name == "plot_timeline":
-        from .plot import plot_timeline
+if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute name
 
-        return plot_timeline
-    raise AttributeError(f"module 'device_agents' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        # matplotlib is heavy: import the plotting module only when asked for.
+        if name == "plot_timeline":
+            from .plot import plot_timeline
+
+            return plot_timeline
+        raise AttributeError(f"module 'device_agents' has no attribute {name!r}")

@@ -166,7 +166,9 @@ def ladder_benchmark(bundle_dir: str | os.PathLike[str], *, quick: bool = False,
                                          "accuracy_info": e.accuracy_info, "measured": {
                                              k: v for k, v in (e.measured_latency or {}).items() if k != "quantiles_ms"}}
                                         for e in b.entries]}
-    offload, link, server_info = None, {}, None
+    offload: OffloadTarget | None = None
+    link: dict[str, float] = {}
+    server_info: dict[str, Any] | None = None
     if server_command is not None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -177,7 +179,8 @@ def ladder_benchmark(bundle_dir: str | os.PathLike[str], *, quick: bool = False,
     seeds = (0,) if quick else (0, 1, 2)
     say(f"simulation on the measured ladder: {len(vs)} variants x {len(seeds)} seed(s)")
     out["simulation"] = run_adaptation(vs, qs, seeds=seeds, duration_s=150.0 if quick else 300.0, offload=offload,
-                                       **link)
+                                       link_rtt_ms=link.get("link_rtt_ms"),
+                                       link_bandwidth_mbps=link.get("link_bandwidth_mbps"))
     if live:
         from .live import run_live
 
@@ -265,11 +268,11 @@ def _render_ladder(lb: dict[str, Any]) -> list[str]:
     m, sim = lb["measurement"], lb["simulation"]
     st = sim["setting"]
     lines = ["## Measured ladder (issue 15)", "",
-             f"Bundle `{lb['bundle']}` built by `hwnas bundle --from-search` (device_agents.ladder). Latencies measured on "
+             (f"Bundle `{lb['bundle']}` built by `hwnas bundle --from-search` (device_agents.ladder). Latencies measured on "
              f"{m.get('device')} ({m.get('cpu_model')}), {m.get('backend')} {m.get('backend_version')}, "
              f"{m.get('threads')} thread(s), {m.get('protocol')}; statistic: {m.get('statistic')}; load average "
              f"{m.get('loadavg_before')} -> {m.get('loadavg_after')}. Accuracy: the exported file's top-1 on the "
-             "held-out test split.", "",
+             "held-out test split."), "",
              "| variant | precision | test top-1 | median ms | p99 ms |", "|---|---|---|---|---|"]
     for v in sorted(lb["variants"], key=lambda v: v["measured"]["median_ms"]):
         lines.append(f"| `{v['name'][:44]}` | {v['precision']} | {v['accuracy']:.4f} | {v['measured']['median_ms']:.4f} | "
@@ -283,8 +286,8 @@ def _render_ladder(lb: dict[str, Any]) -> list[str]:
                  f"{srv['wall_p99_ms']:.3f} ms (compute {srv['server_median_ms']:.3f} ms), model {srv['model']} "
                  f"(test top-1 {srv['accuracy']:.4f})." if srv else ""), "",
               "Effective accuracy (a miss counts as wrong) and miss rate:", "", effective_accuracy_table(sim), "",
-              "| scenario | gap to oracle (pts) | agent misses | agent - best static (pts) | largest static misses | "
-              "gap <= 1 | misses <= 1 % | beats best static |", "|---|---|---|---|---|---|---|---|"]
+              ("| scenario | gap to oracle (pts) | agent misses | agent - best static (pts) | largest static misses | "
+              "gap <= 1 | misses <= 1 % | beats best static |"), "|---|---|---|---|---|---|---|---|"]
     yn = {True: "yes", False: "**no**", None: "n/a"}
     for sc, d in sim["scenarios"].items():
         t = d["targets"]
@@ -302,14 +305,14 @@ def _render_ladder(lb: dict[str, Any]) -> list[str]:
         a = lv["models"]["agent"]
         sv = c.get("server") or {}
         lines += ["", "### Live on this CPU", "",
-                  f"Deadline {lv['deadline_ms']:.3f} ms (1.5 x the calibrated median of the most accurate variant), "
+                  (f"Deadline {lv['deadline_ms']:.3f} ms (1.5 x the calibrated median of the most accurate variant), "
                   f"{c['images_per_request']} images per request, {c['schedule_busy_procs']} busy processes and clock "
                   f"throttling emulated at {c['throttle_factors']} per {c['phase_s']:g} s phase; load average "
                   f"{c['loadavg_start']} -> {c['loadavg_end']}; {c['frequency_note']}. Offload server events: "
                   f"{sv.get('events')}; around the kill: {sv.get('around_kill')}. Agent: {a['miss_rate']:.2%} misses, "
                   f"{a['dropped']} dropped, {a['fallbacks']} local fallbacks, {a['offloaded']} offloaded "
                   f"(targets: <= 2 % misses {yn[lv['targets']['misses_at_most_2pct']]}, no dropped request "
-                  f"{yn[lv['targets']['no_dropped_request']]}).", "", format_live(res)]
+                  f"{yn[lv['targets']['no_dropped_request']]})."), "", format_live(res)]
     return lines + [""]
 
 
@@ -318,19 +321,19 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Device agents benchmark",
         "",
-        f"Mode: {'quick' if r['quick'] else 'full'}. Machine: {r['machine']['platform']}, "
+        (f"Mode: {'quick' if r['quick'] else 'full'}. Machine: {r['machine']['platform']}, "
         f"{r['machine']['cpu_count']} cores, load average at start {r['machine']['loadavg']} "
-        f"({r['machine']['note']}).",
+        f"({r['machine']['note']})."),
         "",
         *(_render_ladder(r["ladder"]) if "ladder" in r else []),
         "## Synthetic example variants (extra row: not measured)" if "ladder" in r else "",
         "",
         "## Simulated scenarios",
         "",
-        f"Variants: {sim['variants']}; deadline {sim['deadline_ms']:g} ms; {sim['request_rate_hz']:g} requests/s; "
+        (f"Variants: {sim['variants']}; deadline {sim['deadline_ms']:g} ms; {sim['request_rate_hz']:g} requests/s; "
         f"{sim['duration_s']:g} s per trace; seeds {sim['seeds']} (means over seeds). Accuracy = mean accuracy of "
         "the chosen options; effective accuracy scores a miss as 0. Target: agent within 2 points of the oracle "
-        "with <= 2 % misses where static-largest misses >= 20 %.",
+        "with <= 2 % misses where static-largest misses >= 20 %."),
         "",
         "| scenario | policy | miss rate | accuracy | effective acc |",
         "|---|---|---|---|---|",
@@ -339,8 +342,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         for name, m in d["policies"].items():
             lines.append(f"| {sc} | {name} | {_pct(m['miss_rate'])} | {m['mean_accuracy']:.4f} | "
                          f"{m['effective_accuracy']:.4f} |")
-    lines += ["", "| scenario | static-largest misses | agent misses | gap to oracle (points) | target applies | "
-              "target met | gap with server (points) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", ("| scenario | static-largest misses | agent misses | gap to oracle (points) | target applies | "
+              "target met | gap with server (points) |"), "|---|---|---|---|---|---|---|"]
     for sc, d in sim["scenarios"].items():
         p = d["policies"]
         met = {None: "-", True: "yes", False: "**no**"}[d["target_met"]]
@@ -348,8 +351,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"{d['agent_gap_points']:.2f} | {'yes' if d['target_applies'] else 'no'} | {met} | "
                      f"{d['agent_server_gap_points']:.2f} |")
     lines += ["", "## Decision time", "",
-              "`time.perf_counter_ns` around each `decide` of the agent (18 variants), over replayed "
-              "thermal-throttling states, measured on this shared machine. Target p99 < 100 us.", "",
+              ("`time.perf_counter_ns` around each `decide` of the agent (18 variants), over replayed "
+              "thermal-throttling states, measured on this shared machine. Target p99 < 100 us."), "",
               "| setting | decisions | p50 us | p99 us | max us | target met |", "|---|---|---|---|---|---|"]
     for k, t in r["decision_time"].items():
         lines.append(f"| {k} | {t['n']} | {t['p50_us']:.1f} | {t['p99_us']:.1f} | {t['max_us']:.1f} | "

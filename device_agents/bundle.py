@@ -524,8 +524,8 @@ def _ms_map(d: Any, key: str, where: str, tables: Mapping[str, Any], *, allow_ze
     out: dict[str, float] = {}
     for t in tables:
         v = d.get(t)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not (ok and (v > 0 or (allow_zero and v == 0))):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > 0 or (allow_zero and v == 0))):
             bound = ">= 0" if allow_zero else "> 0"
             raise BundleSchemaError(f"{where}: {key}[{t!r}] should be a finite number {bound}, got {v!r}")
         out[t] = float(v)

@@ -15,6 +15,7 @@ wants.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ class BatteryBudget:
         th, fr = tuple(float(x) for x in self.thresholds_pct), tuple(float(x) for x in self.fractions)
         if len(th) != len(fr):
             raise ValueError(f"BatteryBudget: {len(th)} thresholds but {len(fr)} fractions; they pair up")
-        if any(b >= a for a, b in zip(th, th[1:])):
+        if any(b >= a for a, b in itertools.pairwise(th)):
             raise ValueError(f"BatteryBudget.thresholds_pct must strictly decrease, got {th}")
         if any(not 0 < f for f in fr):
             raise ValueError(f"BatteryBudget.fractions must be > 0, got {fr}")

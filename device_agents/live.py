@@ -37,6 +37,7 @@ ratio 1) or to the current frequency as its own maximum; the result says which f
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import subprocess
@@ -44,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class BusyProcesses:
         procs, self._procs = self._procs, []
         _stop(procs)
 
-    def __enter__(self) -> BusyProcesses:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -233,7 +234,7 @@ def _summary(records: Sequence[Any]) -> dict[str, Any]:
         "mean_accuracy": float(np.mean([r.accuracy for r in records])),
         "p50_ms": float(np.percentile(lat, 50)),
         "p95_ms": float(np.percentile(lat, 95)),
-        "switches": sum(1 for a, b in zip(records, records[1:]) if a.ran != b.ran),
+        "switches": sum(1 for a, b in itertools.pairwise(records) if a.ran != b.ran),
         "runs_per_variant": {n: sum(1 for r in records if r.ran == n) for n in dict.fromkeys(r.ran for r in records)},
     }
 

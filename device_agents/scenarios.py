@@ -175,7 +175,7 @@ def builtin_trace(name: str, *, seed: int = 0, duration_s: float = 300.0, dt_s: 
     gen, description = SCENARIOS.get(name)
     if not (duration_s > 0 and dt_s > 0):
         raise ValueError(f"builtin_trace: duration_s and dt_s must be > 0, got {duration_s}, {dt_s}")
-    n = max(1, int(round(duration_s / dt_s)))
+    n = max(1, round(duration_s / dt_s))
     rng = np.random.default_rng(seed)
     c = gen(rng, n, dt_s)
     states = tuple(

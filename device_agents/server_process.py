@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, Any, Self
 
 __all__ = ["ServerProcess", "free_port"]
 
@@ -88,7 +88,7 @@ class ServerProcess:
             p.kill()
             p.wait(timeout=5)
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

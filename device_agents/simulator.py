@@ -31,6 +31,7 @@ is a miss with latency inf and costs radio energy for ``deadline_ms``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -180,7 +181,7 @@ class SimulationResult:
 def _request_times(trace: Trace, rate_hz: float) -> np.ndarray:
     times = [s.time_s for s in trace]
     last_dt = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / rate_hz
-    n = max(1, int(math.floor((trace.duration_s + last_dt) * rate_hz + 1e-9)))
+    n = max(1, math.floor((trace.duration_s + last_dt) * rate_hz + 1e-9))
     return trace.start_s + np.arange(n) / rate_hz
 
 
@@ -195,7 +196,7 @@ def _metrics(steps: Sequence[StepRecord]) -> dict[str, Any]:
     missed = np.array([s.missed for s in steps])
     acc = np.array([s.accuracy for s in steps])
     energy = float(sum(s.energy_mj for s in steps))
-    switches = sum(1 for a, b in zip(steps, steps[1:]) if a.option != b.option)
+    switches = sum(1 for a, b in itertools.pairwise(steps) if a.option != b.option)
     offloads = sum(1 for s in steps if s.offload)
     return {
         "n_requests": n,
@@ -318,10 +319,10 @@ def simulate(
             option, precision = offload.option_name, "server"
         else:
             assert d.variant is not None
-            j = index.get(d.variant.name)
-            if j is None:
+            chosen = index.get(d.variant.name)
+            if chosen is None:
                 raise RuntimeError(f"policy {pol.name!r} chose {d.variant.name!r}, which is not in the bundle")
-            actual = float(local_ms[j])
+            actual = float(local_ms[chosen])
             energy = em.local_energy_mj(actual, true_state)
             option, precision = d.variant.name, d.variant.precision
         pol.observe(d, actual)

@@ -11,7 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "NOMINAL_FREQ_MHZ",
@@ -148,7 +148,7 @@ class StateProvider(ABC):
     def close(self) -> None:
         """Release resources (files, sockets). The default has nothing to release."""
 
-    def __enter__(self) -> StateProvider:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

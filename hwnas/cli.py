@@ -213,7 +213,7 @@ def train(
     from supernet.config_file import load_train_config
     from supernet.train import DEFAULT_RECIPE, TrainConfig, train_supernet
 
-    given = {
+    given: dict[str, Any] = {
         "dataset": dataset, "data_root": None if data_root is None else str(data_root), "space": space,
         "schedule": schedule, "epochs": epochs, "width_mult": width_mult, "batch_size": batch_size,
         "kd_loss": kd_loss, "kd_temperature": kd_temperature, "kd_ratio": kd_ratio,
@@ -466,8 +466,8 @@ def pareto(
     t = Table(title=f"Pareto front ({len(front)} of {len(evals)} architectures)")
     for col in ("predicted ms", "val top-1", "arch"):
         t.add_column(col)
-    for e in sorted(front, key=lambda e: e.latency_ms):
-        t.add_row(f"{e.latency_ms:.3f}", f"{e.accuracy:.4f}", str(e.arch))
+    for ev in sorted(front, key=lambda ev: ev.latency_ms):
+        t.add_row(f"{ev.latency_ms:.3f}", f"{ev.accuracy:.4f}", str(ev.arch))
     console.print(t)
     console.print(f"plot: {path}")
 

@@ -312,7 +312,7 @@ def _heldout_check(config: DemoConfig, out: Path, net: Any, data: Any, s_search:
     from supernet.evaluate import evaluate
 
     evals = read_json(out / "search" / "evaluations.json")
-    lat = {}
+    lat: dict[str, float] = {}
     for e in evals:
         lat[e["arch"]] = min(lat.get(e["arch"], float("inf")), float(e["latency_ms"]))
     space = net.space
@@ -357,6 +357,7 @@ def _stage_agent(config: DemoConfig, out: Path, s_bundle: dict[str, Any], consol
     from device_agents.adaptation import effective_accuracy_table, measure_offload, run_adaptation
     from device_agents.client import OffloadError
     from device_agents.ladder import load_ladder_bundle
+    from device_agents.network import OffloadTarget
     from device_agents.server_process import ServerProcess, free_port
 
     bundle = load_ladder_bundle(out / s_bundle["bundle"])
@@ -368,7 +369,8 @@ def _stage_agent(config: DemoConfig, out: Path, s_bundle: dict[str, Any], consol
     cmd = [sys.executable, "-c", "from hwnas.cli import main; main()", "serve-model", "--bundle",
            str(bundle.root), "--port", str(port)]
     server: dict[str, Any] = {"command": "hwnas serve-model --bundle bundle --port PORT", "url": url}
-    offload, link = None, {}
+    offload: OffloadTarget | None = None
+    link: dict[str, float] = {}
     try:
         with ServerProcess(cmd, url=url) as proc:
             offload, link, info = measure_offload(url, requests=60)
@@ -377,7 +379,8 @@ def _stage_agent(config: DemoConfig, out: Path, s_bundle: dict[str, Any], consol
         console.print(f"[yellow]offload server not available ({e}); simulating without offloading")
         server["error"] = str(e)
     study = run_adaptation(variants, quantiles, scenarios=config.scenarios, seeds=config.agent_seeds,
-                           duration_s=config.agent_duration_s, offload=offload, keep_results=True, **link)
+                           duration_s=config.agent_duration_s, offload=offload, keep_results=True,
+                           link_rtt_ms=link.get("link_rtt_ms"), link_bandwidth_mbps=link.get("link_bandwidth_mbps"))
     results = study.pop("results")
     plots = []
     for name, runs in results.items():
@@ -406,8 +409,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# hwnas demo report",
         "",
-        f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_cores_logical', '?')} cores), "
-        f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}.",
+        (f"Wall time {r['wall_time_s']:.0f} s on {m.get('cpu_model', '?')} ({m.get('cpu_cores_logical', '?')} cores), "
+        f"Python {m.get('python', '?')}. Dataset: {r['data']['describe']}."),
         "",
         "## 1. Supernet training",
         "",
@@ -417,8 +420,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     for p in r["train"]["phases"]:
         lines.append(f"| {p['name']} | {p['epochs']} | {p['steps']} | {p['images_per_s']:.0f} | "
                      f"{p['mean_loss']:.3f} | {p['val_top1_largest']:.4f} | {p['val_top1_smallest']:.4f} |")
-    lines += ["", "Subnets taken from the supernet (BN recalibrated on "
-              f"{r['config']['bn_images']} training images):", "",
+    lines += ["", ("Subnets taken from the supernet (BN recalibrated on "
+              f"{r['config']['bn_images']} training images):"), "",
               "| subnet | arch | MACs | val top-1 | test top-1 |", "|---|---|---|---|---|"]
     for k, v in r["accuracy"].items():
         if k.startswith("_"):
@@ -427,10 +430,10 @@ def render_markdown(r: dict[str, Any]) -> str:
     meta = r["lut"]["meta"]
     lines += [
         "", "## 2. Latency table", "",
-        f"{r['lut']['rows']} layer rows measured with {meta.get('backend')} {meta.get('backend_version')}, "
+        (f"{r['lut']['rows']} layer rows measured with {meta.get('backend')} {meta.get('backend_version')}, "
         f"{meta.get('precision')}, {meta.get('threads')} thread(s), batch {meta.get('batch_size')}, "
         f"{meta.get('warmups')} warm-ups, {meta.get('runs')} timed runs per row over {meta.get('processes')} "
-        f"process(es), on {meta.get('cpu_model')}. Table: `{r['lut']['path']}`.",
+        f"process(es), on {meta.get('cpu_model')}. Table: `{r['lut']['path']}`."),
         "",
         "Prediction vs end-to-end measurement on held-out random subnets (same protocol):",
         "",
@@ -440,9 +443,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         mm = r["latency"][name]
         lines.append(f"| {name.replace('_', ' ')} | {mm['within_5pct']:.1%} | {mm['within_10pct']:.1%} | "
                      f"{mm['mape_pct']:.1f} | {mm['bias_pct']:+.1f} | {mm['spearman']:.3f} |")
-    lines += ["", f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
+    lines += ["", (f"Correction fitted on {r['latency']['n_fit']} other measured subnets. "
               "A shared 2-core VM drifts by tens of percent; the protocol's test-retest agreement "
-              "bounds how well any predictor can be checked:", ""]
+              "bounds how well any predictor can be checked:"), ""]
     retest = {k: v for k, v in (r["latency"].get("test_retest") or {}).items() if v}
     for k, v in retest.items():
         lines.append(f"- test-retest ({k}): within ±5 % {v['within_5pct']:.1%}, within ±10 % "
@@ -451,10 +454,10 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append("- test-retest: not available (measured with a single process in this run)")
     lines += ["", "![predicted vs measured](latency_predicted_vs_measured.png)", "",
               "## 3. Search per latency target", "",
-              f"Strategies {', '.join(f'`{x}`' for x in r['search']['strategies'])} on the same objective, "
+              (f"Strategies {', '.join(f'`{x}`' for x in r['search']['strategies'])} on the same objective, "
               f"{r['search']['budget']} accuracy evaluations each per target; MnasNet hard-constraint reward "
               "(alpha = 0, beta = -1); accuracy = val top-1 after BN recalibration; latency = corrected LUT "
-              "prediction. Best reward per strategy:", "",
+              "prediction. Best reward per strategy:"), "",
               "| target ms | strategy | best reward | val top-1 | predicted ms | seconds |", "|---|---|---|---|---|---|"]
     for c in r["search"]["comparison"]:
         lines.append(f"| {c['target_ms']:.3f} | {c['strategy']} | {c['best_reward']:.4f} | {c['best_val_top1']:.4f} | "
@@ -462,12 +465,12 @@ def render_markdown(r: dict[str, Any]) -> str:
     hc = r["export"].get("heldout_check")
     if hc:
         se = hc["binomial_se"]
-        lines += ["", f"Selection without the winner's curse: trials are scored on the first {hc['search_val_images']} "
+        lines += ["", (f"Selection without the winner's curse: trials are scored on the first {hc['search_val_images']} "
                   f"val images; per target the {r['config'].get('rescore_top_k', 0)} best candidates meeting it (over all "
                   f"strategies) are re-scored on all {hc['val_images']} val images and the best re-scored one wins. "
                   f"Test ({hc['test_images']} images) is never used for selection. Binomial standard error of a "
                   f"top-1 near {se['at_top1']:.3f}: {100 * se['search_val']:.2f} points on the search prefix, "
-                  f"{100 * se['val']:.2f} on all of val, {100 * se['test']:.2f} on test."]
+                  f"{100 * se['val']:.2f} on all of val, {100 * se['test']:.2f} on test.")]
     lines += ["", f"Winners (from `{r['search']['winner_strategy']}` and the re-scoring), exported to ONNX:", "",
               "| target ms | arch | val prefix top-1 | val top-1 | test top-1 (held out) | ONNX size KB | max abs diff |",
               "|---|---|---|---|---|---|---|"]
@@ -477,24 +480,24 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {w['target_ms']:.3f} | `{w['arch']}` | {pre:.4f} | {w['val_top1']:.4f} | "
                      f"{w['test_top1']:.4f} | {w['size_bytes'] / 1024:.0f} | {w['onnx_max_abs_diff']:.1e} |")
     if hc:
-        lines += ["", f"Winner's-curse check (report only): test top-1 of all {hc['evaluated_subnets']} evaluated subnets; "
-                  "target: each winner within 0.5 point of the best one meeting the same target.", "",
+        lines += ["", (f"Winner's-curse check (report only): test top-1 of all {hc['evaluated_subnets']} evaluated subnets; "
+                  "target: each winner within 0.5 point of the best one meeting the same target."), "",
                   "| target ms | subnets meeting it | winner test | best test | gap (points) | within 0.5 |",
                   "|---|---|---|---|---|---|"]
         for t in hc["per_target"]:
             lines.append(f"| {t['target_ms']:.3f} | {t['n_meeting']} | {t['winner_test_top1']:.4f} | "
                          f"{t['best_test_top1']:.4f} | {t['gap_points']:.2f} | {t['within_half_point']} |")
     env = r["export"]["measurement"]["environment"]
-    lines += ["", "Latency of the winners - predicted (LUT + correction) and measured end to end are separate "
+    lines += ["", ("Latency of the winners - predicted (LUT + correction) and measured end to end are separate "
               f"tables. Measured on {env.get('cpu_model', '?')}, {env.get('backend', '?')} "
-              f"{env.get('backend_version', '')}, {env.get('precision', '?')}, {env.get('threads', '?')} thread(s).",
+              f"{env.get('backend_version', '')}, {env.get('precision', '?')}, {env.get('threads', '?')} thread(s)."),
               "", "Predicted:", "", "| target ms | predicted ms | meets target |", "|---|---|---|"]
     for w in r["export"]["winners"]:
         lines.append(f"| {w['target_ms']:.3f} | {w['predicted_latency_ms']:.3f} | "
                      f"{w['predicted_latency_ms'] <= w['target_ms']} |")
-    lines += ["", "Measured: the estimate is the ratio to the reference probe timed in the same rounds times the "
+    lines += ["", ("Measured: the estimate is the ratio to the reference probe timed in the same rounds times the "
               "probe's latency in the table, so load changes between the table build and this run cancel; round p50 "
-              "and IQR are raw.",
+              "and IQR are raw."),
               "", "| target ms | estimate ms | raw round p50 ms | raw round IQR ms | runs | meets target |",
               "|---|---|---|---|---|---|"]
     for w in r["export"]["winners"]:
@@ -504,11 +507,11 @@ def render_markdown(r: dict[str, Any]) -> str:
               "## 4. Measured variant ladder (search -> bundle)", ""]
     b = r["bundle"]
     m = b["measurement"]
-    lines += [f"{len(b['rungs'])} subnets along the search's front (re-scored on all of val), x precisions "
+    lines += [(f"{len(b['rungs'])} subnets along the search's front (re-scored on all of val), x precisions "
               f"{', '.join(b['config']['precisions'])}; every file timed here: {m['backend']} {m['backend_version']}, "
               f"{m['threads']} thread(s), {m['cpu_model']}, {m['protocol']}; statistic: {m['statistic']}; load "
               f"average {m['loadavg_before']} -> {m['loadavg_after']}. Accuracy = the exported file on the held-out "
-              "test split; a variant slower (median) and no more accurate (val) than another is dropped.", "",
+              "test split; a variant slower (median) and no more accurate (val) than another is dropped."), "",
               "| variant | precision | val top-1 | test top-1 | median ms | p99 ms | kept |", "|---|---|---|---|---|---|---|"]
     for v in b["variants"]:
         lines.append(f"| `{v['arch'][:40]}` | {v['precision']} | {v['val_top1']:.4f} | {v['heldout_top1']:.4f} | "
@@ -516,21 +519,21 @@ def render_markdown(r: dict[str, Any]) -> str:
     a = r["agent"]
     st, srv = a["setting"], a.get("server", {})
     lines += ["", "## 5. Device agent on the ladder", "",
-              f"Deadline {st['deadline_ms']:.4f} ms = {a['deadline_factor']} x the measured median of the most accurate "
+              (f"Deadline {st['deadline_ms']:.4f} ms = {a['deadline_factor']} x the measured median of the most accurate "
               f"variant (it misses at full speed); traces compressed so that no row slows local inference by more "
               f"than {st['max_slowdown']:.2f}x = deadline / the fastest variant's measured {100 * st['smallest_level']:.0f}th percentile (it meets the deadline in {100 * st['smallest_level']:.0f} % of its requests in the slowest row). Per-request "
               f"noise is each variant's measured distribution; {a['request_rate_hz']:g} requests/s, "
               f"{a['duration_s']:g} s per trace, seeds {a['seeds']} (means). Effective accuracy counts a miss as "
-              "wrong (test top-1 otherwise).", ""]
+              "wrong (test top-1 otherwise)."), ""]
     if "wall_median_ms" in srv:
-        lines += [f"Offload: a real `hwnas serve-model` process on {srv['url']} (started and stopped by the demo) "
+        lines += [(f"Offload: a real `hwnas serve-model` process on {srv['url']} (started and stopped by the demo) "
                   f"serving {srv['model']} (test top-1 {srv['accuracy']:.4f}); {srv['requests']} measured requests: "
                   f"round trip median {srv['wall_median_ms']:.3f} ms, p99 {srv['wall_p99_ms']:.3f} ms, of which "
-                  f"server compute {srv['server_median_ms']:.3f} ms; the simulated link fluctuates around it.", ""]
+                  f"server compute {srv['server_median_ms']:.3f} ms; the simulated link fluctuates around it."), ""]
     elif srv.get("error"):
         lines += [f"Offload server not available: {srv['error']}", ""]
-    lines += [a["table_md"], "", "| scenario | gap to oracle (points) | agent misses | best static | agent - best static "
-              "(points) | targets met |", "|---|---|---|---|---|---|"]
+    lines += [a["table_md"], "", ("| scenario | gap to oracle (points) | agent misses | best static | agent - best static "
+              "(points) | targets met |"), "|---|---|---|---|---|---|"]
     for scen, d in a["scenarios"].items():
         t = d["targets"]
         ok = t["gap_within_1_point"] and t["misses_at_most_1pct"] and t["beats_best_static"] in (True, None)

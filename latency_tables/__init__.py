@@ -19,7 +19,46 @@ torch through this package.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to the type checker
+    from latency_tables.backends import (
+        Backend,
+        Measurement,
+        UnsupportedPrecisionError,
+        create_backend,
+        list_backends,
+        supported_precisions,
+    )
+    from latency_tables.benchmark_log import BenchmarkLogError, BenchmarkRun, parse_log, parse_log_file
+    from latency_tables.kit import KitError, KitManifest, import_kit_csv, import_kit_logs, load_kit, write_kit
+    from latency_tables.model_cache import open_cache
+    from latency_tables.ofa_yaml import OfaYamlError, export_ofa_yaml, import_ofa_yaml
+    from latency_tables.predictor import (
+        LatencyPredictor,
+        ValidationReport,
+        fit_correction,
+        plot_predicted_vs_measured,
+        predict_latency,
+        read_measured_archs,
+        validate,
+        validate_measured,
+    )
+    from latency_tables.protocol import STATISTICS, MeasurementProtocol, Protocol
+    from latency_tables.table import (
+        ArchOutsideTableError,
+        LatencyTable,
+        LatencyTableError,
+        MissingLayerError,
+        PrecisionMismatchError,
+        StatisticMismatchError,
+        TableHashError,
+        TableMeta,
+        TableSchemaError,
+        build_table,
+        enumerate_layers,
+        measure_models,
+    )
 
 _EXPORTS = {
     "Backend": "latency_tables.backends",
@@ -67,14 +106,59 @@ _EXPORTS = {
     "parse_log_file": "latency_tables.benchmark_log",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "STATISTICS",
+    "ArchOutsideTableError",
+    "Backend",
+    "BenchmarkLogError",
+    "BenchmarkRun",
+    "KitError",
+    "KitManifest",
+    "LatencyPredictor",
+    "LatencyTable",
+    "LatencyTableError",
+    "Measurement",
+    "MeasurementProtocol",
+    "MissingLayerError",
+    "OfaYamlError",
+    "PrecisionMismatchError",
+    "Protocol",
+    "StatisticMismatchError",
+    "TableHashError",
+    "TableMeta",
+    "TableSchemaError",
+    "UnsupportedPrecisionError",
+    "ValidationReport",
+    "build_table",
+    "create_backend",
+    "enumerate_layers",
+    "export_ofa_yaml",
+    "fit_correction",
+    "import_kit_csv",
+    "import_kit_logs",
+    "import_ofa_yaml",
+    "list_backends",
+    "load_kit",
+    "measure_models",
+    "open_cache",
+    "parse_log",
+    "parse_log_file",
+    "plot_predicted_vs_measured",
+    "predict_latency",
+    "read_measured_archs",
+    "supported_precisions",
+    "validate",
+    "validate_measured",
+    "write_kit",
+]
 
+if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute name
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'latency_tables' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    def __getattr__(name: str) -> Any:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'latency_tables' has no attribute {name!r}")
+        return getattr(importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:

@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> None:
 
         worker = RoundWorker(create_backend(backend_name, **json.loads(kwargs_json)))
         send.send(("ok", None))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any failure goes back to the parent, which raises it with this traceback
         send.send(("error", traceback.format_exc()))
         return
     for msg in iter(recv.recv, None):
         command, kwargs = msg
         try:
             send.send(("ok", getattr(worker, command)(**kwargs)))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - as above: reported to the parent, the worker keeps serving
             send.send(("error", traceback.format_exc()))

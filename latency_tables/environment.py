@@ -5,6 +5,7 @@ Fields that cannot be read on this OS or VM (e.g. the cpufreq governor inside a 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
@@ -42,9 +43,10 @@ def machine_environment(*, device: str | None = None) -> dict[str, Any]:
         f = psutil.cpu_freq()
         freq_mhz = round(float(f.current), 1) if f and f.current else None
         physical = psutil.cpu_count(logical=False)
-    except Exception:  # pragma: no cover - psutil missing or unsupported platform
-        pass
+    except Exception as e:  # noqa: BLE001  # pragma: no cover - psutil missing or unsupported platform
+        logging.getLogger(__name__).debug("psutil CPU facts unavailable: %s", e)
     max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    affinity: int | None
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

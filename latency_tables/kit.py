@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -58,6 +59,7 @@ __all__ = [
     "KitError",
     "KitLayer",
     "KitManifest",
+    "default_exporters",
     "import_kit_csv",
     "import_kit_logs",
     "load_kit",
@@ -79,7 +81,8 @@ class KitError(LatencyTableError):
     """A kit or its logs/CSV cannot be used; the message names the file (and line) and what is wrong."""
 
 
-def _default_exporters() -> dict[str, Exporter]:
+def default_exporters() -> dict[str, Exporter]:
+    """Format -> exporter through `supernet.export.export` (the layer kit's and the subnet kit's)."""
     from supernet.export import export
 
     return {
@@ -211,7 +214,7 @@ def write_kit(
             raise ValueError(f"kit {name} must be >= 1, got {v}")
     if warmup_runs < 0:
         raise ValueError(f"kit warmup_runs must be >= 0, got {warmup_runs}")
-    exp = dict(exporters) if exporters is not None else _default_exporters()
+    exp = dict(exporters) if exporters is not None else default_exporters()
     out = Path(out_dir)
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -232,13 +235,13 @@ def write_kit(
             path = models / f"{file_name_of(key)}.{fmt}"
             shape = (1, spec.in_ch, spec.in_hw, spec.in_hw)
             if cache is None:
-                exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), path, shape)
+                exp[fmt](seeded_build(functools.partial(build_layer, spec), 0), path, shape)
             else:
                 cached = cache.path(content_of_layer(spec.key), backend=_CACHE_BACKEND[fmt],
                                     lowering={"precision": "fp32"}, suffix=f".{fmt}")
                 if not cached.exists():
                     cached.parent.mkdir(parents=True, exist_ok=True)
-                    exp[fmt](seeded_build(lambda spec=spec: build_layer(spec), 0), cached, shape)
+                    exp[fmt](seeded_build(functools.partial(build_layer, spec), 0), cached, shape)
                 cache.link_into(cached, path)
             advance()
     layers = []

@@ -494,8 +494,8 @@ class ValidationReport:
             return (f"{name:<11} within±5% {m.within_5pct:6.1%}  within±10% {m.within_10pct:6.1%}  "
                     f"RMSE {m.rmse_ms:.4f} ms  MAPE {m.mape_pct:5.1f}%  bias {m.bias_pct:+5.1f}%  Spearman {m.spearman:.3f}")
         tr = self.test_retest
-        parts = [f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit}); precision {self.precision}, "
-                 f"statistic {self.statistic}",
+        parts = [(f"held-out subnets: {self.n_test} (correction fitted on {self.n_fit}); precision {self.precision}, "
+                 f"statistic {self.statistic}"),
                  line("plain sum", self.plain_sum), line("corrected", self.corrected)]
         for st, o in self.other_statistics.items():
             parts.append(line(f"{st} sum", Metrics(**o["plain_sum"])))
@@ -580,9 +580,9 @@ def validate(
     fit_archs, test_archs = archs[:n_fit], archs[n_fit:]
     ref_ms = tab.meta.reference.get("latency_ms") if scale == "table" else None
     bkw = table_backend_kwargs(tab.meta) if backend_kwargs is None else backend_kwargs
-    common = dict(backend=tab.meta.backend, threads=tab.meta.threads, precision=tab.meta.precision,
-                  protocol=pr, reference_ms=ref_ms, progress=progress, backend_kwargs=bkw,
-                  workdir=workdir, export_jobs=export_jobs)
+    common = {"backend": tab.meta.backend, "threads": tab.meta.threads, "precision": tab.meta.precision,
+              "protocol": pr, "reference_ms": ref_ms, "progress": progress, "backend_kwargs": bkw,
+              "workdir": workdir, "export_jobs": export_jobs}
     ms = measure_models(archs, tab.backbone, **common)  # type: ignore[arg-type]
     measured = np.asarray([m.stat(tab.statistic) for m in ms])
     y_fit, y_test = measured[:n_fit], measured[n_fit:]

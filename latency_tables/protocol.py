@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -400,7 +400,7 @@ class WorkerPool:
             self.close()
             raise
 
-    def __enter__(self) -> WorkerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -446,8 +446,8 @@ class WorkerPool:
             for h in self.handles:
                 try:
                     h.call("unload")
-                except Exception:  # noqa: BLE001 - a dead worker is reported by the call that failed
-                    pass
+                except Exception as e:  # noqa: BLE001 - a dead worker is reported by the call that failed
+                    log.debug("worker unload failed: %s", e)
         return ChunkResult(keys=[it.key for it in items], runs_s=runs_s, probe_runs_s=np.asarray(probes),
                            delegations=delegations)
 
@@ -524,7 +524,7 @@ def fit_chunk(res: ChunkResult, pct: float | MeasurementProtocol) -> ChunkFit:
     pcts: dict[str, float] = {}
     if isinstance(pct, MeasurementProtocol):
         pcts, pct = pct.percentiles(), pct.primary_pct
-    P, R, n, m = res.runs_s.shape
+    P, _R, n, _m = res.runs_s.shape
     effect = round_effects(res)[:, :, None, None]
     runs_ms = res.runs_s * 1e3
     per_item = (runs_ms / effect).transpose(2, 0, 1, 3)  # (n, P, R, m)

@@ -12,7 +12,18 @@ Main entry points (imported lazily, so ``import nas`` stays cheap):
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to the type checker
+    from nas.cache import AccuracyCache
+    from nas.objective import Evaluation, Objective
+    from nas.pareto import pareto_front
+    from nas.plots import plot_convergence, plot_pareto
+    from nas.predictor import AccuracyPredictor
+    from nas.reward import HardConstraint, Reward
+    from nas.search import search
+    from nas.strategies import create_strategy, list_strategies
+    from nas.strategies.base import SearchResult, SearchStrategy
 
 _LAZY = {
     "Reward": "nas.reward", "HardConstraint": "nas.reward", "Objective": "nas.objective",
@@ -22,10 +33,15 @@ _LAZY = {
     "AccuracyPredictor": "nas.predictor", "AccuracyCache": "nas.cache",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "AccuracyCache", "AccuracyPredictor", "Evaluation", "HardConstraint", "Objective", "Reward", "SearchResult",
+    "SearchStrategy", "create_strategy", "list_strategies", "pareto_front", "plot_convergence", "plot_pareto",
+    "search",
+]
 
+if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute name
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            return getattr(importlib.import_module(_LAZY[name]), name)
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -326,8 +326,8 @@ def bootstrap_median_ci(values: Sequence[float], *, n_boot: int = 2000, level: f
     med.sort()
     a = (1.0 - level) / 2.0
     # order statistics rather than np.quantile: interpolating towards inf would give nan
-    lo = med[int(math.floor(a * (n_boot - 1)))]
-    hi = med[int(math.ceil((1.0 - a) * (n_boot - 1)))]
+    lo = med[math.floor(a * (n_boot - 1))]
+    hi = med[math.ceil((1.0 - a) * (n_boot - 1))]
     return float(lo), float(hi)
 
 

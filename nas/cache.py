@@ -20,6 +20,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -158,7 +159,7 @@ class AccuracyCache:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> AccuracyCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

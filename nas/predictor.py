@@ -192,7 +192,7 @@ class AccuracyPredictor:
         self._precision_list(precision, 1)
         return functools.partial(self.predict, precision=precision)
 
-    def evaluate(self, cfgs: Sequence[ArchConfig], accuracies: Sequence[float], *, n_train: int = 0,
+    def evaluate(self, cfgs: Sequence[ArchConfig], accuracies: Sequence[float] | np.ndarray, *, n_train: int = 0,
                  precision: str | Sequence[str] | None = None) -> PredictorMetrics:
         from scipy.stats import kendalltau
 
@@ -227,7 +227,7 @@ class AccuracyPredictor:
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         arrays["manifest"] = np.frombuffer(json.dumps(self.manifest()).encode("utf-8"), dtype=np.uint8)
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, space: SearchSpace | None = None) -> AccuracyPredictor:
@@ -310,7 +310,7 @@ def fit_predictor(
     Randomness (split, init, shuffling) comes from ``seed`` only: torch's global generator is forked and
     restored around training, so callers' random streams are untouched. ``num_threads`` caps torch's intra-op
     threads during training (restored afterwards): a 400-wide MLP gains nothing from threads, and on shared cores
-    they spin against each other (measured 25x slower with 2 threads under load).
+    they spin against each other (docs/measurements.md).
     """
     import torch
 
@@ -339,13 +339,13 @@ def fit_predictor(
     rng = np.random.default_rng(seed)
     if choices is None:
         perm = rng.permutation(len(y))
-        n_test = int(round(test_fraction * len(y))) if test_fraction > 0 else 0
+        n_test = round(test_fraction * len(y)) if test_fraction > 0 else 0
         test_idx, train_idx = perm[:n_test], perm[n_test:]
     else:  # split by architecture: a held-out architecture is unseen at every precision
         keys = [str(space.canonical(a)) for a in archs]
         groups = sorted(set(keys))
         order = rng.permutation(len(groups))
-        n_test_groups = int(round(test_fraction * len(groups))) if test_fraction > 0 else 0
+        n_test_groups = round(test_fraction * len(groups)) if test_fraction > 0 else 0
         held = {groups[i] for i in order[:n_test_groups]}
         test_idx = np.asarray([i for i, k in enumerate(keys) if k in held], dtype=np.int64)
         train_idx = np.asarray([i for i, k in enumerate(keys) if k not in held], dtype=np.int64)
@@ -438,7 +438,7 @@ def fit_bitwidth_predictor(
     keys = [str(space.canonical(a)) for a, _, _ in records]
     groups = sorted(set(keys))
     order = np.random.default_rng(seed).permutation(len(groups))
-    n_test = int(round(test_fraction * len(groups))) if test_fraction > 0 else 0
+    n_test = round(test_fraction * len(groups)) if test_fraction > 0 else 0
     held = {groups[i] for i in order[:n_test]}
     train = [r for r, k in zip(records, keys, strict=True) if k not in held]
     test = [r for r, k in zip(records, keys, strict=True) if k in held]

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from nas.objective import Evaluation
 from supernet.space import SearchSpace
@@ -80,11 +80,14 @@ def param_distributions(space: SearchSpace) -> dict[str, optuna.distributions.Ba
     return {name: IntDistribution(lo, hi) for name, (lo, hi) in space.param_ranges().items()}
 
 
+Direction = Literal["maximize", "minimize"]  # an objective's direction, in Optuna's words
+
+
 def load_or_create_study(
     *,
     storage: str | os.PathLike[str] | None,
     study_name: str | None,
-    directions: list[str],
+    directions: Sequence[Direction],
     sampler: optuna.samplers.BaseSampler | None,
     meta: Mapping[str, Any],
 ) -> optuna.Study:

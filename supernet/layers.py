@@ -113,7 +113,8 @@ class Backbone:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"backbone JSON: unknown field(s) {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True, order=True)
@@ -227,12 +228,41 @@ def _act(name: str) -> nn.Module:
 
 
 class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) -> BatchNorm2d -> activation; `conv` and `bn` are its first two layers, typed."""
+
     def __init__(self, in_ch: int, out_ch: int, *, kernel: int, stride: int = 1, groups: int = 1, act: str) -> None:
         super().__init__(
             nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
             nn.BatchNorm2d(out_ch),
             _act(act),
         )
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        m = self[0]
+        assert isinstance(m, nn.Conv2d)
+        return m
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        m = self[1]
+        assert isinstance(m, nn.BatchNorm2d)
+        return m
+
+
+def conv_bias(conv: nn.Conv2d) -> torch.Tensor:
+    """The bias of a conv built with ``bias=True`` (torch types it as optional)."""
+    if conv.bias is None:
+        raise ValueError("conv has no bias")
+    return conv.bias
+
+
+def bn_buffer(bn: nn.modules.batchnorm._BatchNorm, name: str) -> torch.Tensor:
+    """A running-statistics buffer (``running_mean``, ``running_var``, ``num_batches_tracked``) that must exist."""
+    t = getattr(bn, name)
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{type(bn).__name__} has no {name} (track_running_stats=False)")
+    return t
 
 
 class SqueezeExcite(nn.Module):

@@ -63,7 +63,11 @@ class DynamicBatchNorm2d(nn.Module):
         training = self.training and bn.track_running_stats
         if training and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        if bn.momentum is not None:
+            momentum = bn.momentum
+        else:  # cumulative average, as nn.BatchNorm2d(momentum=None)
+            assert bn.num_batches_tracked is not None
+            momentum = 1.0 / float(bn.num_batches_tracked)
         return F.batch_norm(
             x,
             bn.running_mean[:c] if bn.running_mean is not None else None,
@@ -75,13 +79,38 @@ class DynamicBatchNorm2d(nn.Module):
             bn.eps,
         )
 
-    def copy_to(self, target: nn.BatchNorm2d, c: int) -> None:
+    def copy_to(self, target: nn.Module, c: int) -> None:
+        """Copy the first ``c`` channels (affine parameters and running statistics) into ``target``."""
+        if not isinstance(target, nn.BatchNorm2d):
+            raise TypeError(f"copy_to: expected a BatchNorm2d, got {type(target).__name__}")
         target.weight.data.copy_(self.bn.weight.data[:c])
         target.bias.data.copy_(self.bn.bias.data[:c])
-        target.running_mean.data.copy_(self.bn.running_mean.data[:c])
-        target.running_var.data.copy_(self.bn.running_var.data[:c])
-        target.num_batches_tracked.data.copy_(self.bn.num_batches_tracked.data)
+        for name in ("running_mean", "running_var"):
+            _buffer(target, name).copy_(_buffer(self.bn, name)[:c])
+        _buffer(target, "num_batches_tracked").copy_(_buffer(self.bn, "num_batches_tracked"))
         target.eps, target.momentum = self.bn.eps, self.bn.momentum
+
+
+def _buffer(module: nn.Module, name: str) -> torch.Tensor:
+    """A registered buffer that must exist (BN running statistics are optional in torch's types)."""
+    t = module.get_buffer(name)
+    if t is None:
+        raise ValueError(f"{type(module).__name__} has no buffer {name!r}")
+    return t
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    if conv.bias is None:
+        raise ValueError("conv has no bias")
+    return conv.bias
+
+
+def _weight(seq: nn.Module, i: int) -> torch.Tensor:
+    """Weight of layer ``i`` of a static block part (conv or BN): a typed accessor for ``seq[i].weight``."""
+    layer = seq[i] if isinstance(seq, nn.Sequential) else None
+    if not isinstance(layer, (nn.Conv2d, nn.BatchNorm2d)):
+        raise TypeError(f"expected a Conv2d or BatchNorm2d at index {i}, got {type(layer).__name__}")
+    return layer.weight
 
 
 class DynamicDepthwise(nn.Module):
@@ -131,8 +160,8 @@ class DynamicSE(nn.Module):
         c = x.size(1)
         r = se_channels(c)
         s = x.mean((2, 3), keepdim=True)
-        s = F.relu(F.conv2d(s, self.reduce.weight[:r, :c], self.reduce.bias[:r]))
-        s = F.hardsigmoid(F.conv2d(s, self.expand.weight[:c, :r], self.expand.bias[:c]))
+        s = F.relu(F.conv2d(s, self.reduce.weight[:r, :c], _bias(self.reduce)[:r]))
+        s = F.hardsigmoid(F.conv2d(s, self.expand.weight[:c, :r], _bias(self.expand)[:c]))
         return x * s
 
 
@@ -170,18 +199,18 @@ class DynamicMBConv(nn.Module):
         mid = spec.mid_ch
         block = MBConv(spec)
         assert block.inverted_bottleneck is not None
-        block.inverted_bottleneck[0].weight.copy_(self.ib_conv.weight[:mid])
+        _weight(block.inverted_bottleneck, 0).copy_(self.ib_conv.weight[:mid])
         self.ib_bn.copy_to(block.inverted_bottleneck[1], mid)
-        block.depthwise[0].weight.copy_(self.dw.kernel(spec.kernel, mid))
+        _weight(block.depthwise, 0).copy_(self.dw.kernel(spec.kernel, mid))
         self.dw_bn.copy_to(block.depthwise[1], mid)
         if self.se is not None:
             assert block.se is not None
             r = se_channels(mid)
             block.se.reduce.weight.copy_(self.se.reduce.weight[:r, :mid])
-            block.se.reduce.bias.copy_(self.se.reduce.bias[:r])
+            _bias(block.se.reduce).copy_(_bias(self.se.reduce)[:r])
             block.se.expand.weight.copy_(self.se.expand.weight[:mid, :r])
-            block.se.expand.bias.copy_(self.se.expand.bias[:mid])
-        block.point_linear[0].weight.copy_(self.pl_conv.weight[:, :mid])
+            _bias(block.se.expand).copy_(_bias(self.se.expand)[:mid])
+        _weight(block.point_linear, 0).copy_(self.pl_conv.weight[:, :mid])
         block.point_linear[1].load_state_dict(self.pl_bn.state_dict())
         return block
 
@@ -208,19 +237,19 @@ class DynamicMBConv(nn.Module):
         self.pl_conv.weight.copy_(self.pl_conv.weight[:, order])
         if self.se is not None:
             self.se.expand.weight.copy_(self.se.expand.weight[order])
-            self.se.expand.bias.copy_(self.se.expand.bias[order])
+            _bias(self.se.expand).copy_(_bias(self.se.expand)[order])
             self.se.reduce.weight.copy_(self.se.reduce.weight[:, order])
             # the SE bottleneck is elastic too: sort its channels by their outgoing weights' L1 norm
             se_imp = self.se.expand.weight.abs().sum(dim=(0, 2, 3))
             se_order = torch.argsort(se_imp, descending=True)
             self.se.reduce.weight.copy_(self.se.reduce.weight[se_order])
-            self.se.reduce.bias.copy_(self.se.reduce.bias[se_order])
+            _bias(self.se.reduce).copy_(_bias(self.se.reduce)[se_order])
             self.se.expand.weight.copy_(self.se.expand.weight[:, se_order])
         for bn in (self.dw_bn.bn, self.ib_bn.bn):
             bn.weight.copy_(bn.weight[order])
             bn.bias.copy_(bn.bias[order])
-            bn.running_mean.copy_(bn.running_mean[order])
-            bn.running_var.copy_(bn.running_var[order])
+            for name in ("running_mean", "running_var"):
+                _buffer(bn, name).copy_(_buffer(bn, name)[order])
         self.dw.weight.copy_(self.dw.weight[order])
         self.ib_conv.weight.copy_(self.ib_conv.weight[order])
 
@@ -265,8 +294,7 @@ class OFASupernet(nn.Module):
         """MobileNet initialisation plus a zero BN scale at the end of every residual block.
 
         With zero-init residuals each block starts as the identity, so the deep elastic network trains like a
-        shallow one at first; on the embedded MNIST subset this takes the largest subnet from 16 % to 89 % val
-        top-1 after one 47-step epoch (measured; see docs/design.md).
+        shallow one at first, which trains the largest subnet far better after one epoch (figures: docs/design.md).
         """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -40,7 +40,15 @@ from torch import nn
 
 from supernet.errors import InputError
 from supernet.finetune import FinetuneConfig, FinetuneResult, kd_finetune
-from supernet.layers import Backbone, LayerSpec, MBConv, StaticSubnet, build_layer, layer_specs
+from supernet.layers import (
+    Backbone,
+    LayerSpec,
+    MBConv,
+    StaticSubnet,
+    bn_buffer,
+    build_layer,
+    layer_specs,
+)
 from supernet.space import ArchConfig
 
 if TYPE_CHECKING:
@@ -251,9 +259,9 @@ def _take_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, idx: torch.Tensor) -> Non
     assert dst.running_mean is not None and dst.running_var is not None and dst.num_batches_tracked is not None
     dst.weight.copy_(src.weight[idx])
     dst.bias.copy_(src.bias[idx])
-    dst.running_mean.copy_(src.running_mean[idx])
-    dst.running_var.copy_(src.running_var[idx])
-    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+    for name in ("running_mean", "running_var"):
+        bn_buffer(dst, name).copy_(bn_buffer(src, name)[idx])
+    bn_buffer(dst, "num_batches_tracked").copy_(bn_buffer(src, "num_batches_tracked"))
 
 
 @torch.no_grad()

@@ -29,12 +29,13 @@ therefore close to the exported model, not bit-exact (`tests/supernet/test_qat.p
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +61,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_M = TypeVar("_M", bound=nn.Module)
+
 
 # --------------------------------------------------------------------------- BN folding
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
+def fold_batchnorm(model: _M) -> _M:
     """A copy of ``model`` (eval mode) with every BatchNorm2d that directly follows a Conv2d in an
     ``nn.Sequential`` folded into that conv and replaced by ``nn.Identity``; forward is unchanged in eval mode.
 
@@ -73,22 +76,33 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     out = copy.deepcopy(model).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
+        for a, b in itertools.pairwise(names):
             conv, bn = seq._modules[a], seq._modules[b]
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
                 continue
-            inv = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # gamma / sigma, per output channel
-            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                               conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+            mean, var = bn.running_mean, bn.running_var
+            if mean is None or var is None:
+                raise ValueError(f"fold_batchnorm: {b} has no running statistics (track_running_stats=False)")
+            inv = bn.weight / torch.sqrt(var + bn.eps)  # gamma / sigma, per output channel
+            folded = nn.Conv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                               conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+                               _pair(conv.dilation), conv.groups, bias=True, padding_mode=conv.padding_mode)
             folded.weight.copy_(conv.weight * inv.view(-1, 1, 1, 1))
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            folded.bias.copy_(bn.bias + (bias - bn.running_mean) * inv)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+            assert folded.bias is not None  # bias=True
+            folded.bias.copy_(bn.bias + (bias - mean) * inv)
             seq._modules[a] = folded
             seq._modules[b] = nn.Identity()
     left = [n for n, m in out.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if left:
         raise ValueError(f"fold_batchnorm: BatchNorm layers not preceded by a Conv2d in a Sequential: {left}")
     return out
+
+
+def _pair(t: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's kernel/stride/padding/dilation, always two values."""
+    a, b = t
+    return a, b
 
 
 # --------------------------------------------------------------------------- fake quantization
@@ -142,8 +156,8 @@ class _WeightFakeQuant(nn.Module):
             scale = (absmax / self.qmax).clamp_min(1e-12)
             zp = torch.zeros_like(scale, dtype=torch.int32)
             return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -self.qmax, self.qmax)
-        scale = float((w.detach().abs().max() / self.qmax).clamp_min(1e-12))
-        return torch.fake_quantize_per_tensor_affine(w, scale, 0, -self.qmax, self.qmax)
+        scale_f = float((w.detach().abs().max() / self.qmax).clamp_min(1e-12))
+        return torch.fake_quantize_per_tensor_affine(w, scale_f, 0, -self.qmax, self.qmax)
 
 
 class _ActFakeQuant(nn.Module):
@@ -153,6 +167,9 @@ class _ActFakeQuant(nn.Module):
     the exporters' min-max rule), ``"ema"`` moves it by ``momentum`` towards the batch's range (training),
     ``"off"`` freezes it. ``quantize`` False passes the input through (observing only).
     """
+
+    lo: torch.Tensor  # observed range, buffers
+    hi: torch.Tensor
 
     def __init__(self, *, momentum: float = 0.01) -> None:
         super().__init__()
@@ -173,9 +190,9 @@ class _ActFakeQuant(nn.Module):
                 self.hi.lerp_(hi, self.momentum)
         if not self.quantize or not torch.isfinite(self.lo):
             return x
-        lo, hi = float(min(self.lo, 0.0)), float(max(self.hi, 0.0))
-        scale = max((hi - lo) / 255.0, 1e-8)
-        zp = int(max(-128, min(127, round(-128 - lo / scale))))
+        lo_f, hi_f = min(float(self.lo), 0.0), max(float(self.hi), 0.0)
+        scale = max((hi_f - lo_f) / 255.0, 1e-8)
+        zp = int(max(-128, min(127, round(-128 - lo_f / scale))))
         return torch.fake_quantize_per_tensor_affine(x, scale, zp, -128, 127)
 
 
@@ -209,7 +226,7 @@ class FakeQuant:
         self.spec = spec
         self._weighted: list[nn.Module] = []
         self._hooks: list[Any] = []
-        self.observers = nn.ModuleList()
+        self.observers: list[_ActFakeQuant] = []
         layers = list(model.children()) if isinstance(model, nn.Sequential) else [model]
         for idx, layer in enumerate(layers):
             bits = spec.layer_weight_bits.get(idx, spec.weight_bits)
@@ -360,7 +377,7 @@ def qat_finetune(
         train = ImageDataset(images=train.images[idx], labels=train.labels[idx])
     steps_per_epoch = max(1, len(train) // config.batch_size)
     total = max(1, math.ceil(config.epochs * steps_per_epoch))
-    ema_steps = int(round(config.ema_fraction * total))
+    ema_steps = round(config.ema_fraction * total)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

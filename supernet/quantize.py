@@ -6,9 +6,8 @@ Backends (a lazy registry, `get_target`): ``onnxruntime`` (this module) and ``tf
 ``onnxruntime``: the fp32 ONNX file of `supernet.export.export_onnx` ->
   * ``fp16``: every float initializer and op converted to float16, graph inputs/outputs kept float32
     (`onnxruntime.transformers.float16`). On an x86 CPU onnxruntime has few fp16 kernels and inserts casts to
-    fp32 around the rest, so fp16 there halves the file and gains little speed (measured on this VM's 5
-    subnets: 1.06-1.19x fp32, `benchmarks/results/bitwidth.md`); the real gains are on backends with fp16
-    arithmetic (ARM with fp16, GPU, NPU delegates).
+    fp32 around the rest, so fp16 there halves the file and gains little speed (docs/measurements.md); the
+    real gains are on backends with fp16 arithmetic (ARM with fp16, GPU, NPU delegates).
   * ``int8``: static post-training quantization in QDQ format (`onnxruntime.quantization.quantize_static`)
     after `quant_pre_process` (shape inference, BN folded into Conv). Weights are symmetric int8, per output
     channel by default; activations are int8 with ranges calibrated on ``calib_images`` seeded training
@@ -136,15 +135,13 @@ class QuantConfig:
         percentile: for ``calibration="percentile"``: the percentile of |activation| taken as the range, in %.
         reduce_range: onnxruntime int8 only: 7-bit weights (-64..64). Needed for onnxruntime on x86 CPUs with
             AVX2 but no VNNI, whose u8 x s8 kernels (VPMADDUBSW) saturate int16 pair sums with full-range
-            weights; measured on such a CPU on a digits-trained subnet: per-channel top-1 agreement with fp32
-            0.94 without, 0.98 with (the un-fused QDQ graph gives 0.98 either way). On a VNNI CPU and on ARM
-            full-range weights are exact. Default: `default_reduce_range` (by this CPU's VNNI flag), the one
+            weights (the top-1 loss it avoids: docs/measurements.md). On a VNNI CPU and on ARM full-range
+            weights are exact. Default: `default_reduce_range` (by this CPU's VNNI flag), the one
             default every caller shares (the CLI, search-time int8 accuracy, int8 LUTs, the benchmarks), so
             what a search measures is what ``hwnas quantize`` ships. Ignored by tflite.
         entropy_bins: for ``calibration="entropy"``: histogram bins searched for the 128-level range with the
             least KL divergence (TensorRT uses 2048). onnxruntime's search is a Python loop, roughly
-            quadratic in the bins: on the tiny test subnet (120 tensors, loaded 2-core VM) 2048 bins took
-            135 s, hence 512 by default.
+            quadratic in the bins, hence 512 by default (timing: docs/measurements.md).
         calib_images: int8 only: training images used for calibration (seeded random subset).
         seed: seed of that subset.
         ort_format: onnxruntime int8 only: ``qoperator`` (default) is the fast lowering of issue 14: the fp32
@@ -811,7 +808,7 @@ def compare_variants(
     calib_cache: dict[tuple[int, int], list[np.ndarray]] = {}
     paths: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="hwnas-compare-") as tmp:
-        fp32_files: dict[tuple[str, str], Path] = {}
+        fp32_files: dict[tuple[str, str, str], Path] = {}  # (backend, model, export form)
         lowered: dict[Path, Path] = {}
         for v in variants:
             key = model_key(v)
@@ -892,9 +889,11 @@ def compare_variants(
         from supernet.qat import simulate_quantized
 
         for sv in simulated:
-            calib = (calibration_batches(data, n_images=simulated_calib_images, resolution=res, seed=seed)
-                     if sv.spec.act_bits is not None else None)
-            sim = simulate_quantized(base, spec=sv.spec, calib_batches=calib, stage_weight_bits=sv.stage_weight_bits)
+            # torch batches here; `calib` above holds the exporters' numpy arrays
+            sim_calib = (calibration_batches(data, n_images=simulated_calib_images, resolution=res, seed=seed)
+                         if sv.spec.act_bits is not None else None)
+            sim = simulate_quantized(base, spec=sv.spec, calib_batches=sim_calib,
+                                     stage_weight_bits=sv.stage_weight_bits)
             with torch.no_grad():
                 lg = np.concatenate([sim(torch.from_numpy(xs[i : i + 256])).numpy() for i in range(0, len(xs), 256)])
             rows.append({

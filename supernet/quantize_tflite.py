@@ -21,8 +21,8 @@ Calibration methods (AEQ 0.10): AEQ's calibrator records each tensor's min / max
 merges batches with an update function. ``minmax`` (default) merges by taking the global min and max over all
 calibration images (onnxruntime's MinMax rule); ``moving-average`` is AEQ's default merge, an exponential
 moving average (factor 0.95) of the per-batch min / max (TensorFlow's legacy converter rule). With batch-1
-calibration feeds the moving average tracks typical rather than extreme images and clips more: measured on
-the tiny test subnet, relative logit error 0.29 vs 0.076 for ``minmax``. AEQ has no percentile or entropy
+calibration feeds the moving average tracks typical rather than extreme images and clips more, hence ``minmax``
+by default (errors of both: docs/measurements.md). AEQ has no percentile or entropy
 (KL) activation calibration; they are refused with a clear error. ``reduce_range`` does not apply: TFLite's
 int8 kernels (XNNPACK, ruy) use the full range, on VNNI and non-VNNI x86 alike.
 """
@@ -263,10 +263,9 @@ class TFLiteTarget:
 class TFLiteBuiltinTarget(TFLiteTarget):
     """The same .tflite files on LiteRT's built-in optimized kernels, without the default XNNPACK delegate.
 
-    Measured here (LiteRT 2.3, 1 thread, x86 VM, `benchmarks/results/bitwidth.md`): XNNPACK runs the int8 files
-    of the four larger benchmark subnets 7-14x slower than their fp32 files (it splits the int8 graph into many
-    partitions at the HARD_SWISH ops: 28 for the largest subnet), the built-in kernels at 0.85-1.00x; a
-    deployment picks one path, so both are reported.
+    XNNPACK can run int8 files slower than fp32 ones (it splits the graph into partitions at HARD_SWISH ops) while
+    the built-in kernels do not (figures: docs/measurements.md); a deployment picks one path, so both are
+    reported.
     """
 
     name = "tflite-builtin"

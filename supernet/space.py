@@ -477,7 +477,8 @@ class SearchSpace:
             es = [snap(x, self.expand_choices) for x in v[o + self.n_slots : o + 2 * self.n_slots]]
             return self.canonical(ArchConfig(res, depths, tuple(ks), tuple(es)))
         nk, ne = len(self.kernel_choices), len(self.expand_choices)
-        ks, es, depths = [INACTIVE] * self.n_slots, [INACTIVE] * self.n_slots, []
+        ks, es = [INACTIVE] * self.n_slots, [INACTIVE] * self.n_slots
+        active: list[int] = []  # active blocks per stage
         for s in range(self.n_stages):
             d = 0
             for j in range(self.max_depth):
@@ -491,9 +492,9 @@ class SearchSpace:
                 ks[slot] = self.kernel_choices[int(np.argmax(kpart))]
                 es[slot] = self.expand_choices[int(np.argmax(epart))]
                 d += 1
-            depths.append(d)
+            active.append(d)
         res = self.resolutions[int(np.argmax(v[self.n_slots * (nk + ne) :]))]
-        return self.canonical(ArchConfig(res, tuple(depths), tuple(ks), tuple(es)))
+        return self.canonical(ArchConfig(res, tuple(active), tuple(ks), tuple(es)))
 
     # ----------------------------------------------------------------- optuna
     def param_ranges(self, *, prefix: str = "") -> dict[str, tuple[int, int]]:
@@ -563,7 +564,8 @@ class SearchSpace:
         missing = [k for k in keys if k not in d]
         if missing:
             raise ValueError(f"search space JSON: missing field(s) {missing}")
-        return cls(**{k: (tuple(d[k]) if isinstance(d[k], list) else d[k]) for k in keys})
+        fields: dict[str, Any] = {k: (tuple(d[k]) if isinstance(d[k], list) else d[k]) for k in keys}
+        return cls(**fields)
 
     def describe(self) -> str:
         return (
@@ -575,7 +577,7 @@ class SearchSpace:
 
 def _fmt_choices(vals: Sequence[int]) -> str:
     if len(vals) > 4:
-        steps = {b - a for a, b in zip(vals, vals[1:], strict=False)}
+        steps = {b - a for a, b in itertools.pairwise(vals)}
         if len(steps) == 1:
             return f"{vals[0]}..{vals[-1]} step {steps.pop()} ({len(vals)} values)"
     return str(list(vals))

@@ -359,7 +359,8 @@ class TrainConfig:
         if name not in RECIPES:
             raise UnknownNameError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}",
                                    kind="recipe", name=name, known=tuple(sorted(RECIPES)))
-        return replace(self, phases=None, kd_options={}, **RECIPES[name])
+        recipe = RECIPES[name]
+        return replace(self, phases=None, kd_options={}, schedule=recipe["schedule"], kd_loss=recipe["kd_loss"])
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -111,17 +111,16 @@ class LatencyAwarePolicy(Policy):
         choice = select(t, bounds, state, deadline_ms=deadline_ms)
         idx, why = choice.index, ""
         h, cur = self._hysteresis, self._current
-        if h is not None and cur >= 0 and idx != cur and idx < cur and choice.tier == 1:
-            # An upgrade (options are sorted by accuracy); the current option still meets the deadline.
-            if t.accuracy[idx] > t.accuracy[cur]:
-                if self._since_switch < h.cooldown_steps:
-                    idx, why = cur, f"hysteresis: hold for {h.cooldown_steps - self._since_switch} more decisions; "
+        # An upgrade (options are sorted by accuracy) while the current option still meets the deadline.
+        if h is not None and cur >= 0 and idx < cur and choice.tier == 1 and t.accuracy[idx] > t.accuracy[cur]:
+            if self._since_switch < h.cooldown_steps:
+                idx, why = cur, f"hysteresis: hold for {h.cooldown_steps - self._since_switch} more decisions; "
+            else:
+                roomy = select(t, bounds, state, deadline_ms=deadline_ms * (1.0 - h.upgrade_headroom))
+                if roomy.tier == 1 and roomy.index < cur and t.accuracy[roomy.index] > t.accuracy[cur]:
+                    idx = roomy.index
                 else:
-                    roomy = select(t, bounds, state, deadline_ms=deadline_ms * (1.0 - h.upgrade_headroom))
-                    if roomy.tier == 1 and roomy.index < cur and t.accuracy[roomy.index] > t.accuracy[cur]:
-                        idx = roomy.index
-                    else:
-                        idx, why = cur, "hysteresis: upgrade lacks headroom; "
+                    idx, why = cur, "hysteresis: upgrade lacks headroom; "
         if idx != self._current:
             self._current, self._since_switch = idx, 0
         self._since_switch += 1

@@ -27,7 +27,9 @@ class PsutilProvider(StateProvider):
 
     def __init__(self, *, psutil_module: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         if psutil_module is None:
-            import psutil as psutil_module  # heavy-ish and optional at import time of the package
+            import psutil  # heavy-ish and optional at import time of the package
+
+            psutil_module = psutil
         self._ps = psutil_module
         self._clock = clock
         self._t0 = clock()

@@ -102,9 +102,8 @@ class SysfsProvider(StateProvider):
                 if cap is not None:
                     capacity = float(min(100, max(0, cap)))
                     charging = parse_battery_status(_read(sup / "status") or "")
-            elif kind in ("mains", "usb", "usb_c", "usb_pd"):
-                if parse_int_file(_read(sup / "online") or "") == 1:
-                    mains_online = True
+            elif kind in ("mains", "usb", "usb_c", "usb_pd") and parse_int_file(_read(sup / "online") or "") == 1:
+                mains_online = True
         if mains_online:
             charging = True
         return capacity, charging

@@ -186,10 +186,10 @@ def bundle_cmd(
     t = Table(title=f"bundle {out}")
     for col in ("variant", "precision", "accuracy", "size (kB)", *(f"{k} ms" for k in b.tables), "energy mJ"):
         t.add_column(col, justify="left" if col == "variant" else "right")
-    for e in b.entries:
-        t.add_row(e.name, e.precision, f"{e.accuracy:.4f}", f"{e.size_bytes / 1e3:.0f}",
-                  *(f"{e.predicted_latency_ms[k]:.3f}" for k in b.tables),
-                  f"{e.energy_estimate_mj[b.default_table]:.1f}")
+    for entry in b.entries:
+        t.add_row(entry.name, entry.precision, f"{entry.accuracy:.4f}", f"{entry.size_bytes / 1e3:.0f}",
+                  *(f"{entry.predicted_latency_ms[k]:.3f}" for k in b.tables),
+                  f"{entry.energy_estimate_mj[b.default_table]:.1f}")
     _console.print(t)
     _console.print(f"wrote {out / 'manifest.json'}")
 
@@ -244,6 +244,7 @@ def serve_model_cmd(
             entry = b.entry(variant) if variant else max(b.entries, key=lambda e: e.accuracy)
         except InputError as e:  # BundleError, or a variant name the bundle does not have
             raise typer.BadParameter(str(e)) from None
+        acc: float | None
         path, name, acc = b.path_of(entry.file("onnx")), entry.name, entry.accuracy
     else:
         assert model is not None

@@ -352,9 +352,12 @@ def import_(
         typer.echo(f"wrote {path} (measured subnets); next: hwnas lut adapt --measured {path} --source ... --out "
                    "device.json")
         return
-    kw = dict(out=out, device=device, cpu_model=cpu_model, backend_version=backend_version, allow_missing=allow_missing)
+    manifest = {"device": device, "cpu_model": cpu_model, "backend_version": backend_version}
     try:
-        table = import_kit_csv(kit_dir, csv_file, **kw) if csv_file is not None else import_kit_logs(kit_dir, **kw)
+        if csv_file is not None:
+            table = import_kit_csv(kit_dir, csv_file, out=out, allow_missing=allow_missing, **manifest)
+        else:
+            table = import_kit_logs(kit_dir, out=out, allow_missing=allow_missing, **manifest)
     except (KitError, BenchmarkLogError, FileNotFoundError) as e:
         _fail(str(e))
     m = table.meta

@@ -49,10 +49,11 @@ def count_macs_of_module(model: Any, input_shape: tuple[int, ...]) -> tuple[int,
         nonlocal macs, kernels
         kernels += 1
         if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+            kh, kw = mod.kernel_size
+            k = int(kh) * int(kw) * (int(mod.in_channels) // int(mod.groups))
             macs += int(out.numel() // out.shape[0]) * k
-        else:
-            macs += mod.in_features * mod.out_features
+        elif isinstance(mod, nn.Linear):
+            macs += int(mod.in_features) * int(mod.out_features)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:

@@ -10,8 +10,8 @@ subnet is (`supernet.quantize.export_precision`), so a table row and a quantized
   Calibration only sets scales and zero points — the graph and the kernels onnxruntime runs are the same — so the
   data do not change the latency, only the numbers the model computes.
 * ``fp16``: float16 initializers and ops with float32 inputs/outputs. On x86 CPUs onnxruntime has few fp16 kernels
-  and inserts casts around the rest, so expect little gain: whole subnets measured 1.06-1.19x the fp32 speed on
-  this VM (`benchmarks/results/bitwidth.md`); the table measures what it is per layer, nothing is assumed.
+  and inserts casts around the rest, so expect little gain (figures: docs/measurements.md); the table measures
+  what it is per layer, nothing is assumed.
 
 ``reduce_range`` None takes `supernet.quantize.QuantConfig`'s default (`supernet.quantize.default_reduce_range`,
 by the CPU's VNNI flag), the same default the deployed file and search-time int8 accuracy use.
@@ -21,6 +21,7 @@ The measuring processes only load and time artifacts; quantization happens in `e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -103,9 +104,11 @@ class OrtBackend:
     def _quant_config(self) -> Any:
         from supernet.quantize import QuantConfig
 
-        rr = {} if self.reduce_range is None else {"reduce_range": self.reduce_range}
-        return QuantConfig(precision=self.precision, per_channel=self.per_channel, calibration=self.calibration,
-                           calib_images=self.calib_samples, seed=self.calib_seed, **rr)
+        config = QuantConfig(precision=self.precision, per_channel=self.per_channel, calibration=self.calibration,
+                             calib_images=self.calib_samples, seed=self.calib_seed)
+        if self.reduce_range is not None:  # otherwise QuantConfig's own default (by this CPU's VNNI flag)
+            config = dataclasses.replace(config, reduce_range=self.reduce_range)
+        return config
 
     def _calibration_inputs(self, input_shape: tuple[int, ...]) -> np.ndarray:
         """(calib_samples, C, H, W) float32: rows of ``calib_data`` when its shape fits, else seeded N(0, 1)."""

@@ -11,10 +11,16 @@ strategies that need them. Every registered strategy passes ``tests/nas/test_str
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.strategies.base import Callback, EvalLoop, SearchResult, SearchStrategy
 from supernet.registry import Registry
+
+if TYPE_CHECKING:  # the names `__getattr__` resolves at run time, visible to the type checker
+    from nas.pareto import pareto_front as pareto_front
+    from nas.plots import plot_convergence as plot_convergence
+    from nas.plots import plot_pareto as plot_pareto
+    from nas.search import search as search
 
 __all__ = ["STRATEGIES", "Callback", "EvalLoop", "SearchResult", "SearchStrategy", "create_strategy", "get_strategy_class",
            "list_strategies", "register_strategy"]
@@ -62,8 +68,10 @@ _LAZY = {"search": "nas.search", "pareto_front": "nas.pareto", "plot_convergence
          "plot_pareto": "nas.plots"}
 
 
-def __getattr__(name: str) -> Any:
-    """`search`, `pareto_front`, `plot_convergence` and `plot_pareto` are re-exported lazily (no import cycle)."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas.strategies' has no attribute {name!r}")
+if not TYPE_CHECKING:  # hidden from the type checker, which would otherwise accept any attribute name
+
+    def __getattr__(name: str) -> Any:
+        """`search`, `pareto_front`, `plot_convergence` and `plot_pareto` are re-exported lazily (no import cycle)."""
+        if name in _LAZY:
+            return getattr(importlib.import_module(_LAZY[name]), name)
+        raise AttributeError(f"module 'nas.strategies' has no attribute {name!r}")

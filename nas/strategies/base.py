@@ -192,7 +192,7 @@ class SearchStrategy(ABC):
 
 def n_initial(budget: int, *, fraction: float = 0.2, minimum: int = 5, maximum: int | None = None) -> int:
     """Initial design size for model-based strategies: ``max(minimum, fraction * budget)``, capped."""
-    n = max(minimum, int(math.floor(fraction * budget)))
+    n = max(minimum, math.floor(fraction * budget))
     if maximum is not None:
         n = min(n, maximum)
     return min(n, budget)

@@ -82,8 +82,8 @@ class EvolutionSearch(SearchStrategy):
         pop_size = self.population_size
         if self.adaptive_population:
             pop_size = min(pop_size, max(8, budget // 4))
-        n_parents = max(1, int(round(self.parent_ratio * pop_size)))
-        n_mutate = int(round(self.mutation_ratio * pop_size))
+        n_parents = max(1, round(self.parent_ratio * pop_size))
+        n_mutate = round(self.mutation_ratio * pop_size)
         constrain = self.constrain_latency and is_hard_reward(objective)
         target = float(getattr(objective.reward, "target_ms", np.inf))
         seen: set[bytes] = set()  # rows of evaluated architectures (`SpaceCodec.keys`)
@@ -137,11 +137,12 @@ class EvolutionSearch(SearchStrategy):
             n_children = min(pop_size - len(parents), loop.remaining)
             n_mut = min(n_mutate, n_children)
 
-            def mutants(rows: np.ndarray) -> np.ndarray:
+            # `pc` bound as a default: each generation's draws use that generation's parents.
+            def mutants(rows: np.ndarray, pc: np.ndarray = pc) -> np.ndarray:
                 base = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
                 return codec.mutate_full(base, rng, self.mutate_prob)
 
-            def crosses(rows: np.ndarray) -> np.ndarray:
+            def crosses(rows: np.ndarray, pc: np.ndarray = pc) -> np.ndarray:
                 a = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
                 b = codec.fill_inactive(pc[rng.integers(len(pc), size=len(rows))], rng)
                 return codec.crossover_full(a, b, rng)

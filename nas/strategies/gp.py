@@ -115,7 +115,8 @@ class _Featurizer:
         n_derived = int(use_latency) + (len(objective.features) if use_features else 0) + int(self.use_prior)
         self._lat_fast = _choice_fn(objective.latency_fn, space)
         fast_feats = [_choice_fn(f, space) for f in objective.features.values()] if use_features else []
-        self._feat_fast = fast_feats if all(f is not None for f in fast_feats) else None
+        fast = [f for f in fast_feats if f is not None]
+        self._feat_fast = fast if len(fast) == len(fast_feats) else None
         nxt = len(group_of)
         self.groups = groups + list(range(nxt, nxt + n_derived))
         # fixed affine scaling of derived columns, from a seeded reference sample of the space
@@ -149,8 +150,9 @@ class _Featurizer:
                 f = self.objective.features_of(archs)
             cols.append(np.log1p(np.maximum(f, 0.0)) if np.all(f >= 0) else f)
         if self.use_prior:
-            assert self.objective.accuracy_prior is not None
-            cols.append(np.asarray(self.objective.accuracy_prior(list(archs)), dtype=np.float64)[:, None])
+            prior = self.objective.accuracy_prior
+            assert prior is not None and archs is not None
+            cols.append(np.asarray(prior(list(archs)), dtype=np.float64)[:, None])
         return np.concatenate(cols, axis=1) if cols else np.zeros((len(latency_ms), 0))
 
     def decisions(self, canon: np.ndarray) -> np.ndarray:
@@ -196,8 +198,7 @@ class GPBayesOpt(SearchStrategy):
         refit_every: re-optimise GP hyperparameters every ``max(refit_every, n // 10)`` evaluations (always while
             n < 30), warm-started, at most ``fit_maxiter`` L-BFGS-B iterations.
         blas_threads: BLAS threads while searching (restored afterwards; None = leave as is). The matrices are
-            small (n <= a few hundred), so threads only add contention: 1 thread measured 2.5x faster on 2 shared
-            cores.
+            small (n <= a few hundred), so threads only add contention (docs/measurements.md).
     """
 
     name = "gp"

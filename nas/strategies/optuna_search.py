@@ -21,7 +21,13 @@ import numpy as np
 
 from nas.objective import Evaluation, Objective, reward_json
 from nas.strategies.base import Callback, SearchResult, SearchStrategy
-from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
+from nas.study import (
+    Direction,
+    evaluation_attrs,
+    evaluations_from_study,
+    load_or_create_study,
+    param_distributions,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -42,7 +48,7 @@ class OptunaSearch(SearchStrategy):
         sampler_kwargs: extra keyword arguments for the Optuna sampler.
     """
 
-    directions: ClassVar[list[str]] = ["maximize"]
+    directions: ClassVar[list[Direction]] = ["maximize"]
 
     def __init__(
         self,
@@ -189,7 +195,7 @@ class NSGA2Search(OptunaSearch):
     """
 
     name = "nsga2"
-    directions: ClassVar[list[str]] = ["maximize", "minimize"]
+    directions: ClassVar[list[Direction]] = ["maximize", "minimize"]
 
     def __init__(self, *, population_size: int = 50, **kwargs: Any) -> None:
         super().__init__(**kwargs)

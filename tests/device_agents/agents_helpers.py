@@ -5,19 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from device_agents import Variant
-from device_agents.state import DeviceState
+from device_agents.testing import make_state
+
+__all__ = ["DATA", "fake_sysfs", "make_state", "small_bundle", "tiny_onnx_variants", "write_tree"]
 
 DATA = Path(__file__).parent / "data"
-
-
-def make_state(**overrides: object) -> DeviceState:
-    """A calm reading at full clock (2000 MHz), idle, 80 % battery, good network; override any field."""
-    base: dict[str, object] = dict(
-        time_s=0.0, battery_pct=80.0, charging=False, cpu_freq_mhz=2000.0, cpu_freq_max_mhz=2000.0,
-        temp_c=45.0, background_load=0.0, bandwidth_mbps=50.0, rtt_ms=20.0,
-    )
-    base.update(overrides)
-    return DeviceState(**base)  # type: ignore[arg-type]
 
 
 def small_bundle() -> tuple[Variant, ...]:

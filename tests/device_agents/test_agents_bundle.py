@@ -105,7 +105,7 @@ def _int8_model(v: Variant, tmp_path: Path) -> Path:
 def test_a_variant_whose_file_is_not_at_its_precision_is_refused(
         tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     """An int8 label on an fp32 file would get int8-table latency for a model that runs at fp32, and back."""
-    int8_path, _ = _int8_copy_of_fixture(tmp_path)
+    _int8_path, _ = _int8_copy_of_fixture(tmp_path)
     fp32_file, int8_file = tiny_variants[0].model_path, str(_int8_model(tiny_variants[0], tmp_path))
     for label, f, stored in (("int8", fp32_file, "float32 100%"), ("fp32", int8_file, "int8 100%")):
         v = Variant(name="v", arch="a", precision=label, predicted_latency_ms=1.0, accuracy=0.5, model_path=f)

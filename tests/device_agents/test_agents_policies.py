@@ -21,6 +21,14 @@ def test_full_clock_picks_largest_that_fits(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["greedy", "greedy-frequency"])
+def test_a_variant_exactly_at_the_deadline_meets_it(name: str) -> None:
+    """The deadline is met at equality (``bound <= deadline``): 40 ms against 40 ms picks l, not m."""
+    d = create_policy(name, B).decide(make_state(), deadline_ms=40.0)
+    assert d.option == "l" and d.expected_latency_ms == pytest.approx(40.0)
+    assert create_policy(name, B).decide(make_state(), deadline_ms=39.999).option == "m"
+
+
+@pytest.mark.parametrize("name", ["greedy", "greedy-frequency"])
 def test_half_frequency_picks_smaller(name: str) -> None:
     p = create_policy(name, B)
     d = p.decide(make_state(cpu_freq_mhz=1000.0), deadline_ms=45.0)  # l -> 80 ms, m -> 40 ms
@@ -131,3 +139,15 @@ def test_static_presets_and_names() -> None:
 def test_oracle_refuses_to_guess() -> None:
     with pytest.raises(RuntimeError, match="simulate"):
         create_policy("oracle", B).decide(make_state(), deadline_ms=45.0)
+
+
+def test_budget_fallback_breaks_energy_ties_towards_accuracy() -> None:
+    """Over budget, the cheapest option meeting the deadline; of two equally cheap ones, the more accurate."""
+    from device_agents import Variant
+
+    twins = (Variant(name="a", arch="r128-d2", precision="int8", predicted_latency_ms=10.0, accuracy=0.72),
+             Variant(name="b", arch="r128-d2", precision="fp32", predicted_latency_ms=10.0, accuracy=0.70),
+             Variant(name="c", arch="r224-d4", precision="fp32", predicted_latency_ms=40.0, accuracy=0.80))
+    budget = BatteryBudget(thresholds_pct=(30.0,), fractions=(0.01,))  # nothing is cheap enough
+    d = create_policy("greedy", twins, battery_budget=budget).decide(make_state(battery_pct=5.0), deadline_ms=100.0)
+    assert d.option == "a" and "budget" in d.reason

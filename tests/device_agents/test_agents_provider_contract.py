@@ -1,8 +1,8 @@
-"""One contract suite for every registered state provider (see `StateProvider`)."""
+"""The provider contract (`device_agents.testing.ProviderContract`) run over every registered state provider,
+each in a full and a degraded environment."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from agents_helpers import DATA, fake_sysfs
 
-from device_agents import DeviceState, StateProvider, builtin_trace, create_provider, list_providers
-from device_agents.state import SENSOR_FIELDS
+from device_agents import StateProvider, builtin_trace, create_provider, list_providers
+from device_agents.testing import ProviderContract
 
 
 class _BrokenPsutil:
@@ -70,7 +70,7 @@ FACTORIES: dict[str, list[Callable[[Path], StateProvider]]] = {
                                                                           procfs_root=None), clock=_Clock()),
     ],
 }
-CASES = [(name, i) for name in list_providers() for i in range(len(FACTORIES.get(name, [None])))]
+CASES = [pytest.param(f, id=f"{name}-{i}") for name in list_providers() for i, f in enumerate(FACTORIES.get(name, []))]
 
 
 def test_every_registered_provider_is_covered() -> None:
@@ -82,32 +82,6 @@ def test_unknown_provider_lists_known() -> None:
         create_provider("bluetooth")
 
 
-@pytest.mark.parametrize(("name", "case"), CASES)
-def test_contract(name: str, case: int, tmp_path: Path) -> None:
-    provider = FACTORIES[name][case](tmp_path)
-    assert isinstance(provider, StateProvider)
-    last = -math.inf
-    for _ in range(7):
-        st = provider.read()
-        assert isinstance(st, DeviceState)
-        assert set(st.missing) <= set(SENSOR_FIELDS)
-        assert len(set(st.missing)) == len(st.missing)
-        assert 0 <= st.battery_pct <= 100 and 0 <= st.background_load <= 1
-        assert 0 < st.cpu_freq_mhz <= st.cpu_freq_max_mhz
-        assert st.bandwidth_mbps >= 0 and st.rtt_ms >= 0
-        assert st.time_s >= last
-        last = st.time_s
-        assert DeviceState.from_json(st.to_json()) == st
-    provider.close()
-    provider.close()
-
-
-@pytest.mark.parametrize(("name", "case"), CASES)
-def test_missing_fields_hold_defaults(name: str, case: int, tmp_path: Path) -> None:
-    from device_agents.state import STATE_DEFAULTS
-
-    st = FACTORIES[name][case](tmp_path).read()
-    for f in st.missing:
-        if f in ("cpu_freq_mhz", "cpu_freq_max_mhz"):
-            continue  # documented: one falls back to the other when only one is known
-        assert getattr(st, f) == STATE_DEFAULTS[f], f
+@pytest.mark.parametrize("make_provider", CASES)
+class TestEveryProvider(ProviderContract):
+    pass

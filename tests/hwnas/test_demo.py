@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from hwnas.cli import _mount_subapps, app
-from supernet.space import get_space
+from latency_tables import LatencyPredictor, LatencyTable
+from supernet.space import ArchConfig, get_space
 
 _mount_subapps()
 
@@ -43,15 +45,37 @@ def test_report_numbers_are_real_and_consistent(report_dir: Path) -> None:
     # the LUT has the layers of the space, measured with the stated backend
     assert r["lut"]["rows"] > 50
     assert r["lut"]["meta"]["backend"] == "onnxruntime" and r["lut"]["meta"]["threads"] == 1
-    # predicted vs measured: both present, positive, in separate columns
+    # predicted vs measured, in separate columns; each prediction is what the written table and predictor give
+    table = LatencyTable.load(r["lut"]["path"])
+    predictor = LatencyPredictor.load(r["latency"]["predictor_path"])
     rows = r["latency"]["rows"]
-    assert rows and all(row["measured_ms"] > 0 and row["predicted_sum_ms"] > 0 for row in rows)
-    # search: one winner per target, each a valid architecture, budget respected
+    assert len(rows) == r["latency"]["n_test"] > 0 and all(row["measured_ms"] > 0 for row in rows)
+    archs = [space.parse(row["arch"]) for row in rows]
+    np.testing.assert_allclose([row["predicted_sum_ms"] for row in rows], [table.sum_ms(a) for a in archs],
+                               rtol=1e-9)
+    np.testing.assert_allclose([row["predicted_corrected_ms"] for row in rows], predictor.predict(archs), rtol=1e-9)
+    # search: one winner per target, hard constraint met by the prediction; the winner is the best re-scored
+    # candidate (on all of val) of those meeting the target, else the first strategy's best
     targets = r["search"]["targets_ms"]
-    assert len(r["search"]["winners"]) == len(targets)
+    assert [w["target_ms"] for w in r["search"]["winners"]] == targets
+    best = {c["target_ms"]: c["best_reward"] for c in r["search"]["comparison"]
+            if c["strategy"] == r["search"]["winner_strategy"]}
     for w in r["search"]["winners"]:
-        assert space.parse(w["arch"])
+        arch = space.parse(w["arch"])
+        assert str(arch) == w["arch"] and ArchConfig.from_json(w["arch_json"]) == arch
         assert 0 < w["evaluations"] <= r["search"]["budget"]
+        assert w["meets_target_predicted"] and w["predicted_latency_ms"] <= w["target_ms"]
+        assert w["predicted_latency_ms"] == pytest.approx(float(predictor.predict([arch])[0]), rel=1e-9)
+        sel = w["selection"]
+        if sel["rescored"]:
+            cands = sel["candidates"]
+            assert w["arch"] in {c["arch"] for c in cands}
+            assert all(c["predicted_latency_ms"] <= w["target_ms"] for c in cands)
+            assert w["val_top1"] == max(c["val_top1"] for c in cands)
+            ranks = [c["search_val_top1"] for c in cands]
+            assert ranks == sorted(ranks, reverse=True)  # the top-k of the search's own accuracy
+        else:
+            assert w["reward"] == best[w["target_ms"]]
     # export: ONNX matches torch and was measured end to end
     for w in r["export"]["winners"]:
         assert w["onnx_ok"] and w["onnx_max_abs_diff"] < 1e-3

@@ -66,8 +66,27 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("cmd", [["demo"], ["train"], ["eval"], ["export"], ["lut"], ["agent"]])
-def test_every_command_has_help(cmd: list[str]) -> None:
-    res = runner.invoke(app, [*cmd, "--help"])
+GROUPS = {  # sub-commands each group must show (a wrong sub-app mounted under a name fails here)
+    "lut": {"adapt", "build", "export", "import", "info", "kit", "predict", "serve", "validate"},
+    "agent": {"bundle", "example-variants", "live", "scenarios", "serve-model", "simulate"},
+}
+
+
+@pytest.mark.parametrize("cmd", ["demo", "train", "eval", "export", "search", "quantize", "lut", "agent"])
+def test_every_command_has_help(cmd: str) -> None:
+    """``hwnas CMD --help`` shows that command's usage, its summary line, each of its options or sub-commands."""
+    import typer
+
+    command = typer.main.get_command(app).commands[cmd]  # type: ignore[attr-defined]
+    res = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})  # wide enough that no option name is cut
     assert res.exit_code == 0, res.output
-    assert len(res.output) > 100
+    out = " ".join(_plain(res.output).replace("│", " ").split())
+    assert re.search(rf"Usage: \S+ {cmd} \[OPTIONS\]", out), out[:200]
+    summary = " ".join((command.help or "").split("\n\n")[0].split())
+    assert summary and " ".join(summary.split()[:6]) in out, (summary, out[:300])
+    for param in command.params:
+        assert param.opts[0] in out, f"{cmd} --help does not show {param.opts[0]}"
+    if cmd in GROUPS:
+        assert set(command.commands) == GROUPS[cmd]  # type: ignore[attr-defined]
+        for sub in GROUPS[cmd]:
+            assert re.search(rf"(^| ){re.escape(sub)} [A-Z]", out), f"{cmd} --help does not list {sub}"

@@ -59,8 +59,8 @@ def net_data(setup: dict[str, Path]) -> tuple[object, object]:
 def _job(setup: dict[str, Path], **kw: object) -> object:
     from hwnas.pipeline import SearchJob
 
-    base = dict(supernet_path=str(setup["supernet"]), table_path=str(setup["int8"]), targets_ms=(1000.0,),
-                strategy="random", budget=1, bn_images=32, calib_images=8, measure_winners=False)
+    base = {"supernet_path": str(setup["supernet"]), "table_path": str(setup["int8"]), "targets_ms": (1000.0,),
+                "strategy": "random", "budget": 1, "bn_images": 32, "calib_images": 8, "measure_winners": False}
     return SearchJob(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -153,8 +153,8 @@ def test_measure_accuracy_pairs_measures_each_pair_once(net_data: tuple, tmp_pat
 
     net, data = net_data
     archs = [SPACE.smallest()]
-    kw = dict(precisions=["fp32", "int8"], bn_images=32, seed=0, cache_path=tmp_path / "acc.sqlite", context="c",
-              calib_images=8)
+    kw = {"precisions": ["fp32", "int8"], "bn_images": 32, "seed": 0, "cache_path": tmp_path / "acc.sqlite", "context": "c",
+              "calib_images": 8}
     first = measure_accuracy_pairs(net, data, archs, **kw)  # type: ignore[arg-type]
     assert [(str(a), p) for a, p, _ in first] == [(str(a), p) for a in archs for p in ("fp32", "int8")]
     assert all(0.0 <= acc <= 1.0 for _, _, acc in first)
@@ -213,7 +213,7 @@ def test_int8_accuracy_recipe_follows_the_table_and_names_the_cache_context(setu
     backend, config = accuracy_quant_recipe(dataclasses.replace(meta, backend="onnxruntime", environment=ort_env))
     assert quant_recipe_tag(backend, config) == "onnxruntime:pc-entropy:rr1:qop"
     assert quant_recipe_tag(backend, config.replace(ort_format="qdq")) == "onnxruntime:pc-entropy:rr1"
-    kw = dict(supernet_path=setup["supernet"], bn_images=32, seed=0)
+    kw = {"supernet_path": setup["supernet"], "bn_images": 32, "seed": 0}
     contexts = {accuracy_context(**kw), accuracy_context(**kw, recipe="tflite:pt-minmax"),  # type: ignore[arg-type]
                 accuracy_context(**kw, recipe="onnxruntime:pc-minmax:rr0")}  # type: ignore[arg-type]
     assert len(contexts) == 3

@@ -24,7 +24,11 @@ def test_quick_run_on_the_fake_backend_writes_results_and_resumes(tmp_path: Path
     targets = {t["text"].split(":")[1].strip().split(" ")[0]: t for t in res["targets"]}
     assert targets["protocol"]["met"] == (tr["within_10pct"] >= 0.95)
     assert targets["corrected"]["met"] == (v["corrected"]["within_10pct"] >= 0.95)
+    text = (tmp_path / "latency.quick.json").read_text()
+    assert str(tmp_path) not in text, "results store paths relative to the repo / work / results folders"
+    assert v["report"] == "<work>/validate-fake-t1.json" and v["plot"] == "<results>/latency.quick-fake-t1.png"
     md = (tmp_path / "latency.quick.md").read_text()
+    assert str(tmp_path) not in md
     assert "Device `test-vm`" in md and "| fake " in md and "compact" in md and "## Targets" in md
     state = json.loads((tmp_path / "work" / "state.json").read_text())
     assert set(state) == {"build:fake-t1", "validate:fake-t1"}
@@ -52,3 +56,13 @@ def test_load_sampler_keeps_samples_across_invocations(tmp_path: Path) -> None:
     again = LoadSampler(path, period_s=0.01)
     assert again.samples == first.samples
     assert LoadSampler(period_s=0.01).summary() == {"samples": 0}
+
+
+def test_portable_paths_are_relative_to_the_repo_or_a_named_folder(tmp_path: Path) -> None:
+    from benchmarks.portable_paths import ROOT, portable_paths
+
+    res = {"a": str(ROOT / "benchmarks" / "results" / "x.png"), "b": [str(tmp_path / "w" / "t.csv"), str(tmp_path / "w")],
+           "c": str(tmp_path / "r" / "p.png"), "d": "/elsewhere/f", "e": "text with /a/path", "n": 3}
+    assert portable_paths(res, work=tmp_path / "w", results=tmp_path / "r") == {
+        "a": "benchmarks/results/x.png", "b": ["<work>/t.csv", "<work>"], "c": "<results>/p.png", "d": "/elsewhere/f",
+        "e": "text with /a/path", "n": 3}

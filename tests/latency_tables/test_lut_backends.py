@@ -1,27 +1,23 @@
-"""One contract suite, run against every registered backend (the TFLite one is slow to convert: marked slow)."""
+"""The backend contract (`latency_tables.testing.BackendContract`) over every registered backend (the TFLite one
+is slow to convert: marked slow), and what is particular to some backends."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from latency_tables.backends import Backend, Prepared, UnknownBackendError, create_backend, list_backends
+from latency_tables.backends import UnknownBackendError, create_backend, list_backends
 from latency_tables.protocol import MeasureItem, MeasurementProtocol, WorkerPool
+from latency_tables.testing import LAYER as SPEC
+from latency_tables.testing import LAYER_INPUT_SHAPE as SHAPE
+from latency_tables.testing import BackendContract
 from supernet.layers import LayerSpec, build_layer
 
 SLOW = {"tflite": [pytest.mark.slow, pytest.mark.tflite], "tflite-builtin": [pytest.mark.slow, pytest.mark.tflite]}
 TINY_TFLITE = Path(__file__).parents[1] / "supernet" / "data" / "runtime_tiny.tflite"  # checked in, (1, 3, 16, 16)
 BACKENDS = [pytest.param(name, marks=SLOW.get(name, [])) for name in list_backends()]
-SPEC = LayerSpec("mbconv", 8, 16, 16, kernel=3, stride=1, expand=3, mid_ch=48, se=True, act="hswish")
-SHAPE = (1, 16, 8, 8)
-
-
-def _needs(name: str) -> None:
-    if name.startswith("tflite") and importlib.util.find_spec("litert_torch") is None:
-        pytest.skip("TFLite conversion needs the [tflite] extra (litert-torch)")
 
 
 def test_measuring_processes_do_not_import_torch() -> None:
@@ -44,32 +40,8 @@ def test_unknown_backend_lists_known_ones() -> None:
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_backend_contract(name: str, tmp_path: Path) -> None:
-    _needs(name)
-    be = create_backend(name, threads=1, precision="fp32")
-    assert isinstance(be, Backend)
-    assert be.name == name and isinstance(be.version, str) and be.version
-    assert be.precision == "fp32" and be.threads == 1
-    env = be.environment()
-    for key in ("backend", "backend_version", "precision", "threads"):
-        assert key in env
-    prepared = be.prepare(build_layer(SPEC), SHAPE, tmp_path)
-    assert isinstance(prepared, Prepared) and prepared.input_shape == SHAPE
-    times = be.time_runs(prepared, 4)
-    assert isinstance(times, np.ndarray) and times.shape == (4,)
-    assert np.all(np.isfinite(times)) and np.all(times > 0)
-    if be.artifact_suffix is not None:
-        path = be.export(build_layer(SPEC), SHAPE, tmp_path / f"again{be.artifact_suffix}")
-        assert path.exists()
-        again = be.load(path, SHAPE, key="k")
-        assert again.key == "k" and be.time_runs(again, 2).shape == (2,)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_backend_rejects_bad_settings(name: str) -> None:
-    _needs(name)
-    with pytest.raises(ValueError, match="threads"):
-        create_backend(name, threads=0)
+class TestEveryBackend(BackendContract):
+    pass
 
 
 @pytest.mark.parametrize("name", [n for n in list_backends() if n not in ("fake", "tflite")])

@@ -21,10 +21,26 @@ def test_info_shows_the_manifest(fake_table: LatencyTable) -> None:
     assert "fake" in res.output and "test-device" in res.output and "schema_version" in res.output
 
 
+def _hwnas(args: list[str]):  # the console entry's group: its one error path turns InputError into exit 2
+    from hwnas.cli import _mount_subapps
+    from hwnas.cli import app as hwnas_app
+
+    _mount_subapps()
+    return runner.invoke(hwnas_app, args)
+
+
+def _refused(res, *needles: str, usage: bool = False) -> None:
+    """Refused as bad input: exit 2 (not a crash), the message naming each needle on stderr, no traceback, nothing
+    on stdout; ``error: ...`` for a library's InputError, typer's usage box for a bad option (``usage``)."""
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    err = " ".join(res.stderr.replace("│", " ").split())
+    assert err.startswith("Usage: " if usage else "error: ") and all(n in err for n in needles), err
+    assert "Traceback" not in res.output and res.stdout == ""
+
+
 def test_info_on_a_corrupt_table_fails_with_the_reason(fake_table_copy: Path) -> None:
     fake_table_copy.write_text(fake_table_copy.read_text() + "\n")
-    res = runner.invoke(app, ["info", str(fake_table_copy)])
-    assert res.exit_code != 0 and "sha256" in str(res.exception)
+    _refused(_hwnas(["lut", "info", str(fake_table_copy)]), "sha256", fake_table_copy.name)
 
 
 def test_predict_prints_json_lines(fake_table: LatencyTable, small_space: SearchSpace, tmp_path: Path) -> None:
@@ -40,14 +56,17 @@ def test_predict_prints_json_lines(fake_table: LatencyTable, small_space: Search
 
 def test_predict_needs_an_architecture(fake_table: LatencyTable) -> None:
     res = runner.invoke(app, ["predict", "--table", str(fake_table.path)])
-    assert res.exit_code != 0
+    assert res.exit_code == 2, res.output  # a usage error; a crash would exit 1 with a traceback
+    assert isinstance(res.exception, SystemExit)
+    assert "give at least one --arch or an --arch-file" in " ".join(res.output.replace("│", " ").split())
 
 
 def test_build_rejects_unknown_backend_and_space(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["build", "--out", str(tmp_path / "t.csv"), "--backend", "tpu", "--preset", "quick"])
-    assert res.exit_code != 0 and "unknown backend 'tpu'" in res.output
-    res = runner.invoke(app, ["build", "--out", str(tmp_path / "t.csv"), "--space", "imagenet-xl"])
-    assert res.exit_code != 0 and "unknown search space" in res.output
+    _refused(_hwnas(["lut", "build", "--out", str(tmp_path / "t.csv"), "--backend", "tpu", "--preset", "quick"]),
+             "--backend", "unknown backend 'tpu'", "onnxruntime", usage=True)
+    _refused(_hwnas(["lut", "build", "--out", str(tmp_path / "t.csv"), "--space", "imagenet-xl"]),
+             "unknown search space", "mnist", usage=True)
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_validate_measures_keeps_models_and_a_rerun_reuses_them(tmp_path: Path) -> None:

@@ -118,7 +118,8 @@ def test_real_onnx_kit_of_a_tiny_space(tmp_path: Path) -> None:
     model = onnx.load(str(tmp_path / m.layers[1].files["onnx"]))
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == list(m.layers[1].input_shape)
-    res = subprocess.run(["sh", str(tmp_path / "run_benchmark.sh")], capture_output=True, text=True, timeout=30)
+    res = subprocess.run(["sh", str(tmp_path / "run_benchmark.sh")], capture_output=True, text=True, timeout=30,
+                         check=False)
     assert res.returncode == 2 and "no .tflite models" in res.stderr
 
 

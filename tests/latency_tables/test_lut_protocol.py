@@ -106,6 +106,8 @@ def test_fake_pool_in_process_is_deterministic() -> None:
 def test_worker_error_is_reported_with_its_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pr = MeasurementProtocol(rounds=1, runs_per_round=1, processes=1, spawn=True)
     missing = MeasureItem("gone", (1, 3, 8, 8), artifact=str(tmp_path / "missing.fake.json"))
-    with WorkerPool("fake", {}, pr) as pool:
-        with pytest.raises(RuntimeError, match=r"(?s)failed during 'load'.*missing\.fake\.json"):
-            pool.measure_chunk([missing], missing)
+    with (
+        WorkerPool("fake", {}, pr) as pool,
+        pytest.raises(RuntimeError, match=r"(?s)failed during 'load'.*missing\.fake\.json"),
+    ):
+        pool.measure_chunk([missing], missing)

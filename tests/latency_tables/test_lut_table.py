@@ -148,6 +148,7 @@ def test_fixture_of_every_schema_version_still_loads(csv_name: str) -> None:
     assert table.sum_ms(cfg) > 0
 
 
-def test_there_is_a_fixture_for_the_current_schema() -> None:
+def test_there_is_a_fixture_for_every_schema_version_the_loader_reads() -> None:
+
     versions = {json.loads(p.read_text())["schema_version"] for p in FIXTURES.glob("*.meta.json")}
     assert versions == set(range(1, TABLE_SCHEMA_VERSION + 1))  # one fixture per schema version, the current one too

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_scripts import load_benchmark  # type: ignore[import-not-found]  # noqa: E402
+from bench_scripts import load_benchmark  # type: ignore[import-not-found]
 
-from supernet.space import ArchConfig, get_space  # noqa: E402
+from supernet.space import ArchConfig, get_space
 
 
 def test_ordinary_timing_writes_archs_statistics_and_resumes(tmp_path: Path) -> None:

@@ -15,8 +15,12 @@ def test_reward_command() -> None:
     assert out["reward"] == pytest.approx(0.4) and out["beta"] == -1.0
 
 
-def test_strategies_command() -> None:
+def test_strategies_command_lists_each_registered_strategy_once() -> None:
+    from nas.strategies import list_strategies
+
     res = CliRunner().invoke(app, ["strategies"])
-    assert res.exit_code == 0
-    for name in ("gp", "evolution", "random", "optuna-gp", "optuna-tpe", "nsga2", "rl"):
-        assert name in res.output
+    assert res.exit_code == 0, res.output
+    rows = [line.split(maxsplit=1) for line in res.output.splitlines()]
+    assert [r[0] for r in rows] == list_strategies()  # whole names: "gp" is not found inside "optuna-gp"
+    assert {"gp", "evolution", "random", "optuna-gp", "optuna-tpe", "nsga2", "rl"} <= set(list_strategies())
+    assert all(len(r) == 2 and r[1].strip() for r in rows), "every strategy has a one-line description"

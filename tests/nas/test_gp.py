@@ -61,20 +61,39 @@ def test_gp_beats_random_at_a_small_budget() -> None:
     assert sum(g > r for g, r in zip(gp_best, rand_best, strict=True)) >= 2
 
 
-@pytest.mark.parametrize("kwargs", [{"acquisition": "ucb"}, {"acquisition": "pi"}, {"model": "reward"},
-                                    {"grouping": "type", "use_features": False}])
+@pytest.mark.parametrize("kwargs", [{"model": "reward"}, {"grouping": "type", "use_features": False}])
 def test_gp_variants_run(kwargs: dict) -> None:
     obj = make_synthetic_objective("mnist", seed=0, reward="constraint")
     res = create_strategy("gp", n_pool=200, n_rounds=1, local_steps=1, **kwargs).search(obj, budget=9, seed=0)
     assert len(res.history) == 9 and len({e.arch for e in res.history}) == 9
 
 
+def test_gp_acquisitions_choose_differently() -> None:
+    """Same seed and initial design: "ucb" and "pi" must pick other architectures than "ei" (each is used)."""
+    picked = {}
+    for acq in ("ei", "ucb", "pi"):
+        obj = make_synthetic_objective("mnist", seed=0, reward="constraint")
+        res = create_strategy("gp", n_pool=200, n_rounds=1, local_steps=1, acquisition=acq).search(obj, budget=9,
+                                                                                                   seed=0)
+        picked[acq] = [e.arch for e in res.history]
+    assert picked["ei"][:5] == picked["ucb"][:5] == picked["pi"][:5]  # the initial design does not depend on it
+    assert picked["ucb"] != picked["ei"] and picked["pi"] != picked["ei"] and picked["pi"] != picked["ucb"]
+
+
 def test_gp_uses_accuracy_prior_as_mean() -> None:
-    obj = make_synthetic_objective("mnist", seed=0)
-    obj.accuracy_prior = obj.accuracy_fn  # a perfect prior: the GP only has to model a zero residual
-    res = create_strategy("gp", n_pool=300, n_rounds=2, local_steps=2).search(obj, budget=12, seed=0)
-    ref = create_strategy("random").search(make_synthetic_objective("mnist", seed=0), budget=12, seed=0)
-    assert res.best.reward > ref.best.reward
+    """A perfect prior (the true accuracy) as the GP mean must beat the same GP without it (prior="none").
+
+    Measured when written (budget 12): 0.773 / 0.766 / 0.770 with the prior vs 0.767 / 0.760 / 0.759 without.
+    """
+    with_prior, without = [], []
+    for seed in (0, 1, 2):
+        for prior, out in (("mean", with_prior), ("none", without)):
+            obj = make_synthetic_objective("mnist", seed=seed)
+            obj.accuracy_prior = obj.accuracy_fn  # the GP only has to model a zero residual
+            gp = create_strategy("gp", n_pool=300, n_rounds=2, local_steps=2, prior=prior)
+            out.append(gp.search(obj, budget=12, seed=seed).best.reward)
+    assert all(w > n for w, n in zip(with_prior, without, strict=True)), (with_prior, without)
+    assert np.mean(with_prior) > np.mean(without) + 0.003, (with_prior, without)
 
 
 @pytest.mark.parametrize("encoding", ["ordinal", "both"])

@@ -193,7 +193,7 @@ def test_transfer_from_the_fp32_predictor(pairs: tuple) -> None:  # type: ignore
     fp32, int8 = y[:n], y[n:]
     fp32_pred = fit_predictor(space, archs[:120], fp32[:120], hidden=(64, 64, 64), epochs=80, seed=0, test_fraction=0)
     few = 30
-    kw = dict(precisions=["fp32"] * few + ["int8"] * few, test_fraction=0, seed=0)
+    kw = {"precisions": ["fp32"] * few + ["int8"] * few, "test_fraction": 0, "seed": 0}
     x, t = archs[:few] * 2, np.concatenate([fp32[:few], int8[:few]])
     start = fit_predictor(space, x, t, init_from=fp32_pred, epochs=0, **kw)
     probe = archs[120:130]
@@ -277,7 +277,7 @@ def test_fit_predictor_command_trains_apq_from_a_cache(pairs: tuple, tmp_path: P
 
     from hwnas.commands.nas import app
 
-    archs, precs, y = pairs
+    archs, _precs, y = pairs
     n = len(archs) // 2
     with AccuracyCache(tmp_path / "acc.sqlite", space=get_space("mnist"), context="sn/val") as cache:
         cache.put_many(zip(archs[:n], y[:n]))  # every architecture at fp32 ...

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -32,11 +33,11 @@ def test_hard_known_values() -> None:
 def test_monotone(reward: Reward | HardConstraint) -> None:
     lats = np.linspace(1.0, 30.0, 59)
     vals = [reward(0.7, t) for t in lats]
-    assert all(a >= b - 1e-12 for a, b in zip(vals, vals[1:], strict=False)), "non-increasing in latency"
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(vals)), "non-increasing in latency"
     accs = np.linspace(0.0, 1.0, 21)
     for t in (5.0, 10.0, 15.0):
         v = [reward(a, t) for a in accs]
-        assert all(a <= b + 1e-12 for a, b in zip(v, v[1:], strict=False)), "non-decreasing in accuracy"
+        assert all(a <= b + 1e-12 for a, b in itertools.pairwise(v)), "non-decreasing in accuracy"
 
 
 def test_equals_accuracy_at_target_and_affine_matches() -> None:
@@ -59,6 +60,8 @@ def test_validation_and_json() -> None:
         Reward.soft(0.0)
     with pytest.raises(ValueError, match="exponents"):
         Reward(10.0, 0.1, -0.07)
+    with pytest.raises(ValueError, match="exponents"):  # beta > 0 would reward being slower than the target
+        Reward(10.0, -0.07, 0.1)
     with pytest.raises(ValueError, match="latency_ms"):
         Reward.soft(10.0)(0.5, -1.0)
     with pytest.raises(ValueError, match="accuracy"):

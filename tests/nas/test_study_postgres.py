@@ -84,7 +84,7 @@ def postgres_url() -> Iterator[str]:
     finally:
         if started:
             subprocess.run([*prefix, tools["pg_ctl"], "-D", str(data), "-m", "fast", "-w", "stop"],
-                           capture_output=True, text=True, env=env, timeout=120)
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

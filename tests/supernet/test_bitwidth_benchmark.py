@@ -15,7 +15,7 @@ from bench_scripts import load_benchmark
 def _check(results: dict, backends: tuple[str, ...], bench: ModuleType) -> None:
     assert results["size"] == "quick" and results["backends"] == list(backends)
     assert list(results["subnets"]) == ["smallest", "largest"]
-    for name, sub in results["subnets"].items():
+    for sub in results["subnets"].values():
         rows = sub["comparison"]["rows"]
         real = [r for r in rows if not r["simulated"]]
         assert [(r["backend"], r["variant"]) for r in real] == [(b, v) for b in backends for v in bench.VARIANT_ORDER]

@@ -14,7 +14,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -360,7 +360,7 @@ def _cifar_batch(n: int, *, offset: int, label_key: str, num_classes: int) -> di
 class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
     """Writes bytes and str as Python 2 ``str`` (BINSTRING), like the official CIFAR pickles."""
 
-    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict[type, Any]] = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
 
     def _save_py2_str(self, obj: bytes | str) -> None:
         raw = obj.encode("latin1") if isinstance(obj, str) else obj

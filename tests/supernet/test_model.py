@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from supernet.export import check_export, export_onnx
-from supernet.layers import Backbone, build_static_model, count_macs, layer_specs
+from supernet.layers import Backbone, count_macs
 from supernet.model import OFASupernet
 from supernet.space import get_space
 
@@ -37,15 +37,8 @@ def _cfgs(n: int = 6) -> list:
     return [SPACE.largest(), SPACE.smallest()] + [SPACE.sample(rng) for _ in range(n)]
 
 
-def test_active_forward_equals_extracted_static_subnet() -> None:
-    net = _randomised_supernet()
-    for cfg in _cfgs():
-        x = torch.randn(3, 1, cfg.resolution, cfg.resolution)
-        with torch.no_grad(), net.activate(cfg):
-            a = net(x)
-        b = net.get_active_subnet(cfg).eval()(x)
-        assert a.abs().max() > 0
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+# activate(cfg) forward == get_active_subnet(cfg) forward and the static model's layer count are checked for
+# every registered space by `supernet.testing.ModelContract` (tests/supernet/test_space.py).
 
 
 def test_different_subnets_compute_different_functions() -> None:
@@ -97,13 +90,7 @@ def test_sort_channels_keeps_full_network_function() -> None:
     assert bool((imp[:-1] >= imp[1:] - 1e-6).all())
 
 
-def test_static_model_matches_layer_specs() -> None:
-    for cfg in _cfgs(3):
-        specs = layer_specs(BACKBONE, cfg)
-        model = build_static_model(BACKBONE, cfg, space=SPACE).eval()
-        assert len(model) == len(specs) == sum(cfg.depths) + 4
-        out = model(torch.randn(1, 1, cfg.resolution, cfg.resolution))
-        assert out.shape == (1, 10)
+def test_macs_grow_with_the_architecture() -> None:
     assert count_macs(BACKBONE, SPACE.largest()) > count_macs(BACKBONE, SPACE.smallest())
 
 

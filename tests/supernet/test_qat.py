@@ -186,7 +186,7 @@ def test_simulation_of_8_bits_stays_close_and_2_bits_does_not(trained) -> None:
 
 
 def test_stage_names_labels_and_bad_specs(trained) -> None:
-    model, data = trained
+    model, _data = trained
     names = stage_of_layers(model)
     assert names[0] == "stem" and names[-2:] == ["final_expand", "head"] and "stage3" in names
     assert len(names) == len(model)

@@ -14,6 +14,7 @@ from supernet.evaluate import calibration_batches
 from supernet.export import export_onnx
 from supernet.layers import Backbone, StaticSubnet
 from supernet.quantize import (
+    BACKENDS,
     QuantConfig,
     export_precision,
     int8_weight_fraction,
@@ -21,6 +22,7 @@ from supernet.quantize import (
     quantize_onnx,
 )
 from supernet.space import get_space
+from supernet.testing import QuantTargetContract
 
 RES = 24
 
@@ -141,13 +143,13 @@ def test_ort_per_channel_weights_have_one_scale_per_output_channel(setup, tmp_pa
     q = quantize_onnx(fp32, tmp_path / "pc.onnx", config=QuantConfig(calib_images=8), calib_batches=calib)
     shapes = _conv_weight_scale_shapes(q)
     assert shapes and all(len(s) == 1 and s[0] > 1 for s in shapes)
-    out_channels = {tuple(i.dims)[0] for i in onnx.load(str(q)).graph.initializer if len(i.dims) == 4}
+    out_channels = {next(iter(i.dims)) for i in onnx.load(str(q)).graph.initializer if len(i.dims) == 4}
     assert {s[0] for s in shapes} <= out_channels
 
 
 def test_fp16_file_holds_float16_weights_and_matches_fp32(setup, tmp_path) -> None:
     pytest.importorskip("onnxruntime.transformers.float16")
-    model, data, fp32, xs = setup
+    _model, _data, fp32, xs = setup
     p = quantize_onnx(fp32, tmp_path / "fp16.onnx", config=QuantConfig(precision="fp16"))
     dtypes = {i.data_type for i in onnx.load(str(p)).graph.initializer if len(i.dims) > 1}
     assert dtypes == {onnx.TensorProto.FLOAT16}
@@ -210,7 +212,7 @@ def test_precision_report_emits_qat_rows_only_for_the_spec_the_model_was_trained
     model, data, _, _ = setup
     cfg = QuantConfig(calib_images=8)
     qat_like = fold_batchnorm(model)  # stands in for a QAT result: only which rows appear matters here
-    kw = dict(precisions=("int8",), config=cfg, max_eval_images=8, warmup=0, runs=1, qat_model=qat_like)
+    kw = {"precisions": ("int8",), "config": cfg, "max_eval_images": 8, "warmup": 0, "runs": 1, "qat_model": qat_like}
     rows = precision_report(model, data, out_dir=tmp_path / "pc", qat_spec=qat_spec_for(cfg, backend="onnxruntime"),
                             **kw)
     assert [r["variant"] for r in rows] == ["fp32", "int8-pc-minmax", "int8-pt-minmax", "int8-qat-pc-minmax"]
@@ -336,3 +338,24 @@ def test_quantize_cmd_mixed_writes_a_file_with_the_chosen_fp32_layers(tmp_path) 
     policy = meta["mixed_policy"]
     assert meta["quant_config"]["fp32_layers"] == policy["fp32_layers"]
     assert policy["mixed_loss_pts"] <= 0.0 or len(policy["fp32_layers"]) == len(policy["layers"])
+
+
+TFLITE = [pytest.mark.slow, pytest.mark.tflite]  # conversion takes ~10 s per file
+
+
+@pytest.fixture(scope="module")
+def quant_setup(setup) -> tuple[StaticSubnet, list[np.ndarray], np.ndarray]:
+    model, data, _, xs = setup
+    return model, [x.numpy() for x in calibration_batches(data, n_images=64, resolution=RES, seed=0)], xs
+
+
+@pytest.mark.parametrize("target_name", [pytest.param(n, marks=TFLITE if n.startswith("tflite") else [])
+                                         for n in BACKENDS])
+class TestEveryQuantTarget(QuantTargetContract):
+    """`supernet.testing.QuantTargetContract`: fp32 matches torch; fp16 / int8 files agree with it on top-1."""
+
+    @pytest.fixture(autouse=True)
+    def _needs_converter(self, target_name: str) -> None:
+        if target_name.startswith("tflite"):
+            pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite] extra (litert-torch)")
+            pytest.importorskip("ai_edge_quantizer")
