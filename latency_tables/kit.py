@@ -59,6 +59,7 @@ __all__ = [
     "KitError",
     "KitLayer",
     "KitManifest",
+    "default_exporters",
     "import_kit_csv",
     "import_kit_logs",
     "load_kit",
@@ -80,7 +81,8 @@ class KitError(LatencyTableError):
     """A kit or its logs/CSV cannot be used; the message names the file (and line) and what is wrong."""
 
 
-def _default_exporters() -> dict[str, Exporter]:
+def default_exporters() -> dict[str, Exporter]:
+    """Format -> exporter through `supernet.export.export` (the layer kit's and the subnet kit's)."""
     from supernet.export import export
 
     return {
@@ -212,7 +214,7 @@ def write_kit(
             raise ValueError(f"kit {name} must be >= 1, got {v}")
     if warmup_runs < 0:
         raise ValueError(f"kit warmup_runs must be >= 0, got {warmup_runs}")
-    exp = dict(exporters) if exporters is not None else _default_exporters()
+    exp = dict(exporters) if exporters is not None else default_exporters()
     out = Path(out_dir)
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)

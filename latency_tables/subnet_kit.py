@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_tables.kit import FORMATS, Exporter, KitError, model_runs, run_script
+from latency_tables.kit import FORMATS, Exporter, KitError, default_exporters, model_runs, run_script
 from supernet.io import atomic_write_json, atomic_write_text, read_json, sha256_file
 from supernet.layers import Backbone, build_static_model
 from supernet.progress import ProgressArg, Tasks
@@ -138,15 +138,6 @@ def existing_subnets(kit_dir: str | Path) -> list[ArchConfig]:
     return load_subnet_kit(kit_dir).archs() if is_subnet_kit(kit_dir) else []
 
 
-def _default_exporters() -> dict[str, Exporter]:
-    from supernet.export import export_onnx, export_tflite
-
-    return {
-        "tflite": lambda model, path, shape: export_tflite(model, path, input_shape=shape),
-        "onnx": lambda model, path, shape: export_onnx(model, path, input_shape=shape),
-    }
-
-
 def write_subnet_kit(
     space: SearchSpace,
     backbone: Backbone,
@@ -191,7 +182,7 @@ def write_subnet_kit(
     new = [space.canonical(a) for a in archs]
     new = [a for a in dict.fromkeys(new) if str(a) not in known]
     models.mkdir(parents=True, exist_ok=True)
-    exp = dict(exporters) if exporters is not None else _default_exporters()
+    exp = dict(exporters) if exporters is not None else default_exporters()
     entries = list(previous)
     with Tasks(progress, logger=log) as bars:
         advance = bars.task(f"export {'+'.join(fmts)} subnets", len(new) * len(fmts))
