@@ -311,17 +311,18 @@ def load_dataset(
     files, labels, class_names = _list_imagefolder(root)
     if stream is None:
         stream = len(files) * 3 * side * side > STREAM_ABOVE_FRACTION * _available_memory_bytes()
+    folder_images: np.ndarray | FileImages
     if stream:
         n_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if workers is None else int(workers)
-        images: np.ndarray | FileImages = FileImages(files, side=side, workers=n_workers)
+        folder_images = FileImages(files, side=side, workers=n_workers)
     else:
-        images = _decode_all(files, side=side)
+        folder_images = _decode_all(files, side=side)
     train_idx, val_idx, test_idx = _split_indices(
         labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, what=f"imagefolder {root}"
     )
     train_idx = _limit_train(train_idx, labels, max_train=max_train, seed=seed, what=f"imagefolder {root}")
     def take(idx: np.ndarray) -> Any:
-        return images.reordered(idx) if isinstance(images, FileImages) else images[idx]
+        return folder_images.reordered(idx) if isinstance(folder_images, FileImages) else folder_images[idx]
 
     return _assemble(
         seed=seed,
