@@ -702,35 +702,10 @@ def choose_subnets(
 
 def read_measured(path: str | os.PathLike[str], space: SearchSpace) -> tuple[list[ArchConfig], np.ndarray]:
     """Architectures and latencies from a measured CSV (columns ``arch``, ``latency_ms``; ``arch`` the string
-    form or the JSON object), as `hwnas lut validate --measured` reads; errors name the line."""
-    import csv
-    import io
+    form or the JSON object), read by `latency_tables.predictor.read_measured_archs` (as `hwnas lut validate
+    --measured`); errors name the line. Duplicates are refused by `adapt`."""
+    from latency_tables.predictor import read_measured_archs
 
-    p = Path(path)
-    if not p.is_file():
-        raise FewShotError(f"measured CSV {str(p)!r} does not exist or is not a file")
-    reader = csv.DictReader(io.StringIO(p.read_text(encoding="utf-8-sig")))
-    header = reader.fieldnames or []
-    if "arch" not in header or "latency_ms" not in header:
-        raise FewShotError(f"{p}, line 1: expected columns 'arch' and 'latency_ms', got {header}")
-    archs: list[ArchConfig] = []
-    ys: list[float] = []
-    for lineno, rec in enumerate(reader, start=2):
-        where = f"{p}, line {lineno}"
-        text = (rec.get("arch") or "").strip()
-        try:
-            a = ArchConfig.from_json(json.loads(text)) if text.startswith("{") else space.parse(text)
-            a = space.canonical(a)
-        except (ValueError, json.JSONDecodeError) as e:
-            raise FewShotError(f"{where}: architecture {text[:60]!r} is not in space {space.name!r}: {e}") from None
-        try:
-            y = float(rec.get("latency_ms") or "")
-        except ValueError:
-            raise FewShotError(f"{where}: latency_ms {rec.get('latency_ms')!r} is not a number") from None
-        if not (math.isfinite(y) and y > 0):
-            raise FewShotError(f"{where}: latency_ms must be positive and finite, got {rec.get('latency_ms')!r}")
-        archs.append(a)
-        ys.append(y)
-    if not archs:
-        raise FewShotError(f"{p}: no rows")
-    return archs, np.asarray(ys)
+    if not Path(path).is_file():
+        raise FewShotError(f"measured CSV {str(path)!r} does not exist or is not a file")
+    return read_measured_archs(path, space=space)

@@ -49,7 +49,7 @@ from supernet.errors import InputError
 from supernet.io import atomic_write_json, read_json
 from supernet.layers import LayerSpec
 from supernet.progress import ProgressArg
-from supernet.space import ArchConfig, InvalidArchError
+from supernet.space import ArchConfig, InvalidArchError, SearchSpace
 
 __all__ = [
     "FEATURES",
@@ -650,13 +650,17 @@ class MeasuredArchsError(InputError):
     """A CSV of measured architectures cannot be read; the message names the file and line."""
 
 
-def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | None = None) -> tuple[list[ArchConfig], np.ndarray]:
+def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | None = None,
+                        space: SearchSpace | None = None) -> tuple[list[ArchConfig], np.ndarray]:
     """Architectures and their latencies measured elsewhere, from a CSV with columns ``arch`` and ``latency_ms``.
 
     ``arch`` is ``str(ArchConfig)`` (e.g. ``r28-d2.2.2.2.2-k3e3...``) or the architecture's JSON object (quoted as a
     CSV field). With ``table``, each architecture is checked to belong to the table's space, and an optional
-    ``precision`` column must name the table's precision on every row. Errors name the line.
+    ``precision`` column must name the table's precision on every row; with ``space`` (no table, e.g. a device
+    known only from these measurements), each is checked to belong to that space. Errors name the line.
     """
+    if space is None and table is not None:
+        space = table.space
     import csv
     import io
     import json
@@ -679,12 +683,13 @@ def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | N
             if text.startswith("{"):
                 a = ArchConfig.from_json(json.loads(text))
             else:
-                if table is None:
+                if space is None:
                     raise MeasuredArchsError(f"{where}: an architecture string needs the table (its space's max depth)")
-                a = ArchConfig.parse(text, max_depth=table.space.max_depth)
+                a = ArchConfig.parse(text, max_depth=space.max_depth)
             if table is not None:
                 table.specs(a)  # raises ArchOutsideTableError (a ValueError) naming the space
-                a = table.space.canonical(a)
+            if space is not None:
+                a = space.canonical(a)
         except (json.JSONDecodeError, InvalidArchError, ValueError) as e:
             raise MeasuredArchsError(f"{where}: bad architecture {text[:60]!r}: {e}") from None
         try:
@@ -692,7 +697,7 @@ def read_measured_archs(path: str | os.PathLike[str], *, table: LatencyTable | N
         except ValueError:
             raise MeasuredArchsError(f"{where}: latency_ms {rec.get('latency_ms')!r} is not a number") from None
         if not (np.isfinite(y) and y > 0):
-            raise MeasuredArchsError(f"{where}: latency_ms must be positive, got {y}")
+            raise MeasuredArchsError(f"{where}: latency_ms must be positive and finite, got {y}")
         prec = (rec.get("precision") or "").strip()
         if table is not None and prec and prec != table.meta.precision:
             raise MeasuredArchsError(f"{where}: measured at precision {prec!r} but the table is {table.meta.precision!r}; "

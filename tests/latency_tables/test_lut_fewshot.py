@@ -22,6 +22,7 @@ from latency_tables.fewshot import (
     read_measured,
 )
 from latency_tables.table import LatencyTable
+from supernet.errors import InputError
 from supernet.layers import Backbone, layer_specs
 from supernet.space import ArchConfig, SearchSpace
 
@@ -180,13 +181,13 @@ def test_measured_csv_errors_name_the_line(tmp_path: Path, space: SearchSpace) -
     assert read_measured(as_json, space)[0] == archs
     bad = tmp_path / "bad.csv"
     bad.write_text(f"arch,latency_ms\n{archs[0]},1\n{archs[1]},zero\n")
-    with pytest.raises(FewShotError, match="line 3: latency_ms 'zero' is not a number"):
+    with pytest.raises(InputError, match="line 3: latency_ms 'zero' is not a number"):
         read_measured(bad, space)
     bad.write_text(f"arch,latency_ms\n{archs[0]},1\nr99-nonsense,2\n")
-    with pytest.raises(FewShotError, match="line 3"):
+    with pytest.raises(InputError, match="line 3"):
         read_measured(bad, space)
     bad.write_text("architecture,ms\n")
-    with pytest.raises(FewShotError, match="line 1: expected columns"):
+    with pytest.raises(InputError, match="line 1: expected columns"):
         read_measured(bad, space)
 
 
