@@ -12,6 +12,8 @@ import typer
 from hwnas.progress import rich_progress
 from supernet.registry import UnknownNameError
 
+MAX_KIT_SUBNETS = 500  # a few-shot kit; a full table is the per-layer kit
+
 app = typer.Typer(help="Per-layer latency lookup tables: build, validate, predict, inspect, phone kits, serve.", no_args_is_help=True)
 
 
@@ -305,7 +307,7 @@ def kit(
     num_runs: int = typer.Option(50, min=1, help="benchmark_model --num_runs"),
     warmup_runs: int = typer.Option(10, min=0, help="benchmark_model --warmup_runs"),
     rounds: int = typer.Option(3, min=1, help="interleaved rounds over all models"),
-    subnets: int | None = typer.Option(None, min=1, help="few-shot kit: export only this many whole subnets, chosen to "
+    subnets: int | None = typer.Option(None, min=1, max=MAX_KIT_SUBNETS, help="few-shot kit: export only this many whole subnets, chosen to "
                                        "be informative (docs/fewshot.md), instead of every one-layer model; run again "
                                        "on the same --out to add more"),
     source: list[Path] = typer.Option([], "--source", help="with --subnets: table CSV / predictor JSON of a device "

@@ -33,6 +33,7 @@ _WORK = [
     ("latency_tables.table", "build_table"),
     ("latency_tables.predictor", "validate"),
     ("latency_tables.kit", "write_kit"),
+    ("latency_tables.subnet_kit", "write_subnet_kit"),
     ("latency_tables.service", "serve"),
     ("uvicorn", "run"),
     ("nas.bench", "run"),
