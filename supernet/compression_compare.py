@@ -134,6 +134,7 @@ def compare_compression(
     """
     from supernet.evaluate import calibration_batches
     from supernet.quantize import QuantConfig, get_target, machine_state, split_arrays
+    from supernet.runtime import time_shuffled_runs
 
     methods = [v.method for v in variants]
     if len(set(methods)) != len(methods):
@@ -175,15 +176,7 @@ def compare_compression(
     runners = [targets[b].runner(paths[(v.method, b)], threads=threads) for v, b in keys]
     logits = [r(xs) for r in runners]
     feeds = [r.prepare(xs[:1]) for r in runners]
-    times_ns = np.zeros((len(runners), runs), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    for rnd in range(warmup + runs):
-        for i in rng.permutation(len(runners)):
-            t0 = time.perf_counter_ns()
-            runners[i].invoke(feeds[i])
-            dt = time.perf_counter_ns() - t0
-            if rnd >= warmup:
-                times_ns[i, rnd - warmup] = dt
+    times_ns = time_shuffled_runs(runners, feeds, runs=runs, warmup=warmup, seed=seed)
     times_ms = times_ns / 1e6
     base_idx = {b: keys.index(next(k for k in keys if k[0].method == baseline and k[1] == b)) for b in backends}
 

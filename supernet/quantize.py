@@ -51,7 +51,7 @@ import numpy as np
 
 from supernet.io import atomic_write_bytes, atomic_write_json
 from supernet.registry import Registry
-from supernet.runtime import Session
+from supernet.runtime import Session, time_shuffled_runs
 from supernet.space import PRECISIONS
 
 if TYPE_CHECKING:
@@ -840,15 +840,7 @@ def compare_variants(
 
     feed_x = xs[:1]
     feeds = [r.prepare(feed_x) for r in runners]
-    times_ns = np.zeros((len(runners), runs), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    for rnd in range(warmup + runs):
-        for i in rng.permutation(len(runners)):
-            t0 = time.perf_counter_ns()
-            runners[i].invoke(feeds[i])
-            dt = time.perf_counter_ns() - t0
-            if rnd >= warmup:
-                times_ns[i, rnd - warmup] = dt
+    times_ns = time_shuffled_runs(runners, feeds, runs=runs, warmup=warmup, seed=seed)
     times_ms = times_ns / 1e6
 
     rows: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "open_session",
     "tflite_interpreter",
     "time_interleaved",
+    "time_shuffled_runs",
 ]
 
 # model file suffix -> format name; format -> the backend that runs it by default
@@ -464,6 +465,22 @@ class _TfliteSession(Session):
 
 
 # --------------------------------------------------------------------------- side-by-side timing
+def time_shuffled_runs(sessions: Sequence[Session], feeds: Sequence[Any], *, runs: int, warmup: int,
+                       seed: int) -> np.ndarray:
+    """(len(sessions), runs) times in ns of single inferences: every round runs each session once, on its
+    prepared ``feeds[i]``, in a fresh seeded random order; the first ``warmup`` rounds are not kept."""
+    times_ns = np.zeros((len(sessions), runs), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for rnd in range(warmup + runs):
+        for i in rng.permutation(len(sessions)):
+            t0 = time.perf_counter_ns()
+            sessions[i].invoke(feeds[i])
+            dt = time.perf_counter_ns() - t0
+            if rnd >= warmup:
+                times_ns[i, rnd - warmup] = dt
+    return times_ns
+
+
 def time_interleaved(sessions: Mapping[str, Session], *, rounds: int, runs: int, warmup: int = 10,
                      seed: int = 0) -> dict[str, np.ndarray]:
     """Round medians in **ms** (shape ``(rounds,)``) per session, timed side by side on their bound inputs.

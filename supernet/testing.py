@@ -46,11 +46,12 @@ def small_configs(space: SearchSpace, n: int, *, seed: int = 0) -> list[ArchConf
     return [space.smallest(resolution=res), space.largest(resolution=res), *samples]
 
 
-def randomised_supernet(space: SearchSpace, *, in_channels: int = 1, seed: int = 0) -> OFASupernet:
-    """A narrow supernet (width 0.25) whose BN statistics, affine parameters and kernel transforms are not at
+def randomised_supernet(space: SearchSpace, *, in_channels: int = 1, width_mult: float = 0.25,
+                        seed: int = 0) -> OFASupernet:
+    """A narrow supernet (default width 0.25) whose BN statistics, affine parameters and kernel transforms are not at
     their initial values, so a wrongly copied tensor changes the output; eval mode."""
     torch.manual_seed(seed)
-    net = OFASupernet(space=space, backbone=Backbone(in_channels=in_channels, num_classes=10, width_mult=0.25))
+    net = OFASupernet(space=space, backbone=Backbone(in_channels=in_channels, num_classes=10, width_mult=width_mult))
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -10,6 +10,7 @@ from supernet.export import check_export, export_onnx
 from supernet.layers import Backbone, count_macs
 from supernet.model import OFASupernet
 from supernet.space import get_space
+from supernet.testing import randomised_supernet
 
 SPACE = get_space("mnist")
 BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.35)
@@ -17,19 +18,7 @@ BACKBONE = Backbone(in_channels=1, num_classes=10, width_mult=0.35)
 
 def _randomised_supernet(seed: int = 0) -> OFASupernet:
     """A supernet whose BN stats, affine params and kernel transforms are not at their initial values."""
-    torch.manual_seed(seed)
-    net = OFASupernet(space=SPACE, backbone=BACKBONE)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-        for name, p in net.named_parameters():
-            if "transforms" in name:
-                p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
+    return randomised_supernet(SPACE, width_mult=BACKBONE.width_mult, seed=seed)
 
 
 def _cfgs(n: int = 6) -> list:
