@@ -7,8 +7,13 @@ no percentile estimator). What a user would do by hand:
     per device and subnet: 3 fresh processes, each loads the model, 20 warm-up runs, 100 timed runs;
     median = median of the 3 process medians; p90 / p99 = percentiles of the 300 timed runs pooled.
 
-Devices (``--devices``): ``ort-fp32-t1``, ``ort-fp32-t2``, ``ort-int8-t1`` (onnxruntime CPU, QDQ int8 via
-`supernet.quantize.quantize_onnx`), ``litert-xnnpack-fp32-t1`` (LiteRT interpreter, default op resolver, which
+A subnet's 3 processes are minutes apart (``--schedule spread``, the default: every batch's first process, then
+every batch's second, in shuffled batch orders). Timed back to back (``batched``, the first runs) this shared VM's
+drift moved whole batches: 20-subnet batch medians of int8 sat 8-12 % off a per-op fit of the same data, at 2
+threads 20-29 %, so the yardstick itself was off by more than the ±10 % being scored.
+
+Devices (``--devices``): ``ort-fp32-t1``, ``ort-fp32-t2``, ``ort-int8-t1`` (onnxruntime CPU, int8 via
+`supernet.quantize.quantize_onnx`: the QOperator lowering of issue 14), ``litert-xnnpack-fp32-t1`` (LiteRT interpreter, default op resolver, which
 applies XNNPACK), ``litert-builtin-fp32-t1`` (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``: LiteRT's own kernels), and
 ``torch-eager-fp32-t1`` (PyTorch eager, ``inference_mode``).
 
@@ -252,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks/.runs/ofa-subnets")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ofa-subnets.json")
     ap.add_argument("--lock", default="/work/coord/bench.lock", help="flock file held while timing ('' = none)")
+    ap.add_argument("--schedule", choices=["spread", "batched"], default="spread",
+                    help="order of the timing processes: 'spread' (default) runs every batch's first process, then "
+                         "every batch's second (batches shuffled), ... so a subnet's processes are minutes apart and "
+                         "machine drift does not move whole batches; 'batched' runs a batch's processes back to back")
+    ap.add_argument("--retime", action="store_true",
+                    help="time the --devices again from scratch (their earlier records move to "
+                         "state.superseded.jsonl, kept)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -261,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from benchmarks.load_sampler import LoadSampler
     from latency_tables.environment import machine_environment
-    from supernet.io import atomic_write_json
+    from supernet.io import atomic_write_json, atomic_write_text
 
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     unknown = [d for d in devices if d not in DEVICES]
@@ -278,6 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"{args.work} holds a run with other settings ({settings_path}); use another --work")
     atomic_write_json(settings_path, settings)
     state_path = args.work / "state.jsonl"
+    if args.retime and state_path.exists():
+        keep, old = [], []
+        for line in state_path.read_text().splitlines():
+            (old if line.strip() and json.loads(line)["device"] in devices else keep).append(line)
+        if old:
+            with open(args.work / "state.superseded.jsonl", "a") as fh:
+                fh.write("\n".join(old) + "\n")
+            atomic_write_text(state_path, "".join(f"{x}\n" for x in keep))
+            print(f"--retime: {len(old)} earlier records of {devices} moved to state.superseded.jsonl", flush=True)
     sampler = LoadSampler(args.work / "load.jsonl", period_s=15.0)
 
     def model_path(i: int, artifact: str) -> Path:
@@ -292,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             dev_out[d] = {
                 "settings": settings, "environment": recs[0]["environment"],
+                "schedule": sorted({r.get("schedule", "batched") for r in recs}),
                 "load1": {"min": min(r["load1"][0] for r in recs), "max": max(r["load1"][1] for r in recs)},
                 "export_s_per_subnet": recs[0].get("export_s_per_subnet"),
                 "subnets": _summarise(recs, ids, args.processes),
@@ -344,36 +366,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{d}] waiting for {args.lock or 'no lock'}", flush=True)
             lock_cm.__enter__()
             print(f"[{d}] timing", flush=True)
-            for b in range(n_batches):
+            if args.schedule == "batched":
+                jobs = [(b, p) for b in range(n_batches) for p in range(args.processes)]
+            else:  # process-major, batches in a fresh seeded order per process
+                jobs = [(int(b), p) for p in range(args.processes)
+                        for b in np.random.default_rng([args.seed, p, 99]).permutation(n_batches)]
+            todo_jobs = [j for j in jobs if (d, *j) not in done]
+            for k, (b, p) in enumerate(todo_jobs, 1):
                 sel = list(range(b * args.batch, min(n_dev, (b + 1) * args.batch)))
-                for p in range(args.processes):
-                    if (d, b, p) in done:
-                        continue
-                    order = np.random.default_rng([args.seed, b, p, len(d)]).permutation(sel).tolist()
-                    items = [{"id": ids[i], "resolution": archs[i].resolution, "arch": archs[i].to_json(),
-                              "path": None if art is None else str(model_path(i, art))} for i in order]
-                    spec = {"device": d, "warmup": args.warmup, "runs": args.runs, "width_mult": args.width_mult,
-                            "items": items}
-                    spec_path = args.work / f".spec-{os.getpid()}.json"
-                    spec_path.write_text(json.dumps(spec))
-                    env = {**os.environ, "OMP_NUM_THREADS": str(dev["threads"]), "PYTHONPATH": str(ROOT)}
-                    l0 = os.getloadavg()[0]
-                    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
-                                          str(spec_path)], capture_output=True, text=True, env=env, check=False)
-                    l1 = os.getloadavg()[0]
-                    if res.returncode != 0:
-                        lock_cm.__exit__(None, None, None)
-                        raise RuntimeError(f"timing worker for {d} batch {b} failed:\n{res.stderr[-3000:]}")
-                    rec = json.loads(res.stdout)
-                    rec.update({"device": d, "batch": b, "process": p, "load1": [min(l0, l1), max(l0, l1)],
-                                "finished_at": time.time(), "export_s_per_subnet": export_s})
-                    with open(state_path, "a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    spec_path.unlink(missing_ok=True)
-                print(f"[{d}] batch {b + 1}/{n_batches} timed", flush=True)
-                write_results()
+                order = np.random.default_rng([args.seed, b, p, len(d)]).permutation(sel).tolist()
+                items = [{"id": ids[i], "resolution": archs[i].resolution, "arch": archs[i].to_json(),
+                          "path": None if art is None else str(model_path(i, art))} for i in order]
+                spec = {"device": d, "warmup": args.warmup, "runs": args.runs, "width_mult": args.width_mult,
+                        "items": items}
+                spec_path = args.work / f".spec-{os.getpid()}.json"
+                spec_path.write_text(json.dumps(spec))
+                env = {**os.environ, "OMP_NUM_THREADS": str(dev["threads"]), "PYTHONPATH": str(ROOT)}
+                l0 = os.getloadavg()[0]
+                res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker",
+                                      str(spec_path)], capture_output=True, text=True, env=env, check=False)
+                l1 = os.getloadavg()[0]
+                if res.returncode != 0:
+                    lock_cm.__exit__(None, None, None)
+                    raise RuntimeError(f"timing worker for {d} batch {b} failed:\n{res.stderr[-3000:]}")
+                rec = json.loads(res.stdout)
+                rec.update({"device": d, "batch": b, "process": p, "load1": [min(l0, l1), max(l0, l1)],
+                            "finished_at": time.time(), "export_s_per_subnet": export_s,
+                            "schedule": args.schedule})
+                with open(state_path, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                spec_path.unlink(missing_ok=True)
+                if k % args.processes == 0 or k == len(todo_jobs):
+                    print(f"[{d}] {k}/{len(todo_jobs)} timing processes done", flush=True)
+                    write_results()
             lock_cm.__exit__(None, None, None)
         write_results()
     return 0

@@ -40,6 +40,7 @@ messages name the bundle, the variant and the field.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -55,7 +56,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from supernet.errors import InputError
-from supernet.io import atomic_write_json, read_json, sha256_file
+from supernet.io import atomic_write_json, missing_file_message, read_json, sha256_file
 from supernet.registry import UnknownNameError
 
 from .energy import EnergyModel
@@ -415,8 +416,65 @@ def build_bundle(
     """
     bundle = validate_bundle(variants)
     out = Path(out_dir)
-    if (out / MANIFEST_NAME).exists() and not overwrite:
-        raise BundleError(f"bundle folder {out} already holds a {MANIFEST_NAME}; pass overwrite=True to replace it")
+    _check_bundle_target(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = _build_into(bundle, staging, tables=tables, extra_files=extra_files, base_dir=base_dir,
+                             energy_model=energy_model, default_table=default_table, measured=measured,
+                             measurement=measurement, accuracy_info=accuracy_info)
+        _commit_bundle(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(result, root=out)
+
+
+def _check_bundle_target(out: Path, *, overwrite: bool) -> None:
+    """Refuse a target that is a file, a finished bundle (without ``overwrite``) or a folder holding other things."""
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"bundle folder {str(out)!r} is a file; expected a new or empty folder")
+    if (out / MANIFEST_NAME).exists():
+        if not overwrite:
+            raise BundleError(f"bundle folder {out} already holds a {MANIFEST_NAME}; pass overwrite=True "
+                              "(--overwrite on the command line) to replace it")
+    elif out.is_dir() and any(out.iterdir()):
+        raise BundleError(f"bundle folder {str(out)!r} is not empty and holds no bundle ({MANIFEST_NAME}); expected "
+                          "a new or empty folder, so that nothing of yours is mixed into the bundle or replaced")
+
+
+def _commit_bundle(staging: Path, out: Path) -> None:
+    """Move a finished bundle from ``staging`` to ``out``.
+
+    A new (or empty) ``out`` is one rename. Replacing a bundle removes its ``models/`` and manifest (only those:
+    anything else in the folder stays) and moves the new ones in, manifest last, so a crash in between leaves a
+    folder without a manifest, which `load_bundle` refuses as unfinished, never a manifest over the wrong files.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+        return
+    (out / MANIFEST_NAME).unlink()
+    shutil.rmtree(out / "models", ignore_errors=True)
+    if (staging / "models").exists():
+        os.replace(staging / "models", out / "models")
+    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
+
+
+def _build_into(
+    bundle: Sequence[Variant],
+    out: Path,
+    *,
+    tables: Mapping[str, TableLike] | None,
+    extra_files: Mapping[str, Sequence[str | os.PathLike[str]]] | None,
+    base_dir: str | os.PathLike[str] | None,
+    energy_model: EnergyModel | None,
+    default_table: str | None,
+    measured: Mapping[str, Mapping[str, Any]] | None,
+    measurement: Mapping[str, Any] | None,
+    accuracy_info: Mapping[str, Mapping[str, Any]] | None,
+) -> Bundle:
+    """`build_bundle`'s work, written into the (staging) folder ``out``."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     em = energy_model or EnergyModel()
     power_w = em.static_power_w + em.dynamic_power_w
@@ -460,7 +518,7 @@ def build_bundle(
         for src in sources:
             src = src if src.is_absolute() else base / src
             if not src.is_file():
-                raise BundleError(f"variant {v.name!r}: model file {str(src)!r} does not exist")
+                raise BundleError(f"variant {v.name!r}: " + missing_file_message("model file", src))
             fmt = model_format(src)
             if any(f.format == fmt for f in files):
                 raise BundleError(f"variant {v.name!r}: two {fmt} files; one file per format")

@@ -25,6 +25,7 @@ from typing import Self
 import numpy as np
 
 from nas.objective import ArchFn
+from supernet.io import missing_file_message
 from supernet.space import PRECISIONS, ArchConfig, SearchSpace
 
 __all__ = ["ACCURACY_CACHE_SCHEMA_VERSION", "DEFAULT_PRECISION", "KNOWN_PRECISIONS", "AccuracyCache", "list_contexts"]
@@ -57,7 +58,7 @@ def list_contexts(path: str | os.PathLike[str]) -> list[str]:
     """The contexts stored in a cache file (any schema version), sorted; read-only, no migration."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"accuracy cache {os.fspath(path)!r} does not exist")
+        raise FileNotFoundError(missing_file_message("accuracy cache", p))
     db = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True, timeout=60.0)
     try:
         return [r[0] for r in db.execute("SELECT DISTINCT context FROM accuracy ORDER BY context")]

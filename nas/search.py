@@ -11,7 +11,13 @@ from nas.objective import Evaluation, Objective, reward_json
 from nas.strategies import create_strategy
 from nas.strategies.base import Callback, SearchResult
 from nas.strategies.optuna_search import OptunaSearch
-from nas.study import evaluation_attrs, evaluations_from_study, load_or_create_study, param_distributions
+from nas.study import (
+    evaluation_attrs,
+    evaluations_from_study,
+    load_or_create_study,
+    param_distributions,
+    storage_errors,
+)
 from supernet.space import SearchSpace
 
 __all__ = ["search"]
@@ -57,13 +63,14 @@ def search(
         return create_strategy(strategy, **strategy_kwargs).search(objective, budget=budget, seed=seed,
                                                                    callback=callback)
     strat = create_strategy(strategy, **strategy_kwargs)
-    if isinstance(strat, OptunaSearch):
-        strat = create_strategy(strategy, storage=storage, study_name=study_name, study_meta=study_meta,
-                                **strategy_kwargs)
-        return strat.search(objective, budget=budget, seed=seed, callback=callback)
-    return _replayed_search(strat, objective, budget=budget, seed=seed, storage=storage,
-                            study_name=study_name or f"hwnas-{strategy}-seed{seed}", callback=callback,
-                            study_meta=study_meta)
+    with storage_errors(storage):  # a full disk says so, not Optuna's "e.g. exceeding max length"
+        if isinstance(strat, OptunaSearch):
+            strat = create_strategy(strategy, storage=storage, study_name=study_name, study_meta=study_meta,
+                                    **strategy_kwargs)
+            return strat.search(objective, budget=budget, seed=seed, callback=callback)
+        return _replayed_search(strat, objective, budget=budget, seed=seed, storage=storage,
+                                study_name=study_name or f"hwnas-{strategy}-seed{seed}", callback=callback,
+                                study_meta=study_meta)
 
 
 def _replayed_search(strat: Any, objective: Objective, *, budget: int, seed: int, storage: str | os.PathLike[str],

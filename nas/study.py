@@ -17,20 +17,29 @@ re-measured, not counted); ``surplus`` trials were asked after the budget was cl
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from nas.objective import Evaluation
+from supernet.io import OutputError
 from supernet.space import SearchSpace
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-__all__ = ["STUDY_SCHEMA_VERSION", "evaluations_from_study", "load_or_create_study", "open_storage",
-           "param_distributions"]
+__all__ = [
+    "STUDY_SCHEMA_VERSION",
+    "evaluations_from_study",
+    "load_or_create_study",
+    "open_storage",
+    "param_distributions",
+    "storage_errors",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,41 @@ def open_storage(url: str | os.PathLike[str] | None) -> optuna.storages.BaseStor
         f"storage {text!r}: expected a URL ('sqlite:///study.db', 'journal:///study.log', any SQLAlchemy URL) or "
         "a path ending in .db/.sqlite (SQLite) or .log/.journal (journal file)"
     )
+
+
+_DISK_FULL_SIGNS = ("database or disk is full", "no space left on device", "disk i/o error", "disk quota exceeded")
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Turn a failed write to the Optuna storage into `OutputError` naming the storage and the real cause.
+
+    Optuna wraps every failed RDB commit in ``StorageInternalError("... e.g. exceeding max length")``, which on a
+    full disk sends the user looking for a too-long value; the cause (SQLite's "database or disk is full", an
+    ENOSPC) is in the exception chain. Trials already told are in the storage: rerunning resumes from them.
+    """
+    import optuna
+
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, OSError) as e:
+        chain: list[BaseException] = []
+        cur: BaseException | None = e
+        while cur is not None and len(chain) < 10:
+            chain.append(cur)
+            cur = cur.__cause__ or cur.__context__
+        text = " | ".join(str(c) for c in chain).lower()
+        errnos = {getattr(c, "errno", None) for c in chain}
+        full = any(sign in text for sign in _DISK_FULL_SIGNS) or bool(errnos & {errno.ENOSPC, errno.EDQUOT})
+        if not full and not isinstance(e, optuna.exceptions.StorageInternalError):
+            raise
+        where = os.fspath(storage) if storage is not None else "the in-memory study"
+        cause = next((str(c) for c in reversed(chain) if str(c)), str(e)).splitlines()[0]
+        if full:
+            raise OutputError(f"cannot write to the study storage {where!r}: no space left on the device ({cause}); "
+                              "free some space and re-run the same command: the trials finished so far are stored "
+                              "and the search resumes from them") from e
+        raise OutputError(f"cannot write to the study storage {where!r}: {cause}") from e
 
 
 def _journal(path: str) -> optuna.storages.BaseStorage:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from supernet.errors import InputError
+from supernet.io import missing_file_message
 from supernet.train import DEFAULT_RECIPE, RECIPES, Phase, TrainConfig
 
 __all__ = ["ConfigFileError", "load_train_config", "parse_train_config"]
@@ -62,7 +63,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     """Read and validate a TOML run file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigFileError(f"run file {str(p)!r} does not exist")
+        raise ConfigFileError(missing_file_message("run file", p))
     try:
         with p.open("rb") as fh:
             doc = tomllib.load(fh)

@@ -264,14 +264,14 @@ def load_dataset(
             f"{val_fraction} + {test_fraction}"
         )
     if max_train is not None:
-        _check_int("max_train", max_train, minimum=1)
+        _check_int("max_train (--max-train-images)", max_train, minimum=1)
     if image_size is not None:
         _check_int("image_size", image_size, minimum=1)
 
     if key in ("mnist", "digits"):
         if root is not None:
             raise InputError(
-                f"dataset {key!r} is embedded in an installed package; root must be None, got {root!r}"
+                f"dataset {key!r} is embedded in an installed package; root (--data-root) must not be given, got {root!r}"
             )
         _check_native_size(key, image_size, native=28 if key == "mnist" else 8)
         images, labels = _mnist_arrays() if key == "mnist" else _digits_arrays()
@@ -875,7 +875,7 @@ def _read_cifar(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
     fmt = _CIFAR_FORMATS[key]
     if root is None:
-        raise InputError(f"dataset {key!r} is read from disk: pass root= pointing at {fmt.layout}")
+        raise InputError(f"dataset {key!r} is read from disk: pass root= (--data-root on the command line) pointing at {fmt.layout}")
     base = Path(root).expanduser()
     if not base.exists():
         raise FileNotFoundError(f"{key} root {str(base)!r} does not exist; expected {fmt.layout}")
@@ -908,7 +908,7 @@ def _list_imagefolder(root: str | Path | None) -> tuple[list[str], np.ndarray, t
 
     if root is None:
         raise InputError(
-            f"dataset 'imagefolder' is read from disk: pass root= pointing at {_IMAGEFOLDER_LAYOUT}"
+            f"dataset 'imagefolder' is read from disk: pass root= (--data-root on the command line) pointing at {_IMAGEFOLDER_LAYOUT}"
         )
     base = Path(root).expanduser()
     if not base.exists():

@@ -169,6 +169,15 @@ def _check_parent_writable(parent: Path, *, flag: str, shown: Path) -> None:
         raise OutputError(f"{flag} {str(shown)!r}: folder {str(q)!r} is not writable")
 
 
+def missing_file_message(what: str, path: str | os.PathLike[str], *, hint: str = "") -> str:
+    """``"<what> '<path>' does not exist"``, or ``"... is a folder; expected a file"`` when it is one: a path the user
+    gave for a file is never reported as missing when it is a folder. ``hint`` is appended as is."""
+    p = Path(path)
+    if p.is_dir():
+        return f"{what} {str(p)!r} is a folder; expected a file{hint}"
+    return f"{what} {str(p)!r} does not exist{hint}"
+
+
 def read_json(path: str | os.PathLike[str], *, what: str = "JSON file") -> Any:
     """Read JSON, turning a missing file or a syntax error into a message that names the path."""
     p = Path(path)

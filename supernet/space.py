@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from supernet.errors import InputError
+from supernet.io import missing_file_message
 from supernet.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,13 +53,26 @@ class InvalidArchError(InputError):
     """An architecture (or its JSON/string form) does not fit the search space; the message says which field."""
 
 
+SHOWN_INPUT_CHARS = 80
+
+
+def shown(value: Any, limit: int = SHOWN_INPUT_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters with the full length said: a message never
+    echoes a megabyte of someone's input (an HTTP 422, a log line)."""
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    n = f" ({len(value)} chars)" if isinstance(value, (str, bytes)) else ""
+    return r[: limit - 1] + "…" + n
+
+
 def _as_int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidArchError(f"{name}: expected a list of integers, got {value!r}")
+        raise InvalidArchError(f"{name}: expected a list of integers, got {shown(value)}")
     out = []
     for i, v in enumerate(value):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise InvalidArchError(f"{name}[{i}]: expected an integer, got {v!r}")
+            raise InvalidArchError(f"{name}[{i}]: expected an integer, got {shown(v)}")
         out.append(int(v))
     return tuple(out)
 
@@ -84,7 +98,7 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.resolution, bool) or not isinstance(self.resolution, (int, np.integer)):
-            raise InvalidArchError(f"resolution: expected an integer, got {self.resolution!r}")
+            raise InvalidArchError(f"resolution: expected an integer, got {shown(self.resolution)}")
         object.__setattr__(self, "resolution", int(self.resolution))
         object.__setattr__(self, "depths", _as_int_tuple("depths", self.depths))
         object.__setattr__(self, "kernel_sizes", _as_int_tuple("kernel_sizes", self.kernel_sizes))
@@ -136,11 +150,11 @@ class ArchConfig:
         if version is None:
             raise InvalidArchError(
                 "architecture JSON: missing 'schema_version' (expected "
-                f"{ARCH_SCHEMA_VERSION}); keys present: {sorted(d)}"
+                f"{ARCH_SCHEMA_VERSION}); keys present: {shown(sorted(map(str, d)))}"
             )
         if version != ARCH_SCHEMA_VERSION:
             raise InvalidArchError(
-                f"architecture JSON: schema_version {version!r} is not supported (this hwnas reads "
+                f"architecture JSON: schema_version {shown(version)} is not supported (this hwnas reads "
                 f"version {ARCH_SCHEMA_VERSION})"
             )
         required = ("resolution", "depths", "kernel_sizes", "expand_ratios")
@@ -149,7 +163,7 @@ class ArchConfig:
             raise InvalidArchError(f"architecture JSON: missing field(s) {missing}; expected {list(required)}")
         unknown = sorted(set(d) - set(required) - {"schema_version"})
         if unknown:
-            raise InvalidArchError(f"architecture JSON: unknown field(s) {unknown}; expected {list(required)}")
+            raise InvalidArchError(f"architecture JSON: unknown field(s) {shown(unknown)}; expected {list(required)}")
         return cls(
             resolution=d["resolution"],
             depths=d["depths"],
@@ -179,7 +193,7 @@ class ArchConfig:
         m = cls._STR_RE.match(text.strip())
         if not m:
             raise InvalidArchError(
-                f"architecture string {text!r}: expected the form 'r<res>-d<d1>.<d2>...-k<k>e<e>.k<k>e<e>_...' "
+                f"architecture string {shown(text)}: expected the form 'r<res>-d<d1>.<d2>...-k<k>e<e>.k<k>e<e>_...' "
                 "(stages separated by '_', blocks by '.')"
             )
         resolution = int(m.group(1))
@@ -187,7 +201,7 @@ class ArchConfig:
         stage_texts = m.group(3).split("_")
         if len(stage_texts) != len(depths):
             raise InvalidArchError(
-                f"architecture string {text!r}: {len(depths)} depths but {len(stage_texts)} stage groups"
+                f"architecture string {shown(text)}: {len(depths)} depths but {len(stage_texts)} stage groups"
             )
         ks = [INACTIVE] * (len(depths) * max_depth)
         es = [INACTIVE] * (len(depths) * max_depth)
@@ -195,16 +209,16 @@ class ArchConfig:
             blocks = st.split(".")
             if len(blocks) != d:
                 raise InvalidArchError(
-                    f"architecture string {text!r}: stage {s} has depth {d} but {len(blocks)} blocks"
+                    f"architecture string {shown(text)}: stage {s} has depth {d} but {len(blocks)} blocks"
                 )
             if d > max_depth:
                 raise InvalidArchError(
-                    f"architecture string {text!r}: stage {s} depth {d} exceeds max depth {max_depth}"
+                    f"architecture string {shown(text)}: stage {s} depth {d} exceeds max depth {max_depth}"
                 )
             for j, b in enumerate(blocks):
                 bm = cls._BLOCK_RE.match(b)
                 if not bm:
-                    raise InvalidArchError(f"architecture string {text!r}: block {b!r} is not 'k<k>e<e>'")
+                    raise InvalidArchError(f"architecture string {shown(text)}: block {shown(b)} is not 'k<k>e<e>'")
                 ks[s * max_depth + j] = int(bm.group(1))
                 es[s * max_depth + j] = int(bm.group(2))
         return cls(resolution=resolution, depths=depths, kernel_sizes=tuple(ks), expand_ratios=tuple(es))
@@ -627,7 +641,7 @@ def resolve_arch(value: str, space: SearchSpace) -> ArchConfig:
     p = Path(text)
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
-            raise InvalidArchError(f"--arch: file {text!r} does not exist")
+            raise InvalidArchError("--arch: " + missing_file_message("file", p))
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:

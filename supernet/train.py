@@ -49,7 +49,7 @@ from supernet.distributed import (
 )
 from supernet.errors import InputError
 from supernet.evaluate import evaluate
-from supernet.io import atomic_torch_save, atomic_write_json, json_safe
+from supernet.io import atomic_torch_save, atomic_write_json, json_safe, missing_file_message
 from supernet.layers import Backbone
 from supernet.losses import check_options, distillation_losses, feature_losses, kl_distillation
 from supernet.model import OFASupernet
@@ -477,7 +477,7 @@ def load_supernet(path: str | Path) -> OFASupernet:
     """Load a supernet written by `save_supernet`; only tensors and strings are unpickled (weights_only)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"supernet file {str(p)!r} does not exist (train one with 'hwnas train')")
+        raise FileNotFoundError(missing_file_message("supernet file", p, hint=" (train one with 'hwnas train')"))
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means "not our file"

@@ -18,7 +18,7 @@ from device_agents.simulator import DEFAULT_COMPARISON, SimulationResult, compar
 from device_agents.trace import Trace, TraceFormatError, load_trace_csv
 from device_agents.variants import InvalidVariantError, example_variants, load_variants, save_variants
 from supernet.errors import InputError
-from supernet.io import atomic_write_json, check_output_dir
+from supernet.io import atomic_write_json, check_output_dir, missing_file_message
 
 __all__ = ["app", "bundle_cmd", "live_cmd", "resolve_trace", "serve_model_cmd"]
 
@@ -253,7 +253,7 @@ def serve_model_cmd(
     else:
         assert model is not None
         if not model.is_file():
-            raise typer.BadParameter(f"--model {str(model)!r} does not exist")
+            raise typer.BadParameter(missing_file_message("--model", model))
         path, name, acc = model, model.name, accuracy
     _console.print(f"serving {name} on http://{host}:{port} (POST /v1/infer, GET /health)")
     serve_model(path, host=host, port=port, name=name, accuracy=acc, max_payload_bytes=max_payload_bytes)

@@ -542,11 +542,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (localhost by default)"),
     port: int = typer.Option(8765),
     max_batch: int = typer.Option(1024, min=1, help="largest accepted batch"),
+    max_body_bytes: int = typer.Option(
+        16 * 1024, min=64,
+        help="largest body of POST /predict (413 above it, refused before parsing); POST /predict/batch allows "
+             "--max-batch times the size of one architecture"),
 ) -> None:
     """Serve latency predictions over HTTP (GET /health, POST /predict, POST /predict/batch)."""
     from latency_tables.service import serve as run_serve
 
-    run_serve(table, host=host, port=port, predictor=predictor, max_batch=max_batch)
+    run_serve(table, host=host, port=port, predictor=predictor, max_batch=max_batch, max_body_bytes=max_body_bytes)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m hwnas.commands.lut`

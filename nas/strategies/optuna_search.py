@@ -9,7 +9,8 @@ Give workers different seeds, or their samplers propose the same architectures.
 Trials left RUNNING by a killed process: every trial records its worker (host, pid, process start time); on the
 next start a RUNNING trial of a worker of this host that no longer runs is failed at once and its architecture is
 asked again first (so a killed search resumed completes exactly its budget); RUNNING trials of other hosts are failed
-once older than ``stale_after_s``. The budget is the total over all runs of the study, and the sampler is sized by
+once older than ``stale_after_s``; a RUNNING trial that no worker claimed (the process died between asking and
+claiming) holds no budget and is failed after `UNCLAIMED_AFTER_S`. The budget is the total over all runs of the study, and the sampler is sized by
 the budget the study was created with, so raising ``budget`` on a finished study adds only the difference.
 """
 
@@ -111,7 +112,7 @@ class OptunaSearch(SearchStrategy):
         guard = 20 * budget + 100
         for _ in range(guard):
             trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            counted = [t for t in trials if not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
+            counted = [t for t in trials if _owns_budget(t)]
             if len(counted) >= budget:
                 break
             known = {t.user_attrs["arch"] for t in counted if "arch" in t.user_attrs}
@@ -139,8 +140,7 @@ class OptunaSearch(SearchStrategy):
             trial.set_user_attr("worker", _WORKER)
             # claim check: trials of lower number (completed or running) own the budget before this one
             lower = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                     if t.number < trial.number
-                     and not (t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"))]
+                     if t.number < trial.number and _owns_budget(t)]
             if len(lower) >= budget:
                 trial.set_user_attr("surplus", True)
                 study.tell(trial, state=TrialState.PRUNED)
@@ -175,6 +175,11 @@ class OptunaSearch(SearchStrategy):
         now = dt.datetime.now()
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.user_attrs.get("worker")
+            if worker is None and not _owns_budget(t):  # asked, never claimed, and long enough ago: nobody has it
+                log.warning("study %r: trial %d was asked but never claimed by a worker: marking it FAIL",
+                            study.study_name, t.number)
+                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+                continue
             if worker is not None and _worker_on_this_host(worker):
                 if _worker_alive(worker):
                     continue
@@ -190,6 +195,24 @@ class OptunaSearch(SearchStrategy):
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             if t.params:
                 study.enqueue_trial(dict(t.params), skip_if_exists=False)
+
+
+UNCLAIMED_AFTER_S = 60.0  # a worker claims a trial (user attr "arch") milliseconds after asking for it
+
+
+def _owns_budget(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a COMPLETE or RUNNING trial counts towards the budget: not a duplicate or surplus ask, and, if
+    RUNNING, claimed by a worker or asked less than `UNCLAIMED_AFTER_S` ago. A process that died between asking and
+    claiming (a kill, a full disk) leaves a RUNNING trial with no architecture and no worker; it must not hold a
+    slot of the budget until it is 6 hours old."""
+    from optuna.trial import TrialState
+
+    if t.user_attrs.get("duplicate") or t.user_attrs.get("surplus"):
+        return False
+    if t.state == TrialState.RUNNING and "arch" not in t.user_attrs:
+        started = t.datetime_start
+        return started is not None and (dt.datetime.now() - started).total_seconds() < UNCLAIMED_AFTER_S
+    return True
 
 
 def _process_start(pid: int) -> str:

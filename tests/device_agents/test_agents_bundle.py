@@ -181,6 +181,48 @@ def test_build_errors(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> Non
     assert [e.name for e in load_bundle(tmp_path / "b").entries] == [v.name for v in tiny_variants[1:]]
 
 
+def test_failed_build_leaves_nothing_and_foreign_folders_are_refused(tmp_path: Path,
+                                                                      tiny_variants: tuple[Variant, ...]) -> None:
+    # the second variant's file is missing: the first one's model was already copied when the build fails
+    gone = Variant(name="g", arch="a", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5,
+                   model_path=str(tmp_path / "gone.onnx"))
+    with pytest.raises(BundleError, match="does not exist"):
+        build_bundle([tiny_variants[0], gone], tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed build left files behind"
+    # a failed overwrite leaves the old bundle as it was
+    build_bundle(tiny_variants[:1], tmp_path / "b")
+    before = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    with pytest.raises(BundleError, match="does not exist"):
+        build_bundle([tiny_variants[1], gone], tmp_path / "b", overwrite=True)
+    after = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert after == before
+    # replacing a bundle keeps the user's other files in that folder and drops the old models
+    (tmp_path / "b" / "NOTES.txt").write_text("mine")
+    build_bundle(tiny_variants[1:2], tmp_path / "b", overwrite=True)
+    assert (tmp_path / "b" / "NOTES.txt").read_text() == "mine"
+    assert [e.name for e in load_bundle(tmp_path / "b").entries] == [tiny_variants[1].name]
+    assert len(list((tmp_path / "b" / "models").iterdir())) == 1
+    # a folder with other things in it and no bundle is not taken over; a file is not a folder; empty is fine
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "x.txt").write_text("x")
+    with pytest.raises(BundleError, match="not empty and holds no bundle"):
+        build_bundle(tiny_variants[:1], tmp_path / "mine", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["x.txt"]
+    (tmp_path / "f").write_text("")
+    with pytest.raises(BundleError, match="is a file"):
+        build_bundle(tiny_variants[:1], tmp_path / "f")
+    (tmp_path / "empty").mkdir()
+    assert build_bundle(tiny_variants[:1], tmp_path / "empty").root == tmp_path / "empty"
+    load_bundle(tmp_path / "empty")
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_a_folder_given_for_a_model_file_is_called_a_folder(tmp_path: Path) -> None:
+    v = Variant(name="d", arch="a", precision="fp32", predicted_latency_ms=1.0, accuracy=0.5, model_path=str(tmp_path))
+    with pytest.raises(BundleError, match="is a folder; expected a file"):
+        build_bundle([v], tmp_path / "out")
+
+
 def test_relative_model_paths_resolve_against_base_dir(tmp_path: Path, tiny_variants: tuple[Variant, ...]) -> None:
     src = Path(tiny_variants[0].model_path or "")
     (tmp_path / "run" / "models").mkdir(parents=True)

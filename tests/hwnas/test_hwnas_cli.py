@@ -90,3 +90,15 @@ def test_every_command_has_help(cmd: str) -> None:
         assert set(command.commands) == GROUPS[cmd]  # type: ignore[attr-defined]
         for sub in GROUPS[cmd]:
             assert re.search(rf"(^| ){re.escape(sub)} [A-Z]", out), f"{cmd} --help does not list {sub}"
+
+
+def test_serve_passes_its_body_limit_to_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from latency_tables import service
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(service, "serve", lambda table, **kw: seen.update(kw, table=table))
+    table = ROOT / "tests" / "latency_tables" / "fixtures" / "tables" / "schema-v2-fake.csv"
+    res = runner.invoke(app, ["serve", "--table", str(table), "--max-body-bytes", "4096", "--max-batch", "7"])
+    assert res.exit_code == 0, res.output
+    assert seen["max_body_bytes"] == 4096 and seen["max_batch"] == 7 and seen["host"] == "127.0.0.1"
+    assert runner.invoke(app, ["serve", "--table", str(table), "--max-body-bytes", "10"]).exit_code == 2

@@ -41,6 +41,31 @@ def test_resume_after_kill_measures_only_missing_rows(tmp_path: Path, small_spac
     assert set(LatencyTable.load(out).rows) == all_keys
 
 
+def test_build_seconds_after_a_resume_count_both_parts(tmp_path: Path, small_space: SearchSpace,
+                                                      mnist_backbone: Backbone) -> None:
+    import time
+
+    out = tmp_path / "lut.csv"
+    seen: list[str] = []
+
+    def slow_then_kill(ev: ChunkDone) -> None:  # the killed first part takes >= 1 s
+        seen.extend(ev.keys)
+        if len(seen) <= FAKE_PROTOCOL.chunk_size:
+            time.sleep(1.0)
+        else:
+            raise Killed
+
+    with pytest.raises(Killed):
+        build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False,
+                    on_chunk=slow_then_kill)
+    t0 = time.perf_counter()
+    table = build_table(small_space, mnist_backbone, out=out, backend="fake", protocol=FAKE_PROTOCOL, progress=False)
+    second = time.perf_counter() - t0
+    assert table.meta.build_seconds is not None
+    assert table.meta.build_seconds >= 1.0 + 0.5 * second, (table.meta.build_seconds, second)
+    assert LatencyTable.load(out).meta.build_seconds == table.meta.build_seconds
+
+
 def test_resume_with_other_settings_is_refused(tmp_path: Path, small_space: SearchSpace, mnist_backbone: Backbone) -> None:
     out = tmp_path / "lut.csv"
 

@@ -43,6 +43,20 @@ def test_info_on_a_corrupt_table_fails_with_the_reason(fake_table_copy: Path) ->
     _refused(_hwnas(["lut", "info", str(fake_table_copy)]), "sha256", fake_table_copy.name)
 
 
+def test_info_flags_a_table_missing_a_layer_of_its_space(fake_table: LatencyTable, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    dropped = sorted(fake_table.rows)[3]
+    partial = replace(fake_table, rows={k: v for k, v in fake_table.rows.items() if k != dropped}).save(
+        tmp_path / "partial.csv")
+    res = _hwnas(["lut", "info", str(partial.path)])
+    assert res.exit_code == 1, res.output
+    assert "missing 1 of the layers" in res.stderr and dropped in res.stderr
+    assert "missing layers" in res.stdout and "1 layers of space" in res.stdout
+    full = _hwnas(["lut", "info", str(fake_table.path)])
+    assert full.exit_code == 0 and "missing" not in full.stderr
+
+
 def test_predict_prints_json_lines(fake_table: LatencyTable, small_space: SearchSpace, tmp_path: Path) -> None:
     arch = str(small_space.smallest())
     f = tmp_path / "archs.txt"

@@ -30,3 +30,21 @@ def test_ordinary_timing_writes_archs_statistics_and_resumes(tmp_path: Path) -> 
     lines = (tmp_path / "w" / "state.jsonl").read_text().splitlines()
     assert mod.main(args) == 0  # resumed: every (batch, process) is done, nothing is timed again
     assert (tmp_path / "w" / "state.jsonl").read_text().splitlines() == lines
+
+
+def test_spread_schedule_runs_processes_apart_and_retime_keeps_the_old_records(tmp_path: Path) -> None:
+    mod = load_benchmark("ofa_subnets")
+    base = ["--n", "3", "--devices", "torch-eager-fp32-t1", "--processes", "2", "--warmup", "1", "--runs", "2",
+            "--batch", "1", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o.json"), "--lock", ""]
+    assert mod.main([*base, "--schedule", "batched"]) == 0
+    state = tmp_path / "w" / "state.jsonl"
+    first = [json.loads(x) for x in state.read_text().splitlines()]
+    assert [(r["batch"], r["process"]) for r in first] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert mod.main([*base, "--retime"]) == 0  # default schedule: spread
+    again = [json.loads(x) for x in state.read_text().splitlines()]
+    assert [r["process"] for r in again] == [0, 0, 0, 1, 1, 1]  # every batch's first process before any second
+    assert sorted(r["batch"] for r in again[:3]) == [0, 1, 2] and {r["schedule"] for r in again} == {"spread"}
+    kept = [json.loads(x) for x in (tmp_path / "w" / "state.superseded.jsonl").read_text().splitlines()]
+    assert [r["finished_at"] for r in kept] == [r["finished_at"] for r in first]
+    dev = json.loads((tmp_path / "o.json").read_text())["devices"]["torch-eager-fp32-t1"]
+    assert dev["schedule"] == ["spread"] and dev["n_done"] == 3

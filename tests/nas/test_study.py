@@ -79,3 +79,40 @@ def test_replayed_strategy_resume_equals_uninterrupted_run(tmp_path: Path, strat
 @pytest.mark.parametrize("suffix", ["log", "db"])
 def test_two_workers_share_one_study(tmp_path: Path, suffix: str) -> None:
     assert_two_workers_share_one_study(str(tmp_path / f"shared.{suffix}"))
+
+
+def test_a_full_disk_is_reported_as_such_and_the_search_resumes(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's page cap gives a real SQLITE_FULL ("database or disk is full") mid-search; Optuna reports it as
+    "e.g. exceeding max length". The user must read "no space left", and the rerun must resume."""
+    import sqlalchemy
+
+    from supernet.io import OutputError
+
+    storage = str(tmp_path / "study.db")
+    obj = make_synthetic_objective("mnist")
+    search(obj.space, obj, strategy="optuna-tpe", budget=3, seed=0, storage=storage, study_name="s")
+    pages = sqlalchemy.create_engine(f"sqlite:///{storage}").connect().exec_driver_sql(
+        "PRAGMA page_count").scalar()
+
+    def cap(dbapi_conn, _record):  # every new connection may grow the file by a few pages only
+        dbapi_conn.execute(f"PRAGMA max_page_count = {int(pages) + 2}")
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", cap)
+    try:
+        with pytest.raises(OutputError, match="no space left on the device") as ei:
+            search(obj.space, make_synthetic_objective("mnist"), strategy="optuna-tpe", budget=400, seed=0,
+                   storage=storage, study_name="s")
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", cap)
+    assert "study.db" in str(ei.value) and "exceeding max length" not in str(ei.value)
+    stored = len(counted_trials(optuna.load_study(study_name="s", storage=open_storage(storage))))
+    assert 3 <= stored < 400
+    # the rerun is a new process: the trial the failed one left RUNNING belongs to a dead worker and is asked again
+    from nas.strategies import optuna_search
+
+    monkeypatch.setattr(optuna_search, "_worker_alive", lambda worker: False)
+    monkeypatch.setattr(optuna_search, "UNCLAIMED_AFTER_S", 0.0)  # and a minute later: an unclaimed ask is dead
+    obj2 = make_synthetic_objective("mnist")
+    res = search(obj2.space, obj2, strategy="optuna-tpe", budget=stored + 2, seed=0, storage=storage, study_name="s")
+    assert res.info["n_resumed"] == stored and obj2.n_measured == 2 and len(res.history) == stored + 2

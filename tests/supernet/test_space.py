@@ -180,3 +180,20 @@ def test_onehot_decode_refuses_an_active_slot_after_an_inactive_one() -> None:
     v[base] = v[base + nk] = 1.0
     with pytest.raises(InvalidArchError, match="stage 0 has an active slot 3 after an inactive one"):
         space.decode(v, "onehot")
+
+
+def test_errors_never_echo_long_input() -> None:
+    space = get_space("ofa-mbv3")
+    huge = "r224-d4.4.4.4.4-" + "k3e6." * 100_000
+    for bad in (huge, "x" * 1_000_000):
+        with pytest.raises(InvalidArchError) as ei:
+            space.parse(bad)
+        msg = str(ei.value)
+        assert len(msg) < 400 and f"({len(bad)} chars)" in msg
+    with pytest.raises(InvalidArchError) as ei:
+        ArchConfig.from_json({"schema_version": 1, "resolution": 224, "depths": [2] * 5, "kernel_sizes": [3] * 20,
+                              "expand_ratios": [3] * 20, **{f"junk{i}": 0 for i in range(10_000)}})
+    assert len(str(ei.value)) < 400 and "junk0" in str(ei.value)
+    # short input is shown whole
+    with pytest.raises(InvalidArchError, match="'r224-bogus'"):
+        space.parse("r224-bogus")
