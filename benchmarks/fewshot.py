@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path
                              if Path(p or ".").resolve() not in (ROOT, ROOT / "benchmarks")]
 
-from latency_tables.fewshot import AdaptedLatencyPredictor, adapt, choose_subnets
+from latency_tables.fewshot import MIN_FOR_OPS, AdaptedLatencyPredictor, adapt, choose_subnets
 from supernet.io import atomic_write_json, atomic_write_text
 from supernet.layers import Backbone
 from supernet.space import ArchConfig, get_space
@@ -46,6 +46,7 @@ METHODS: dict[str, Sequence[str] | None] = {
     "affine-best-source": ["affine"],
     "gp-no-source": ["macs+gp"],
     "macs": ["macs"],
+    "ops-no-source": ["ops"],
 }
 TARGETS = {"spearman_k10": 0.95, "within10_k20": 0.90}
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pool_a, test_a = [archs[i] for i in pool_ids], [archs[i] for i in test_ids]
         # what hwnas knows about each device: a predictor fitted on that device's measurements of the pool
         known: dict[str, AdaptedLatencyPredictor] = {
-            d: adapt(pool_a, np.array([per[d][i] for i in pool_ids]), space=space, backbone=bb, methods=["macs+gp"],
+            d: adapt(pool_a, np.array([per[d][i] for i in pool_ids]), space=space, backbone=bb,
                      device=d)
             for d in devices
         }
@@ -106,7 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     by_str = {str(space.canonical(a)): i for a, i in zip(pool_a, pool_ids, strict=True)}
                     y_k = np.array([y_pool[by_str[str(space.canonical(a))]] for a in pick])
                     for method, allowed in METHODS.items():
-                        srcs = [] if method in ("gp-no-source", "macs") else sources
+                        if method == "ops-no-source" and k < MIN_FOR_OPS:
+                            continue
+                        srcs = [] if method in ("gp-no-source", "macs", "ops-no-source") else sources
                         p = adapt(pick, y_k, space=space, backbone=bb, sources=srcs, methods=allowed)
                         pred = p.predict(test_a)
                         lo, _, hi = p.predict_interval(test_a, level=0.9)
@@ -126,6 +129,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     return {"rows": rows, "devices": devices, "skipped_devices": skipped, "n_common": len(common),
             "n_test": len(common) - args.pool, "raw": raw}
+
+
+def yardstick(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """How well the measurements reproduce themselves, per device: one timing process's median against the median
+    of the others, per subnet (the ceiling for any predictor scored on these medians), and the schedule used."""
+    out: dict[str, dict[str, Any]] = {}
+    for dev, rec in raw["devices"].items():
+        pm = [v["process_medians_ms"] for v in rec["subnets"].values() if len(v.get("process_medians_ms", [])) >= 3]
+        if not pm:
+            continue
+        a = np.asarray(pm, dtype=np.float64)
+        rel = a[:, 0] / np.median(a[:, 1:], axis=1) - 1.0
+        out[dev] = {"n": len(a), "within10": float(np.mean(np.abs(rel) <= 0.10)),
+                    "within5": float(np.mean(np.abs(rel) <= 0.05)),
+                    "spread_median_pct": float(np.median(a.max(1) / a.min(1) - 1.0) * 100),
+                    "schedule": rec.get("schedule", ["batched"]), "load1": rec.get("load1")}
+    return out
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -154,13 +174,13 @@ def markdown(res: dict[str, Any], summary: dict[str, dict[str, float]], args: ar
         "", "Devices: " + ", ".join(f"`{d}`" for d in res["devices"]) +
         (f"; skipped (too few measured subnets): {res['skipped_devices']}" if res["skipped_devices"] else ""), "",
         "## Spearman / within ±10 % on held-out subnets (chosen subnets)", "",
-        "| target | K | adapted | affine-best-source | best single source (oracle) | GP no source | MACs |",
-        "|---|---|---|---|---|---|---|",
+        "| target | K | adapted | affine-best-source | best single source (oracle) | GP no source | MACs | per-op costs, no source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for t in res["devices"]:
         for k in args.ks:
             cells = []
-            for m in ("adapted", "affine-best-source", "best-single-source", "gp-no-source", "macs"):
+            for m in ("adapted", "affine-best-source", "best-single-source", "gp-no-source", "macs", "ops-no-source"):
                 s = summary.get(f"{t}|chosen|{k}|{m}")
                 cells.append("—" if s is None else f"{s['spearman']:.3f} / {100 * s['within10']:.0f} %")
             lines.append(f"| {t} | {k} | " + " | ".join(cells) + " |")
@@ -174,6 +194,14 @@ def markdown(res: dict[str, Any], summary: dict[str, dict[str, float]], args: ar
                 cells.append("—" if s is None else f"{s['spearman']:.3f} / {100 * s['within10']:.0f} % / "
                              f"{s['mape_pct']:.1f} %; cov {100 * s.get('coverage90', float('nan')):.0f} %")
             lines.append(f"| {t} | {k} | " + " | ".join(cells) + " |")
+    lines += ["", "## Yardstick: do the measurements reproduce? (one process's median vs the others')", "",
+              "| device | schedule | subnets | within ±5 % | within ±10 % | max/min process median − 1 (median) | load1 |",
+              "|---|---|---|---|---|---|---|"]
+    for dev, y in res.get("yardstick", {}).items():
+        load = y.get("load1") or {}
+        lines.append(f"| {dev} | {', '.join(y['schedule'])} | {y['n']} | {100 * y['within5']:.0f} % | "
+                     f"{100 * y['within10']:.0f} % | {y['spread_median_pct']:.1f} % | "
+                     f"{load.get('min', float('nan')):.1f}–{load.get('max', float('nan')):.1f} |")
     lines += ["", "## Targets", ""]
     for name, verdict in res["targets"].items():
         lines.append(f"- {name}: {verdict}")
@@ -224,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = run(args)
     summary = summarise(res["rows"])
     res["targets"] = verdicts(res, summary, args)
+    res["yardstick"] = yardstick(res["raw"])
     raw = res.pop("raw")
     res["raw"] = raw
     out = {"schema_version": 1, "settings": {"pool": args.pool, "ks": args.ks, "seeds": args.seeds,
@@ -231,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "measurements": str(args.measurements.relative_to(ROOT))
                                              if args.measurements.is_relative_to(ROOT) else str(args.measurements)},
            "devices": res["devices"], "skipped_devices": res["skipped_devices"], "n_test": res["n_test"],
-           "summary": summary, "targets": res["targets"], "rows": res["rows"],
+           "summary": summary, "targets": res["targets"], "yardstick": res["yardstick"], "rows": res["rows"],
            "wall_s": round(time.perf_counter() - t0, 1)}
     atomic_write_json(args.out, out)
     atomic_write_text(args.out.with_suffix(".md"), markdown(res, summary, args))

@@ -12,6 +12,11 @@ Mean candidates mu (least squares on the K points):
     affine:<j>     alpha + beta * u_j                 (an affine map of one source; the floor the issue asks for)
     sources        alpha + sum_j beta_j u_j            (ridge on standardised u, J >= 2)
     macs           alpha + beta * m                    (no source needed: the MACs baseline)
+    ops            log(c_0 + sum_t c_t F_t(a)), c >= 0 (K >= 10: a per-op-type cost model, no source needed;
+                                                        F = pointwise/dense MACs, depthwise MACs per kernel size,
+                                                        activation traffic, SE blocks, layers; non-negative least
+                                                        squares on relative error. A device that runs k7 depthwise
+                                                        slowly, as int8 onnxruntime does here, gets its own c_t)
     const          alpha                               (only with the GP: a GP on the encoding alone)
 Residual g ~ GP(0, b^2 x.x' + s^2 exp(-|x - x'|^2 / (2 l^2))) on the encoding: the linear term is a Bayesian
 ridge over per-choice costs (latency is close to additive over layers), the RBF term what is not additive.
@@ -60,6 +65,7 @@ __all__ = [
     "load_latency_model",
     "load_source",
     "macs_m",
+    "op_features",
     "read_measured",
 ]
 
@@ -215,6 +221,35 @@ def macs_m(backbone: Backbone, archs: Sequence[ArchConfig]) -> np.ndarray:
     return np.asarray([sum(s.macs() for s in layer_specs(backbone, a)) / 1e6 for a in archs], dtype=np.float64)
 
 
+OP_FEATURES = ("dense_macs_m", "dw3_macs_m", "dw5_macs_m", "dw7_macs_m", "act_traffic_m", "se_blocks", "layers")
+MIN_FOR_OPS = 10
+
+
+def op_features(backbone: Backbone, archs: Sequence[ArchConfig]) -> np.ndarray:
+    """Per architecture the `OP_FEATURES` (N, 7): what a per-op-type cost model prices, from `layer_specs`."""
+    out = np.zeros((len(archs), len(OP_FEATURES)))
+    for n, a in enumerate(archs):
+        f = out[n]
+        for sp in layer_specs(backbone, a):
+            ho = sp.out_hw
+            if sp.op not in ("mbconv",):
+                f[0] += sp.macs() / 1e6
+                continue
+            if sp.expand != 1:
+                f[0] += sp.in_ch * sp.mid_ch * sp.in_hw ** 2 / 1e6
+            f[0] += sp.mid_ch * sp.out_ch * ho * ho / 1e6
+            f[{3: 1, 5: 2, 7: 3}.get(sp.kernel, 3)] += sp.mid_ch * sp.kernel ** 2 * ho * ho / 1e6
+            f[4] += sp.mid_ch * (sp.in_hw ** 2 + ho * ho) / 1e6
+            f[5] += float(sp.se)
+            f[6] += 1.0
+    return out
+
+
+def _arch_matrix(backbone: Backbone, archs: Sequence[ArchConfig]) -> np.ndarray:
+    """Column 0: m = log MACs (millions); columns 1..: `op_features`."""
+    return np.column_stack([np.log(macs_m(backbone, archs)), op_features(backbone, archs)])
+
+
 def _log_sources(sources: Sequence[LatencySource], archs: Sequence[ArchConfig]) -> np.ndarray:
     if not sources:
         return np.zeros((len(archs), 0))
@@ -334,11 +369,15 @@ class _Mean:
         if self.kind == "sources":
             return u
         if self.kind == "macs":
-            return m[:, None]
+            return m[:, [0]] if m.ndim == 2 else m[:, None]
+        if self.kind == "ops":
+            return m[:, 1:]
         return np.zeros((len(m), 0))
 
     def __call__(self, u: np.ndarray, m: np.ndarray) -> np.ndarray:
         f = self.columns(u, m)
+        if self.kind == "ops":  # a cost model in ms, not in logs
+            return np.asarray(np.log(np.maximum(self.intercept + f @ np.asarray(self.coef), 1e-9)), dtype=np.float64)
         lin = f @ np.asarray(self.coef) if f.shape[1] else np.zeros(len(m))
         return np.asarray(self.intercept + lin, dtype=np.float64)
 
@@ -346,6 +385,17 @@ class _Mean:
     def fit(cls, kind: str, u: np.ndarray, m: np.ndarray, z: np.ndarray, *, source: int | None = None) -> _Mean:
         proto = cls(kind=kind, intercept=0.0, source=source)
         f = proto.columns(u, m)
+        if kind == "ops":
+            from scipy.optimize import nnls
+
+            y = np.exp(z)
+            sd = f.std(0)
+            sd[sd == 0] = 1.0
+            a = np.column_stack([np.ones(len(y)), f / sd]) / y[:, None]  # rows / y: least squares in relative error
+            c, _ = nnls(a, np.ones(len(y)))
+            if not c.any():  # degenerate fit: a constant
+                return cls(kind=kind, intercept=float(np.exp(z).mean()), coef=(0.0,) * f.shape[1], source=source)
+            return cls(kind=kind, intercept=float(c[0]), coef=tuple(float(v) for v in c[1:] / sd), source=source)
         if f.shape[1] == 0:
             return cls(kind=kind, intercept=float(z.mean()), source=source)
         mu, sd = f.mean(0), f.std(0)
@@ -384,6 +434,8 @@ def _candidates(n_sources: int, k: int) -> list[tuple[str, int | None, bool]]:
         if n_sources >= 2 and k >= n_sources + 2:
             out.append(("sources", None, gp))
         out.append(("macs", None, gp))
+        if k >= MIN_FOR_OPS:
+            out.append(("ops", None, gp))
         if gp:
             out.append(("const", None, gp))
     return out
@@ -457,7 +509,7 @@ class AdaptedLatencyPredictor:
     def predict_log(self, archs: Sequence[ArchConfig]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and (calibrated) variance of log latency, shape (N,) each."""
         a = self._check(archs)
-        u, m = _log_sources(self.sources, a), np.log(macs_m(self.backbone, a))
+        u, m = _log_sources(self.sources, a), _arch_matrix(self.backbone, a)
         mu = self.mean(u, m)
         var = np.ones(len(a))
         if self.gp is not None:
@@ -587,14 +639,14 @@ def adapt(
 ) -> AdaptedLatencyPredictor:
     """Fit the target device's predictor from ``archs`` measured end to end (``measured_ms``, ms).
 
-    ``methods`` restricts the candidates by name (``affine``, ``sources``, ``macs``, ``const``, each optionally
+    ``methods`` restricts the candidates by name (``affine``, ``sources``, ``macs``, ``ops``, ``const``, each optionally
     suffixed ``+gp``); the benchmark uses it for its baselines. Raises `FewShotError` naming the row for bad input.
     """
     y = np.asarray(measured_ms, dtype=np.float64)
     canon = _check_inputs(archs, y, space, sources, backbone)
     z = np.log(y)
     u = _log_sources(sources, canon)
-    m = np.log(macs_m(backbone, canon))
+    m = _arch_matrix(backbone, canon)
     x = space.encode_many(canon, "onehot")
     cands = _candidates(len(sources), len(canon))
     if methods is not None:

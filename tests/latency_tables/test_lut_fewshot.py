@@ -391,3 +391,47 @@ def test_cli_subnet_kit_and_import(tmp_path: Path, small_space: SearchSpace, fak
     assert run_kit_script(kit, tmp_path).returncode == 2
     res = runner.invoke(app, ["lut", "import", str(kit), "--out", str(tmp_path / "m.csv"), "--csv", str(tmp_path / "x")])
     assert res.exit_code == 2 and "subnet kit" in res.output
+
+
+def op_device(backbone: Backbone, *, dense: float, dw: dict[int, float], fixed: float) -> Device:
+    """A device priced per op type: ms per million dense and per million depthwise MACs of each kernel size."""
+
+    def f(archs: Sequence[ArchConfig]) -> np.ndarray:
+        out = []
+        for a in archs:
+            t = fixed
+            for s in layer_specs(backbone, a):
+                if s.op != "mbconv":
+                    t += dense * s.macs() / 1e6
+                    continue
+                ho = s.out_hw
+                pw = (s.in_ch * s.mid_ch * s.in_hw ** 2 if s.expand != 1 else 0) + s.mid_ch * s.out_ch * ho * ho
+                t += dense * pw / 1e6 + dw[s.kernel] * s.mid_ch * s.kernel ** 2 * ho * ho / 1e6
+            out.append(t)
+        return np.asarray(out)
+
+    return f
+
+
+def test_per_op_costs_learn_a_device_that_runs_large_kernels_slowly(space: SearchSpace, backbone: Backbone) -> None:
+    """int8 onnxruntime here prices a 7x7 depthwise MAC far above a pointwise one: MACs alone cannot see it, the
+    per-op cost model (no source) recovers it from 15 measurements and LOO picks it."""
+    target = op_device(backbone, dense=0.02, dw={3: 0.05, 5: 0.1, 7: 0.6}, fixed=0.3)
+    train, test = sample(space, 15, 0), sample(space, 200, 1)
+    ops = adapt(train, target(train), space=space, backbone=backbone, methods=["ops"])
+    macs = adapt(train, target(train), space=space, backbone=backbone, methods=["macs"])
+    assert np.median(rel_err(ops.predict(test), target(test))) < 0.01
+    assert np.median(rel_err(macs.predict(test), target(test))) > 0.05
+    chosen = adapt(train, target(train), space=space, backbone=backbone)
+    assert chosen.info["chosen"].startswith("ops")
+    with pytest.raises(FewShotError, match="none applies"):  # 8 parameters need K >= 10
+        adapt(train[:9], target(train[:9]), space=space, backbone=backbone, methods=["ops"])
+
+
+def test_an_ops_predictor_round_trips_through_json(space: SearchSpace, backbone: Backbone, tmp_path: Path) -> None:
+    target = op_device(backbone, dense=0.02, dw={3: 0.05, 5: 0.1, 7: 0.6}, fixed=0.3)
+    train, test = sample(space, 12, 3), sample(space, 20, 4)
+    p = adapt(train, target(train), space=space, backbone=backbone, methods=["ops"])
+    p.save(tmp_path / "p.json")
+    back = load_latency_model(tmp_path / "p.json")
+    assert np.allclose(back.predict(test), p.predict(test), rtol=1e-9)
