@@ -46,7 +46,7 @@ def test_benchmark_scores_every_target_and_method(tmp_path: Path) -> None:
     s = res["summary"]
     for t in res["devices"]:
         for m in ("adapted", "affine-best-source", "best-single-source", "gp-no-source", "macs"):
-                assert f"{t}|chosen|10|{m}" in s and f"{t}|random|5|{m}" in s
+            assert f"{t}|chosen|10|{m}" in s and f"{t}|random|5|{m}" in s
         assert f"{t}|chosen|10|ops-no-source" in s and f"{t}|chosen|5|ops-no-source" not in s  # ops needs K >= 10
         # the devices are near-affine in each other: with sources, 10 measurements predict within +-10 %
         assert s[f"{t}|chosen|10|adapted"]["within10"] >= 0.9
